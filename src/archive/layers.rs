@@ -1,0 +1,220 @@
+//! Stacking the layers: compression over encryption over a file, and back.
+//!
+//! A [`Sink`] is a `Write` with an explicit, fallible `finish`: the gzip
+//! writer flushes its last block and joins its threads, zstd writes its frame
+//! end, age writes its last authenticated chunk, the file is fsynced. Only
+//! when the whole chain finished is the archive complete.
+
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::sync::{Arc, Mutex};
+
+use super::Compression;
+use super::crypt::{self, CryptError, Encrypting, ReadKeys};
+use super::gzip::{ParallelGzReader, ParallelGzWriter};
+use super::pipe;
+
+/// A `Write` that must be finished to be complete.
+pub trait Sink: Write + Send {
+    /// Flushes everything, closes the format, syncs to disk where there is one.
+    fn finish(self: Box<Self>) -> io::Result<()>;
+}
+
+/// The file at the bottom of the stack; `finish` fsyncs it.
+pub struct FileSink {
+    file: File,
+    written: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl FileSink {
+    /// Wraps a file; `written` counts the bytes that reach it.
+    pub fn new(file: File, written: Arc<std::sync::atomic::AtomicU64>) -> Self {
+        FileSink { file, written }
+    }
+}
+
+impl Write for FileSink {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.file.write(buf)?;
+        self.written
+            .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
+}
+
+impl Sink for FileSink {
+    fn finish(self: Box<Self>) -> io::Result<()> {
+        self.file.sync_all()
+    }
+}
+
+/// An in-memory sink, for tests of the pipeline without files.
+#[derive(Clone)]
+pub struct MemorySink(Arc<Mutex<Vec<u8>>>);
+
+impl MemorySink {
+    /// A sink and a handle to what it receives.
+    pub fn new() -> (MemorySink, Arc<Mutex<Vec<u8>>>) {
+        let buf = Arc::new(Mutex::new(Vec::new()));
+        (MemorySink(Arc::clone(&buf)), buf)
+    }
+}
+
+impl Write for MemorySink {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.lock().expect("not poisoned").extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Sink for MemorySink {
+    fn finish(self: Box<Self>) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+struct AgeSink(age::stream::StreamWriter<Box<dyn Sink>>);
+
+impl Write for AgeSink {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.0.flush()
+    }
+}
+
+impl Sink for AgeSink {
+    fn finish(self: Box<Self>) -> io::Result<()> {
+        self.0.finish()?.finish()
+    }
+}
+
+struct ZstdSink(zstd::stream::write::Encoder<'static, Box<dyn Sink>>);
+
+impl Write for ZstdSink {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Sink for ZstdSink {
+    fn finish(self: Box<Self>) -> io::Result<()> {
+        self.0.finish()?.finish()
+    }
+}
+
+/// Stacks encryption (when given) and compression over `bottom`.
+pub fn writer(
+    bottom: Box<dyn Sink>,
+    encryption: Option<Encrypting>,
+    compression: Compression,
+    threads: usize,
+) -> io::Result<Box<dyn Sink>> {
+    let encrypted: Box<dyn Sink> = match encryption {
+        Some(enc) => Box::new(AgeSink(enc.wrap(bottom)?)),
+        None => bottom,
+    };
+    Ok(match compression {
+        Compression::Gzip(level) => Box::new(ParallelGzWriter::new(encrypted, level, threads)),
+        Compression::Zstd(level) => {
+            let mut enc = zstd::stream::write::Encoder::new(encrypted, i32::from(level))?;
+            enc.include_checksum(true)?;
+            // zstd's own worker threads compress; this thread only feeds them.
+            enc.multithread(threads as u32)?;
+            Box::new(ZstdSink(enc))
+        }
+    })
+}
+
+/// What the layers of an archive turned out to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Layers {
+    /// Whether an age layer was present.
+    pub encrypted: bool,
+    /// `gzip` or `zstd`.
+    pub compression: &'static str,
+}
+
+/// Why an archive's outer layers cannot be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    /// A key problem.
+    #[error(transparent)]
+    Crypt(#[from] CryptError),
+    /// Neither gzip nor zstd inside.
+    #[error(
+        "{0} is not a cofre archive: its contents are neither gzip nor zstd (wrong file, or the wrong key?)"
+    )]
+    UnknownFormat(String),
+    /// Reading failed.
+    #[error("cannot read {archive}: {source}")]
+    Io {
+        /// The archive.
+        archive: String,
+        /// The OS error.
+        source: io::Error,
+    },
+}
+
+const AGE_MAGIC: &[u8] = b"age-encryption.org/";
+const GZIP_MAGIC: &[u8] = &[0x1f, 0x8b];
+const ZSTD_MAGIC: &[u8] = &[0x28, 0xb5, 0x2f, 0xfd];
+
+fn peek<R: BufRead>(r: &mut R, n: usize) -> io::Result<Vec<u8>> {
+    let buf = r.fill_buf()?;
+    Ok(buf[..buf.len().min(n)].to_vec())
+}
+
+/// Opens the layers of `input` (detected from magic bytes) and returns a
+/// reader of the tar stream, fed by other threads.
+pub fn open(
+    input: impl Read + Send + 'static,
+    keys: &ReadKeys,
+    archive: &str,
+    threads: usize,
+) -> Result<(Box<dyn Read + Send>, Layers), OpenError> {
+    let io_err = |source| OpenError::Io {
+        archive: archive.to_owned(),
+        source,
+    };
+    let mut outer = BufReader::with_capacity(1 << 16, input);
+    let magic = peek(&mut outer, 32).map_err(io_err)?;
+    let (mut plain, encrypted): (Box<dyn BufRead + Send>, bool) = if magic.starts_with(AGE_MAGIC) {
+        let reader = crypt::decrypt(outer, keys, archive)?;
+        (Box::new(BufReader::with_capacity(1 << 16, reader)), true)
+    } else {
+        (Box::new(outer), false)
+    };
+    let magic = peek(&mut plain, 4).map_err(io_err)?;
+    if magic.starts_with(GZIP_MAGIC) {
+        let reader = ParallelGzReader::new(plain, threads);
+        Ok((
+            Box::new(reader),
+            Layers {
+                encrypted,
+                compression: "gzip",
+            },
+        ))
+    } else if magic.starts_with(ZSTD_MAGIC) {
+        let decoder = zstd::stream::read::Decoder::with_buffer(plain).map_err(io_err)?;
+        Ok((
+            Box::new(pipe::spawn_reader(decoder)),
+            Layers {
+                encrypted,
+                compression: "zstd",
+            },
+        ))
+    } else {
+        Err(OpenError::UnknownFormat(archive.to_owned()))
+    }
+}

@@ -1,0 +1,504 @@
+//! `cofre-manifest.json`, the archive's last entry: what the archive holds and
+//! the hash of every entry.
+//!
+//! The manifest can list hundreds of thousands of entries, so neither side
+//! holds them in memory: the writer spools entries to an unnamed temporary
+//! file and splices them into the JSON at the end; the reader parses the
+//! `entries` array one element at a time (a serde `DeserializeSeed` that
+//! calls back per entry) while everything else is collected normally.
+
+use std::fmt;
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+
+use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
+use serde::{Deserialize, Serialize};
+
+use super::tarenc::{EntryMeta, Kind};
+
+/// The manifest's format name.
+pub const FORMAT: &str = "cofre-archive";
+/// The manifest's format version.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// One entry of the archive, as recorded (and as recomputed when reading).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    /// Path inside the archive (lossy UTF-8 when the name is not UTF-8).
+    pub path: String,
+    /// The exact bytes of the path, hex, only when it is not UTF-8.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path_hex: Option<String>,
+    /// Kind.
+    #[serde(rename = "type")]
+    pub kind: Kind,
+    /// Data size in bytes.
+    #[serde(default)]
+    pub size: u64,
+    /// Permission bits (decimal in JSON).
+    pub mode: u32,
+    /// Modification time, RFC 3339 with nanoseconds, UTC.
+    pub mtime: String,
+    /// BLAKE3 of the data, hex (files).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hash: Option<String>,
+    /// Link target (symlinks, hard links), lossy UTF-8.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link: Option<String>,
+    /// The exact bytes of the link target, hex, only when it is not UTF-8.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link_hex: Option<String>,
+}
+
+impl Entry {
+    /// The record of an entry with the given header metadata and data hash;
+    /// the same function for writing and for re-checking, so both agree.
+    pub fn from_meta(meta: &EntryMeta<'_>, hash: Option<String>) -> Entry {
+        let (path, path_hex) = text_and_hex(meta.path);
+        let (link, link_hex) = match meta.link {
+            Some(l) => {
+                let (t, h) = text_and_hex(l);
+                (Some(t), h)
+            }
+            None => (None, None),
+        };
+        Entry {
+            path,
+            path_hex,
+            kind: meta.kind,
+            size: if meta.kind == Kind::File {
+                meta.size
+            } else {
+                0
+            },
+            mode: meta.mode & 0o7777,
+            mtime: format_mtime(meta.mtime, meta.mtime_nsec),
+            hash,
+            link,
+            link_hex,
+        }
+    }
+}
+
+/// Text for a byte path, and its hex form when it is not UTF-8.
+pub fn text_and_hex(bytes: &[u8]) -> (String, Option<String>) {
+    match std::str::from_utf8(bytes) {
+        Ok(s) => (s.to_owned(), None),
+        Err(_) => (
+            String::from_utf8_lossy(bytes).into_owned(),
+            Some(hex(bytes)),
+        ),
+    }
+}
+
+/// Lowercase hex.
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}
+
+/// An mtime as the manifest writes it.
+pub fn format_mtime(secs: i64, nsec: u32) -> String {
+    match chrono::DateTime::from_timestamp(secs, nsec) {
+        Some(t) => t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
+        None => format!("{secs}.{nsec:09}"),
+    }
+}
+
+/// Options the archive was made with.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Options {
+    /// `gzip:6`, `zstd:3`.
+    pub compression: String,
+    /// How it was encrypted.
+    pub encryption: String,
+    /// The user's exclude patterns.
+    #[serde(default)]
+    pub excludes: Vec<String>,
+    /// The hash algorithm of the entries.
+    pub hash: String,
+}
+
+/// Counts over the whole archive.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Totals {
+    /// Tar entries besides the manifest.
+    pub entries: u64,
+    /// Regular files of the project.
+    pub files: u64,
+    /// Directories of the project.
+    pub dirs: u64,
+    /// Symlinks of the project.
+    pub symlinks: u64,
+    /// Bytes of file data of the project.
+    pub bytes: u64,
+    /// MongoDB collections (and views).
+    #[serde(default)]
+    pub collections: u64,
+    /// MongoDB documents.
+    #[serde(default)]
+    pub documents: u64,
+    /// Bytes of BSON.
+    #[serde(default)]
+    pub mongo_bytes: u64,
+}
+
+/// Something that went wrong with one path without failing the backup.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Warning {
+    /// The path concerned (relative to the project, or a collection).
+    pub path: String,
+    /// What happened.
+    pub message: String,
+}
+
+/// One dumped collection or view.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CollectionRecord {
+    /// Database name.
+    pub db: String,
+    /// Collection name.
+    pub name: String,
+    /// `collection`, `view` or `timeseries`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Documents dumped.
+    pub documents: u64,
+    /// Bytes of BSON dumped.
+    pub bytes: u64,
+    /// BLAKE3 of the `.bson` file, hex.
+    pub hash: String,
+    /// The `.bson` entry's path in the archive.
+    pub bson_path: String,
+    /// The `.metadata.json` entry's path in the archive.
+    pub metadata_path: String,
+}
+
+/// The MongoDB part of the archive.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct MongoSection {
+    /// The server, password redacted.
+    pub uri: String,
+    /// Server version.
+    #[serde(default)]
+    pub server_version: String,
+    /// Whether all collections were read at one point in time.
+    pub consistent: bool,
+    /// The cluster time of that point (replica sets), as `seconds,increment`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_time: Option<String>,
+    /// Why the dump is not a single point in time, when it is not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+    /// Databases dumped.
+    pub databases: Vec<String>,
+    /// Collections dumped.
+    pub collections: Vec<CollectionRecord>,
+}
+
+/// Everything in the manifest except the entries.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ManifestInfo {
+    /// Always [`FORMAT`].
+    pub format: String,
+    /// [`FORMAT_VERSION`] of the writer.
+    pub format_version: u32,
+    /// `cofre <version>`.
+    pub tool: String,
+    /// Start of the backup (UTC, RFC 3339).
+    pub created_at: String,
+    /// End of the backup.
+    #[serde(default)]
+    pub finished_at: String,
+    /// Host name.
+    pub host: String,
+    /// The project directory.
+    pub source: String,
+    /// Options used.
+    pub options: Options,
+    /// The database part, when there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mongodb: Option<MongoSection>,
+    /// Counts.
+    pub totals: Totals,
+    /// Warnings.
+    #[serde(default)]
+    pub warnings: Vec<Warning>,
+}
+
+/// Collects entries on disk while the archive is written.
+pub struct ManifestWriter {
+    spool: BufWriter<File>,
+    count: u64,
+}
+
+impl ManifestWriter {
+    /// Spools into an unnamed temporary file in `dir` (gone if we crash).
+    pub fn new(dir: &std::path::Path) -> io::Result<Self> {
+        Ok(ManifestWriter {
+            spool: BufWriter::with_capacity(1 << 16, tempfile::tempfile_in(dir)?),
+            count: 0,
+        })
+    }
+
+    /// Records one entry.
+    pub fn push(&mut self, entry: &Entry) -> io::Result<()> {
+        if self.count > 0 {
+            self.spool.write_all(b",\n")?;
+        }
+        serde_json::to_writer(&mut self.spool, entry)?;
+        self.count += 1;
+        Ok(())
+    }
+
+    /// Entries recorded so far.
+    pub fn len(&self) -> u64 {
+        self.count
+    }
+
+    /// Whether nothing was recorded.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Writes the complete manifest into a new unnamed file in `dir` and
+    /// returns it rewound, with its length.
+    pub fn finish(self, info: &ManifestInfo, dir: &std::path::Path) -> io::Result<(File, u64)> {
+        let mut spool = self.spool.into_inner().map_err(|e| e.into_error())?;
+        spool.seek(SeekFrom::Start(0))?;
+        let mut out = BufWriter::with_capacity(1 << 16, tempfile::tempfile_in(dir)?);
+        // The info object without its closing brace, the entries, the brace.
+        let info_json = serde_json::to_string_pretty(info)?;
+        let body = info_json
+            .strip_suffix('}')
+            .expect("an object ends with a brace")
+            .trim_end();
+        out.write_all(body.as_bytes())?;
+        out.write_all(b",\n  \"entries\": [\n")?;
+        io::copy(&mut spool, &mut out)?;
+        out.write_all(b"\n  ]\n}\n")?;
+        let mut file = out.into_inner().map_err(|e| e.into_error())?;
+        let len = file.stream_position()?;
+        file.seek(SeekFrom::Start(0))?;
+        Ok((file, len))
+    }
+}
+
+/// Parses a manifest, calling `on_entry` for each entry in order, without
+/// holding the entries. `on_entry` returns an error message to stop.
+pub fn read_streaming<R: Read>(
+    reader: R,
+    mut on_entry: impl FnMut(Entry) -> Result<(), String>,
+) -> Result<(ManifestInfo, u64), String> {
+    let mut de = serde_json::Deserializer::from_reader(BufReader::with_capacity(1 << 16, reader));
+    let seed = ManifestSeed {
+        on_entry: &mut on_entry,
+        count: 0,
+    };
+    let (info, count) = seed.deserialize(&mut de).map_err(|e| e.to_string())?;
+    de.end().map_err(|e| e.to_string())?;
+    Ok((info, count))
+}
+
+/// A whole manifest in memory (for tests and small tools).
+pub fn read_all<R: Read>(reader: R) -> Result<(ManifestInfo, Vec<Entry>), String> {
+    let mut entries = Vec::new();
+    let (info, _) = read_streaming(reader, |e| {
+        entries.push(e);
+        Ok(())
+    })?;
+    Ok((info, entries))
+}
+
+struct ManifestSeed<'a> {
+    on_entry: &'a mut dyn FnMut(Entry) -> Result<(), String>,
+    count: u64,
+}
+
+impl<'de> DeserializeSeed<'de> for ManifestSeed<'_> {
+    type Value = (ManifestInfo, u64);
+
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ManifestSeed<'_> {
+    type Value = (ManifestInfo, u64);
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a cofre manifest object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(mut self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut rest = serde_json::Map::new();
+        let mut saw_entries = false;
+        while let Some(key) = map.next_key::<String>()? {
+            if key == "entries" {
+                saw_entries = true;
+                let n = map.next_value_seed(EntriesSeed {
+                    on_entry: &mut *self.on_entry,
+                })?;
+                self.count += n;
+            } else {
+                let value: serde_json::Value = map.next_value()?;
+                rest.insert(key, value);
+            }
+        }
+        if !saw_entries {
+            return Err(de::Error::missing_field("entries"));
+        }
+        let info: ManifestInfo =
+            serde_json::from_value(serde_json::Value::Object(rest)).map_err(de::Error::custom)?;
+        Ok((info, self.count))
+    }
+}
+
+struct EntriesSeed<'a> {
+    on_entry: &'a mut dyn FnMut(Entry) -> Result<(), String>,
+}
+
+impl<'de> DeserializeSeed<'de> for EntriesSeed<'_> {
+    type Value = u64;
+
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<u64, D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for EntriesSeed<'_> {
+    type Value = u64;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an array of entries")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<u64, A::Error> {
+        let mut n = 0;
+        while let Some(entry) = seq.next_element::<Entry>()? {
+            (self.on_entry)(entry).map_err(de::Error::custom)?;
+            n += 1;
+        }
+        Ok(n)
+    }
+}
+
+/// Spools recomputed entries while an archive is read, to compare with the
+/// manifest (which comes last) in order, without holding them in memory.
+pub struct EntrySpool {
+    writer: BufWriter<File>,
+    count: u64,
+}
+
+impl EntrySpool {
+    /// A spool in an unnamed temporary file.
+    pub fn new() -> io::Result<Self> {
+        Ok(EntrySpool {
+            writer: BufWriter::with_capacity(1 << 16, tempfile::tempfile()?),
+            count: 0,
+        })
+    }
+
+    /// Records one entry.
+    pub fn push(&mut self, e: &Entry) -> io::Result<()> {
+        serde_json::to_writer(&mut self.writer, e)?;
+        self.writer.write_all(b"\n")?;
+        self.count += 1;
+        Ok(())
+    }
+
+    /// Entries recorded.
+    pub fn len(&self) -> u64 {
+        self.count
+    }
+
+    /// Whether none were recorded.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Reads the entries back, in order.
+    pub fn read_back(self) -> io::Result<impl Iterator<Item = io::Result<Entry>>> {
+        let mut file = self.writer.into_inner().map_err(|e| e.into_error())?;
+        file.seek(SeekFrom::Start(0))?;
+        Ok(BufReader::with_capacity(1 << 16, file).lines().map(|line| {
+            let line = line?;
+            serde_json::from_str(&line).map_err(io::Error::other)
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(i: u32) -> Entry {
+        Entry {
+            path: format!("files/f{i}"),
+            path_hex: None,
+            kind: Kind::File,
+            size: u64::from(i),
+            mode: 0o644,
+            mtime: format_mtime(1_764_201_600, i),
+            hash: Some(format!("{i:064x}")),
+            link: None,
+            link_hex: None,
+        }
+    }
+
+    #[test]
+    fn streams_out_and_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = ManifestWriter::new(dir.path()).unwrap();
+        for i in 0..1000 {
+            w.push(&entry(i)).unwrap();
+        }
+        let info = ManifestInfo {
+            format: FORMAT.into(),
+            format_version: FORMAT_VERSION,
+            warnings: vec![Warning {
+                path: "x".into(),
+                message: "vanished".into(),
+            }],
+            ..Default::default()
+        };
+        let (file, len) = w.finish(&info, dir.path()).unwrap();
+        assert!(len > 1000);
+        let mut seen = 0;
+        let (back, n) = read_streaming(file, |e| {
+            assert_eq!(e, entry(seen));
+            seen += 1;
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(n, 1000);
+        assert_eq!(back, info);
+    }
+
+    #[test]
+    fn empty_manifest_is_valid_json() {
+        let dir = tempfile::tempdir().unwrap();
+        let w = ManifestWriter::new(dir.path()).unwrap();
+        let (file, _) = w.finish(&ManifestInfo::default(), dir.path()).unwrap();
+        let (_, entries) = read_all(file).unwrap();
+        assert!(entries.is_empty());
+    }
+
+    #[test]
+    fn rejects_garbage() {
+        assert!(read_all(&b"{\"format\": 1"[..]).is_err());
+        assert!(read_all(&b"[]"[..]).is_err());
+        assert!(read_all(&b"{}"[..]).is_err());
+    }
+
+    #[test]
+    fn non_utf8_names_keep_their_bytes() {
+        let (text, hexed) = text_and_hex(b"caf\xe9");
+        assert_eq!(text, "caf\u{fffd}");
+        assert_eq!(hexed.as_deref(), Some("636166e9"));
+    }
+}

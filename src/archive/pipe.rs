@@ -1,0 +1,140 @@
+//! A reader moved onto its own thread, so two stages of the read pipeline
+//! (decrypt + decompress, and tar + hash + write) use two cores.
+//!
+//! Chunks travel through a bounded channel (memory stays bounded); an error
+//! on the producing side is delivered, in order, to the consumer's `read`.
+
+use std::io::{self, Read};
+use std::sync::mpsc::{Receiver, sync_channel};
+use std::thread;
+
+/// Chunk size of the pipe.
+const CHUNK: usize = 1 << 20;
+/// Chunks in flight.
+const DEPTH: usize = 4;
+
+/// The consuming end: a `Read` over chunks produced by another thread.
+pub struct ChannelReader {
+    rx: Receiver<io::Result<Vec<u8>>>,
+    current: Vec<u8>,
+    pos: usize,
+    done: bool,
+}
+
+impl ChannelReader {
+    /// Wraps a receiver of chunks; an empty chunk or a closed channel is the end.
+    pub fn new(rx: Receiver<io::Result<Vec<u8>>>) -> Self {
+        ChannelReader {
+            rx,
+            current: Vec::new(),
+            pos: 0,
+            done: false,
+        }
+    }
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.pos >= self.current.len() {
+            if self.done {
+                return Ok(0);
+            }
+            match self.rx.recv() {
+                Ok(Ok(chunk)) if chunk.is_empty() => self.done = true,
+                Ok(Ok(chunk)) => {
+                    self.current = chunk;
+                    self.pos = 0;
+                }
+                Ok(Err(e)) => {
+                    self.done = true;
+                    return Err(e);
+                }
+                Err(_) => {
+                    self.done = true;
+                    return Err(io::Error::other(
+                        "the reading thread stopped before the end of the stream",
+                    ));
+                }
+            }
+        }
+        let n = buf.len().min(self.current.len() - self.pos);
+        buf[..n].copy_from_slice(&self.current[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+/// Runs `reader` on a new thread and returns a `Read` of its output.
+pub fn spawn_reader<R: Read + Send + 'static>(mut reader: R) -> ChannelReader {
+    let (tx, rx) = sync_channel(DEPTH);
+    thread::Builder::new()
+        .name("cofre-read".into())
+        .spawn(move || {
+            loop {
+                let mut chunk = vec![0u8; CHUNK];
+                let mut filled = 0;
+                let result = loop {
+                    match reader.read(&mut chunk[filled..]) {
+                        Ok(0) => break Ok(()),
+                        Ok(n) => {
+                            filled += n;
+                            if filled == CHUNK {
+                                break Ok(());
+                            }
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(e) => break Err(e),
+                    }
+                };
+                chunk.truncate(filled);
+                let end = filled == 0;
+                if filled > 0 && tx.send(Ok(chunk)).is_err() {
+                    return;
+                }
+                if let Err(e) = result {
+                    let _ = tx.send(Err(e));
+                    return;
+                }
+                if end {
+                    let _ = tx.send(Ok(Vec::new()));
+                    return;
+                }
+            }
+        })
+        .expect("spawning a thread");
+    ChannelReader::new(rx)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passes_bytes_through_in_order() {
+        let data: Vec<u8> = (0..5_000_000u32).map(|i| (i % 251) as u8).collect();
+        let mut out = Vec::new();
+        spawn_reader(io::Cursor::new(data.clone()))
+            .read_to_end(&mut out)
+            .unwrap();
+        assert_eq!(out, data);
+    }
+
+    #[test]
+    fn delivers_errors() {
+        struct Failing(usize);
+        impl Read for Failing {
+            fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+                if self.0 == 0 {
+                    return Err(io::Error::new(io::ErrorKind::InvalidData, "boom"));
+                }
+                self.0 -= 1;
+                buf[0] = 7;
+                Ok(1)
+            }
+        }
+        let mut out = Vec::new();
+        let err = spawn_reader(Failing(3)).read_to_end(&mut out).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+        assert_eq!(out, vec![7, 7, 7]);
+    }
+}

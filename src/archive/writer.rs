@@ -1,0 +1,326 @@
+//! Building an archive: entries in, hashed as they stream, manifest last.
+//!
+//! Failures are of two kinds and kept apart. A source file that cannot be
+//! opened, read, or that changes while it is read is a [`Warning`]: it is
+//! recorded in the manifest, logged, and the backup goes on (the exit code
+//! says so). A failure to *write* the archive (full disk, a failed layer) is
+//! an `io::Error` returned to the caller, which abandons the archive.
+
+use std::fs::{File, Metadata, OpenOptions};
+use std::io::{self, Read};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use indicatif::ProgressBar;
+
+use super::layers::Sink;
+use super::manifest::{Entry, ManifestInfo, ManifestWriter, Totals, Warning};
+use super::tarenc::{EntryMeta, Kind, TarEncoder};
+use super::{FILES_PREFIX, MANIFEST_NAME};
+
+/// Read size for source files: large enough that syscalls do not dominate,
+/// small enough to stay in L2 while it is hashed and copied.
+const READ_BUF: usize = 256 << 10;
+
+/// Metadata of an entry that does not come from the filesystem.
+#[derive(Debug, Clone, Copy)]
+pub struct StreamMeta {
+    /// Permission bits.
+    pub mode: u32,
+    /// Seconds since the epoch.
+    pub mtime: i64,
+}
+
+/// An archive being written.
+pub struct ArchiveWriter {
+    tar: TarEncoder<Box<dyn Sink>>,
+    manifest: ManifestWriter,
+    totals: Totals,
+    warnings: Vec<Warning>,
+    buf: Vec<u8>,
+    temp_dir: PathBuf,
+    progress: ProgressBar,
+}
+
+fn fs_meta<'a>(path: &'a [u8], kind: Kind, m: &Metadata, link: Option<&'a [u8]>) -> EntryMeta<'a> {
+    EntryMeta {
+        path,
+        kind,
+        size: if kind == Kind::File { m.len() } else { 0 },
+        mode: m.mode() & 0o7777,
+        mtime: m.mtime(),
+        mtime_nsec: m.mtime_nsec().clamp(0, 999_999_999) as u32,
+        uid: u64::from(m.uid()),
+        gid: u64::from(m.gid()),
+        link,
+    }
+}
+
+/// The archive path of a project-relative path (`files/<rel>`).
+pub fn files_path(rel: &[u8]) -> Vec<u8> {
+    if rel.is_empty() {
+        return b"files".to_vec();
+    }
+    let mut p = Vec::with_capacity(FILES_PREFIX.len() + rel.len());
+    p.extend_from_slice(FILES_PREFIX.as_bytes());
+    p.extend_from_slice(rel);
+    p
+}
+
+impl ArchiveWriter {
+    /// Starts an archive into `sink`; temporary spools go to `temp_dir`.
+    pub fn new(sink: Box<dyn Sink>, temp_dir: &Path, progress: ProgressBar) -> io::Result<Self> {
+        Ok(ArchiveWriter {
+            tar: TarEncoder::new(sink),
+            manifest: ManifestWriter::new(temp_dir)?,
+            totals: Totals::default(),
+            warnings: Vec::new(),
+            buf: vec![0u8; READ_BUF],
+            temp_dir: temp_dir.to_path_buf(),
+            progress,
+        })
+    }
+
+    /// Records a warning about `path` (and logs it).
+    pub fn warn(&mut self, path: &str, message: impl Into<String>) {
+        let message = message.into();
+        tracing::warn!(path, "{message}");
+        self.warnings.push(Warning {
+            path: path.to_owned(),
+            message,
+        });
+    }
+
+    /// Warnings so far.
+    pub fn warnings(&self) -> &[Warning] {
+        &self.warnings
+    }
+
+    /// Counts so far.
+    pub fn totals(&self) -> &Totals {
+        &self.totals
+    }
+
+    /// Mutable counts, for the parts (MongoDB) that keep their own.
+    pub fn totals_mut(&mut self) -> &mut Totals {
+        &mut self.totals
+    }
+
+    fn record(&mut self, meta: &EntryMeta<'_>, hash: Option<String>) -> io::Result<()> {
+        self.totals.entries += 1;
+        self.manifest.push(&Entry::from_meta(meta, hash))
+    }
+
+    /// Adds a directory of the project.
+    pub fn add_dir(&mut self, path: &[u8], m: &Metadata) -> io::Result<()> {
+        let meta = fs_meta(path, Kind::Dir, m, None);
+        self.tar.header(&meta)?;
+        self.totals.dirs += 1;
+        self.record(&meta, None)
+    }
+
+    /// Adds a symlink of the project, as a link.
+    pub fn add_symlink(&mut self, path: &[u8], target: &[u8], m: &Metadata) -> io::Result<()> {
+        let meta = fs_meta(path, Kind::Symlink, m, Some(target));
+        self.tar.header(&meta)?;
+        self.totals.symlinks += 1;
+        self.record(&meta, None)
+    }
+
+    /// Adds a regular file of the project, reading it from `source`. Problems
+    /// with the source are warnings; the `Err` is a failure to write.
+    pub fn add_file(&mut self, path: &[u8], source: &Path, shown: &str) -> io::Result<()> {
+        // O_NOFOLLOW: the walker saw a file; if it became a symlink since,
+        // it is not followed out of the project.
+        let opened = OpenOptions::new()
+            .read(true)
+            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+            .open(source);
+        let mut file = match opened {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                self.warn(
+                    shown,
+                    "vanished before it could be read; not in the archive",
+                );
+                return Ok(());
+            }
+            Err(e) => {
+                self.warn(shown, format!("cannot be read ({e}); not in the archive"));
+                return Ok(());
+            }
+        };
+        let before = match file.metadata() {
+            Ok(m) if m.is_file() => m,
+            Ok(_) => {
+                self.warn(shown, "is no longer a regular file; not in the archive");
+                return Ok(());
+            }
+            Err(e) => {
+                self.warn(shown, format!("cannot be read ({e}); not in the archive"));
+                return Ok(());
+            }
+        };
+        let meta = fs_meta(path, Kind::File, &before, None);
+        let size = meta.size;
+        self.tar.header(&meta)?;
+        let mut hasher = blake3::Hasher::new();
+        let mut remaining = size;
+        let mut problem = None;
+        while remaining > 0 {
+            let want = remaining.min(self.buf.len() as u64) as usize;
+            match file.read(&mut self.buf[..want]) {
+                Ok(0) => {
+                    problem = Some(format!(
+                        "shrank while being read; the last {remaining} bytes are zeros in the archive"
+                    ));
+                    break;
+                }
+                Ok(n) => {
+                    hasher.update(&self.buf[..n]);
+                    self.tar.data(&self.buf[..n])?;
+                    remaining -= n as u64;
+                    self.progress.inc(n as u64);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    problem = Some(format!(
+                        "read failed after {} bytes ({e}); the rest is zeros in the archive",
+                        size - remaining
+                    ));
+                    break;
+                }
+            }
+        }
+        if remaining > 0 {
+            // The header promised `size` bytes: keep the tar valid.
+            let zeros = [0u8; 8192];
+            while remaining > 0 {
+                let n = remaining.min(zeros.len() as u64) as usize;
+                hasher.update(&zeros[..n]);
+                self.tar.data(&zeros[..n])?;
+                remaining -= n as u64;
+            }
+        }
+        if problem.is_none() {
+            let changed = file.metadata().map_or(true, |after| {
+                after.len() != before.len()
+                    || after.mtime() != before.mtime()
+                    || after.mtime_nsec() != before.mtime_nsec()
+            });
+            if changed {
+                problem =
+                    Some("changed while being read; the archived copy may be inconsistent".into());
+            }
+        }
+        if let Some(p) = problem {
+            self.warn(shown, p);
+        }
+        self.totals.files += 1;
+        self.totals.bytes += size;
+        self.record(&meta, Some(hasher.finalize().to_hex().to_string()))
+    }
+
+    /// Adds a stream of known size (a database dump), returning its hash.
+    pub fn add_stream(
+        &mut self,
+        path: &[u8],
+        mut reader: impl Read,
+        size: u64,
+        sm: StreamMeta,
+    ) -> io::Result<String> {
+        let meta = EntryMeta {
+            path,
+            kind: Kind::File,
+            size,
+            mode: sm.mode,
+            mtime: sm.mtime,
+            mtime_nsec: 0,
+            uid: 0,
+            gid: 0,
+            link: None,
+        };
+        self.tar.header(&meta)?;
+        let mut hasher = blake3::Hasher::new();
+        let mut remaining = size;
+        while remaining > 0 {
+            let want = remaining.min(self.buf.len() as u64) as usize;
+            let n = reader.read(&mut self.buf[..want])?;
+            if n == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "a spooled stream ended early",
+                ));
+            }
+            hasher.update(&self.buf[..n]);
+            self.tar.data(&self.buf[..n])?;
+            remaining -= n as u64;
+            self.progress.inc(n as u64);
+        }
+        let hash = hasher.finalize().to_hex().to_string();
+        self.record(&meta, Some(hash.clone()))?;
+        Ok(hash)
+    }
+
+    /// Adds a directory entry that does not come from the filesystem.
+    pub fn add_synthetic_dir(&mut self, path: &[u8], sm: StreamMeta) -> io::Result<()> {
+        let meta = EntryMeta {
+            path,
+            kind: Kind::Dir,
+            size: 0,
+            mode: sm.mode,
+            mtime: sm.mtime,
+            mtime_nsec: 0,
+            uid: 0,
+            gid: 0,
+            link: None,
+        };
+        self.tar.header(&meta)?;
+        self.record(&meta, None)
+    }
+
+    /// Writes the manifest (with the counts and warnings gathered here) as
+    /// the last entry, ends the tar and returns the sink, still to be
+    /// finished by the caller, and the manifest as written.
+    pub fn finish(mut self, mut info: ManifestInfo) -> io::Result<(Box<dyn Sink>, ManifestInfo)> {
+        info.totals = self.totals.clone();
+        info.warnings = std::mem::take(&mut self.warnings);
+        let (file, len) = self.manifest.finish(&info, &self.temp_dir)?;
+        let now = chrono::Utc::now().timestamp();
+        let meta = EntryMeta {
+            path: MANIFEST_NAME.as_bytes(),
+            kind: Kind::File,
+            size: len,
+            mode: 0o600,
+            mtime: now,
+            mtime_nsec: 0,
+            uid: 0,
+            gid: 0,
+            link: None,
+        };
+        self.tar.header(&meta)?;
+        copy_exact(file, &mut self.tar, len, &mut self.buf)?;
+        Ok((self.tar.finish()?, info))
+    }
+}
+
+fn copy_exact(
+    mut from: File,
+    tar: &mut TarEncoder<Box<dyn Sink>>,
+    mut len: u64,
+    buf: &mut [u8],
+) -> io::Result<()> {
+    while len > 0 {
+        let want = len.min(buf.len() as u64) as usize;
+        let n = from.read(&mut buf[..want])?;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the manifest spool ended early",
+            ));
+        }
+        tar.data(&buf[..n])?;
+        len -= n as u64;
+    }
+    Ok(())
+}

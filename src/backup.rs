@@ -1,0 +1,417 @@
+//! One backup, start to finish: checks, lock, walk, dump, manifest, atomic
+//! rename, state. Shared by `cofre backup` and the daemon.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use ignore::WalkState;
+
+use crate::archive::crypt::{self, CryptError};
+use crate::archive::layers::{self, FileSink};
+use crate::archive::manifest::{self, ManifestInfo, Options};
+use crate::archive::writer::{ArchiveWriter, files_path};
+use crate::archive::{self as arch};
+use crate::config::{Encryption, MinFree, Settings};
+use crate::logging::{self, Verbosity};
+use crate::mongo::{self, MongoError};
+use crate::state::{State, Success, Summary};
+use crate::store::{ArchiveName, Store, StoreError};
+use crate::walk::{self, Item, PatternError};
+
+/// Why a backup failed. Each message says what to check.
+#[derive(Debug, thiserror::Error)]
+pub enum BackupError {
+    /// `BACKUP_SOURCE` does not exist.
+    #[error(
+        "source directory {0} does not exist; check BACKUP_SOURCE (or run cofre from the project directory)"
+    )]
+    NoSource(PathBuf),
+    /// `BACKUP_SOURCE` is not a directory.
+    #[error("source {0} is not a directory; check BACKUP_SOURCE")]
+    SourceNotDir(PathBuf),
+    /// A problem with `BACKUP_DIR`.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A key problem.
+    #[error(transparent)]
+    Crypt(#[from] CryptError),
+    /// A bad exclude pattern.
+    #[error(transparent)]
+    Pattern(#[from] PatternError),
+    /// The database dump failed.
+    #[error(transparent)]
+    Mongo(#[from] MongoError),
+    /// Writing the archive failed.
+    #[error("cannot write the archive in {dir}: {source}; {hint}")]
+    Write {
+        /// `BACKUP_DIR`.
+        dir: PathBuf,
+        /// The OS error.
+        source: io::Error,
+        /// What to check.
+        hint: &'static str,
+    },
+    /// Not enough space for the estimated archive.
+    #[error(
+        "not enough free space in {dir}: this backup needs about {need}, only {free} are free; \
+         free some space, lower BACKUP_RETENTION_DAYS, or point BACKUP_DIR at a larger disk"
+    )]
+    NoSpace {
+        /// `BACKUP_DIR`.
+        dir: PathBuf,
+        /// Estimated archive size.
+        need: String,
+        /// Free space.
+        free: String,
+    },
+    /// A stop signal arrived.
+    #[error("the backup was stopped before it finished; no archive was kept")]
+    Cancelled,
+}
+
+impl BackupError {
+    fn write(dir: &Path, source: io::Error) -> BackupError {
+        let hint = match source.kind() {
+            io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => {
+                "the disk is full: free some space there or point BACKUP_DIR at a larger disk \
+                 (no archive was kept, older archives are untouched)"
+            }
+            io::ErrorKind::PermissionDenied => "check the permissions of BACKUP_DIR",
+            _ => {
+                "check BACKUP_DIR and its disk (no archive was kept, older archives are untouched)"
+            }
+        };
+        BackupError::Write {
+            dir: dir.to_path_buf(),
+            source,
+            hint,
+        }
+    }
+}
+
+/// What a finished backup made.
+#[derive(Debug, Clone)]
+pub struct BackupReport {
+    /// The archive.
+    pub path: PathBuf,
+    /// Its file name.
+    pub name: String,
+    /// Its size.
+    pub size: u64,
+    /// Its manifest (without entries).
+    pub info: ManifestInfo,
+    /// Wall time.
+    pub duration: Duration,
+}
+
+/// How to run one backup.
+pub struct Request<'a> {
+    /// Validated settings.
+    pub settings: &'a Settings,
+    /// How long to wait for the lock.
+    pub wait: Option<Duration>,
+    /// Output level (for the progress bar).
+    pub verbosity: Verbosity,
+    /// Set from elsewhere to stop the backup cleanly.
+    pub cancel: Option<&'a AtomicBool>,
+}
+
+/// Human-readable bytes.
+pub fn human(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = bytes as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+/// Estimates the archive size: the last archive's size with 20% room, or,
+/// for a first backup, the project's bytes as if they did not compress.
+fn estimate(
+    state: &State,
+    source: &Path,
+    matcher: &ignore::gitignore::Gitignore,
+    skip: Option<PathBuf>,
+) -> u64 {
+    if let Some(last) = &state.last_success {
+        return last.size + last.size / 5;
+    }
+    let mut total = 0u64;
+    let _ = walk::walk(source, matcher.clone(), skip, |item| {
+        if let Item::File { path, .. } = item {
+            total += fs::symlink_metadata(path).map(|m| m.len()).unwrap_or(0);
+        }
+        Ok(WalkState::Continue)
+    });
+    total
+}
+
+fn check_space(store: &Store, need: u64, min_free: MinFree) -> Result<(), BackupError> {
+    let Ok((free, total)) = store.space() else {
+        return Ok(());
+    };
+    if need > free {
+        return Err(BackupError::NoSpace {
+            dir: store.dir().to_path_buf(),
+            need: human(need),
+            free: human(free),
+        });
+    }
+    let floor = match min_free {
+        MinFree::Percent(p) => (total as f64 * p / 100.0) as u64,
+        MinFree::Bytes(b) => b,
+    };
+    let after = free - need;
+    if after < floor {
+        tracing::warn!(
+            free_after = after,
+            "free space in {} will be about {} after this backup, under BACKUP_MIN_FREE ({}); \
+             free some space or lower BACKUP_RETENTION_DAYS",
+            store.dir().display(),
+            human(after),
+            human(floor)
+        );
+    }
+    Ok(())
+}
+
+/// The start time and name of a new archive: now, or the next second when
+/// an archive already has this second's name (names are never reused).
+fn archive_name(store: &Store, settings: &Settings) -> (DateTime<Utc>, String) {
+    loop {
+        let now = Utc::now();
+        let name = ArchiveName::format(
+            now,
+            settings.compression,
+            !matches!(settings.encryption, Encryption::None),
+        );
+        if fs::symlink_metadata(store.dir().join(&name)).is_err() {
+            return (now, name);
+        }
+        let wait = 1_000_000_000u32.saturating_sub(now.timestamp_subsec_nanos());
+        std::thread::sleep(Duration::from_nanos(u64::from(wait) + 1_000_000));
+    }
+}
+
+/// Runs one backup.
+pub fn run(req: &Request<'_>) -> Result<BackupReport, BackupError> {
+    let settings = req.settings;
+    let clock = Instant::now();
+    let source = match settings.source.canonicalize() {
+        Ok(s) => s,
+        Err(_) => return Err(BackupError::NoSource(settings.source.clone())),
+    };
+    if !source.is_dir() {
+        return Err(BackupError::SourceNotDir(source));
+    }
+    let matcher = walk::matcher(&source, &settings.excludes)?;
+    let store = Store::create(&settings.backup_dir)?;
+    let _lock = store.lock(req.wait)?;
+    for p in store.clean_temporaries() {
+        tracing::info!("removed {}, left by an interrupted run", p.display());
+    }
+    let skip_dir = store
+        .dir()
+        .canonicalize()
+        .ok()
+        .filter(|d| d.starts_with(&source));
+    let mut state = State::load(store.dir());
+    check_space(
+        &store,
+        estimate(&state, &source, &matcher, skip_dir.clone()),
+        settings.min_free,
+    )?;
+
+    let encryption = match &settings.encryption {
+        Encryption::None => {
+            tracing::warn!(
+                "BACKUP_ENCRYPTION=none: this archive is not encrypted; anyone who can read {} can read it",
+                store.dir().display()
+            );
+            None
+        }
+        Encryption::Age(keys) => {
+            let (enc, created) = crypt::encrypting(keys)?;
+            if created {
+                tracing::warn!(
+                    "created a new age identity at {}: it is the ONLY key that opens these backups. \
+                     Copy it somewhere safe, off this machine, now (without it the archives cannot be restored)",
+                    keys.identity_file.display()
+                );
+            }
+            Some(enc)
+        }
+    };
+    let encryption_desc = encryption
+        .as_ref()
+        .map_or_else(|| "none".to_owned(), |e| e.describe.clone());
+
+    let (started_at, name) = archive_name(&store, settings);
+    tracing::info!(
+        source = %source.display(),
+        archive = %name,
+        compression = %settings.compression,
+        encryption = %encryption_desc,
+        "backup started"
+    );
+    let tmp = store.temp_file()?;
+    let write_err = |e| BackupError::write(store.dir(), e);
+    let written = Arc::new(AtomicU64::new(0));
+    let file = tmp.as_file().try_clone().map_err(write_err)?;
+    let sink = layers::writer(
+        Box::new(FileSink::new(file, Arc::clone(&written))),
+        encryption,
+        settings.compression,
+        arch::worker_threads(),
+    )
+    .map_err(write_err)?;
+    let progress = logging::progress(req.verbosity, "backing up");
+    let mut aw = ArchiveWriter::new(sink, store.dir(), progress.clone()).map_err(write_err)?;
+
+    let cancelled = || req.cancel.is_some_and(|c| c.load(Ordering::Relaxed));
+    // The database first: a server that is down fails the backup before
+    // any time is spent on the files, and the dump's point in time is
+    // close to the archive's start time.
+    let mongodb = match &settings.mongodb_uri {
+        Some(uri) => Some(mongo::dump::dump_into(
+            &mut aw,
+            uri,
+            &mongo::Selection::from_settings(settings),
+            store.dir(),
+            req.cancel,
+        )?),
+        None => None,
+    };
+    if cancelled() {
+        return Err(BackupError::Cancelled);
+    }
+    let mut stopped = false;
+    walk::walk(&source, matcher, skip_dir, |item| {
+        if cancelled() {
+            stopped = true;
+            return Ok(WalkState::Quit);
+        }
+        match item {
+            Item::Dir { rel, meta } => aw.add_dir(&files_path(&rel), &meta)?,
+            Item::File { rel, path } => {
+                let shown = String::from_utf8_lossy(&rel).into_owned();
+                aw.add_file(&files_path(&rel), &path, &shown)?;
+            }
+            Item::Symlink { rel, target, meta } => {
+                aw.add_symlink(&files_path(&rel), &target, &meta)?;
+            }
+            Item::Skipped { rel, why } => aw.warn(&rel, why),
+        }
+        Ok(WalkState::Continue)
+    })
+    .map_err(write_err)?;
+    if stopped {
+        return Err(BackupError::Cancelled);
+    }
+
+    let info = ManifestInfo {
+        format: manifest::FORMAT.into(),
+        format_version: manifest::FORMAT_VERSION,
+        tool: format!("cofre {}", env!("CARGO_PKG_VERSION")),
+        created_at: started_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        finished_at: Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        host: rustix::system::uname()
+            .nodename()
+            .to_string_lossy()
+            .into_owned(),
+        source: source.display().to_string(),
+        options: Options {
+            compression: settings.compression.to_string(),
+            encryption: encryption_desc.clone(),
+            excludes: settings.excludes.clone(),
+            hash: "blake3".into(),
+        },
+        mongodb,
+        ..Default::default()
+    };
+    let (sink, info) = aw.finish(info).map_err(write_err)?;
+    sink.finish().map_err(write_err)?;
+    progress.finish_and_clear();
+    let path = store.persist(tmp, &name)?;
+    let size = fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+    let duration = clock.elapsed();
+
+    let totals = &info.totals;
+    state.last_success = Some(Success {
+        archive: name.clone(),
+        started_at,
+        finished_at: Utc::now(),
+        size,
+        warnings: info.warnings.len(),
+    });
+    state.archives.insert(
+        name.clone(),
+        Summary {
+            files: totals.files,
+            bytes: totals.bytes,
+            collections: totals.collections,
+            documents: totals.documents,
+            warnings: info.warnings.len(),
+            encryption: encryption_desc,
+        },
+    );
+    if let Err(e) = state.save(store.dir()) {
+        tracing::warn!(
+            "cannot update the state file in {}: {e}",
+            store.dir().display()
+        );
+    }
+    let bytes_in = totals.bytes + totals.mongo_bytes;
+    tracing::info!(
+        archive = %name,
+        files = totals.files,
+        dirs = totals.dirs,
+        symlinks = totals.symlinks,
+        collections = totals.collections,
+        documents = totals.documents,
+        bytes_in,
+        bytes_out = size,
+        ratio = format!("{:.3}", if bytes_in > 0 { size as f64 / bytes_in as f64 } else { 0.0 }),
+        seconds = format!("{:.2}", duration.as_secs_f64()),
+        warnings = info.warnings.len(),
+        "backup finished: {} files and {} in, {} out, {:.1}s",
+        totals.files,
+        human(bytes_in),
+        human(size),
+        duration.as_secs_f64()
+    );
+    let _ = written;
+    Ok(BackupReport {
+        path,
+        name,
+        size,
+        info,
+        duration,
+    })
+}
+
+/// Records a failed backup in the state file, when the directory is usable.
+pub fn record_failure(settings: &Settings, error: &str) {
+    let dir = &settings.backup_dir;
+    if !dir.is_dir() {
+        return;
+    }
+    let mut state = State::load(dir);
+    state.last_failure = Some(crate::state::Failure {
+        at: Utc::now(),
+        error: crate::secret::scrub(error),
+    });
+    let _ = state.save(dir);
+}

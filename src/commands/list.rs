@@ -1,0 +1,109 @@
+//! `cofre list`: the archives in `BACKUP_DIR`, newest first.
+
+use std::fs::File;
+
+use chrono::Utc;
+use serde::Serialize;
+
+use crate::archive::crypt;
+use crate::backup::human;
+use crate::cli::ListArgs;
+use crate::config::Settings;
+use crate::state::State;
+use crate::store::Store;
+
+use super::Outcome;
+
+#[derive(Serialize)]
+struct Row {
+    name: String,
+    path: String,
+    created_at: String,
+    age_seconds: i64,
+    size: u64,
+    compression: &'static str,
+    encryption: String,
+    files: Option<u64>,
+    bytes: Option<u64>,
+    collections: Option<u64>,
+    documents: Option<u64>,
+}
+
+/// A short human age: `3d 4h`, `12m`.
+pub fn age_text(secs: i64) -> String {
+    let secs = secs.max(0);
+    let (d, h, m) = (secs / 86_400, secs % 86_400 / 3600, secs % 3600 / 60);
+    if d > 0 {
+        format!("{d}d {h}h")
+    } else if h > 0 {
+        format!("{h}h {m}m")
+    } else if m > 0 {
+        format!("{m}m")
+    } else {
+        format!("{secs}s")
+    }
+}
+
+/// Runs `cofre list`.
+pub fn run(args: &ListArgs, settings: &Settings) -> Result<Outcome, anyhow::Error> {
+    let store = Store::open(&settings.backup_dir)?;
+    let state = State::load(store.dir());
+    let now = Utc::now();
+    let rows: Vec<Row> = store
+        .list()?
+        .into_iter()
+        .map(|a| {
+            let summary = state.archives.get(&a.name);
+            let encryption = if a.parsed.encrypted {
+                File::open(&a.path)
+                    .ok()
+                    .and_then(crypt::describe_header)
+                    .unwrap_or_else(|| "age".into())
+            } else {
+                "none".into()
+            };
+            Row {
+                path: a.path.display().to_string(),
+                created_at: a.parsed.time.to_rfc3339(),
+                age_seconds: (now - a.parsed.time).num_seconds(),
+                size: a.size,
+                compression: if a.parsed.compression == "gz" {
+                    "gzip"
+                } else {
+                    "zstd"
+                },
+                encryption,
+                files: summary.map(|s| s.files),
+                bytes: summary.map(|s| s.bytes),
+                collections: summary.map(|s| s.collections),
+                documents: summary.map(|s| s.documents),
+                name: a.name,
+            }
+        })
+        .collect();
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(Outcome::Success);
+    }
+    if rows.is_empty() {
+        println!("no archives in {}", store.dir().display());
+        return Ok(Outcome::Success);
+    }
+    println!(
+        "{:<40} {:>10} {:>8} {:>8} {:>9}  ENCRYPTION",
+        "ARCHIVE", "SIZE", "AGE", "FILES", "DOCUMENTS"
+    );
+    for r in &rows {
+        let opt = |v: Option<u64>| v.map_or_else(|| "-".to_owned(), |n| n.to_string());
+        println!(
+            "{:<40} {:>10} {:>8} {:>8} {:>9}  {}",
+            r.name,
+            human(r.size),
+            age_text(r.age_seconds),
+            opt(r.files),
+            opt(r.documents),
+            r.encryption
+        );
+    }
+    Ok(Outcome::Success)
+}

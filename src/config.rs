@@ -1,0 +1,750 @@
+//! Configuration: flags, environment and the project's `.env`, resolved into
+//! validated [`Settings`].
+//!
+//! Two steps, as in ripgrep's low-level/high-level arguments: [`Sources`]
+//! holds the raw strings from each origin; [`Settings::resolve`] picks each
+//! variable by precedence (flag > environment > `.env` > default), parses and
+//! checks it, and fails with a [`ConfigError`] that names the variable, the
+//! value and what was expected. No file is touched here except the `.env` and
+//! the small key files the variables point to.
+
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::archive::Compression;
+use crate::schedule::{Schedule, Zone};
+use crate::secret::{self, Secret};
+
+/// A configuration value that cannot be used. Exit code 2.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A variable holds a value that does not parse or is out of range.
+    #[error("invalid {var} value {value:?}: expected {expected}")]
+    Invalid {
+        /// The variable (or flag) name.
+        var: String,
+        /// The value as given, with secrets redacted.
+        value: String,
+        /// What would have been accepted.
+        expected: String,
+    },
+    /// Two settings that cannot be used together.
+    #[error("{0}")]
+    Conflict(String),
+    /// A file named by a variable cannot be read.
+    #[error("cannot read {var} file {path}: {source}; check that it exists and is readable")]
+    File {
+        /// The variable naming the file.
+        var: String,
+        /// The file.
+        path: PathBuf,
+        /// Why it could not be read.
+        source: std::io::Error,
+    },
+    /// The `.env` file is malformed.
+    #[error("cannot parse {path}: {message}; check its syntax (KEY=value per line)")]
+    DotEnv {
+        /// The `.env` file.
+        path: PathBuf,
+        /// The parser's message.
+        message: String,
+    },
+}
+
+fn invalid(var: &str, value: &str, expected: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        var: var.to_owned(),
+        value: value.to_owned(),
+        expected: expected.into(),
+    }
+}
+
+/// Where a value came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// A command-line flag.
+    Flag,
+    /// The process environment.
+    Env,
+    /// The project's `.env` file.
+    DotEnv,
+}
+
+/// The raw strings from every origin, before any validation.
+#[derive(Debug, Default, Clone)]
+pub struct Sources {
+    /// Values given by flags, keyed by the variable they stand for.
+    pub flags: HashMap<String, String>,
+    /// List values given by repeatable flags (excludes, recipients).
+    pub flag_lists: HashMap<String, Vec<String>>,
+    /// The process environment.
+    pub env: HashMap<String, String>,
+    /// The `.env` file of the project, when there is one.
+    pub dotenv: HashMap<String, String>,
+    /// The directory the `.env` was read from (relative paths in it resolve there).
+    pub dotenv_dir: Option<PathBuf>,
+    /// The current directory.
+    pub cwd: PathBuf,
+    /// The home directory, for the default identity file.
+    pub home: Option<PathBuf>,
+}
+
+impl Sources {
+    /// Collects the environment and the current directory; flags are added by
+    /// the caller, then [`Sources::load_dotenv`] reads the project's `.env`.
+    pub fn from_process() -> std::io::Result<Self> {
+        let env = std::env::vars_os()
+            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+            .collect();
+        Ok(Sources {
+            env,
+            cwd: std::env::current_dir()?,
+            home: std::env::var_os("HOME").map(PathBuf::from),
+            ..Default::default()
+        })
+    }
+
+    /// Adds a flag value under its variable name, when given.
+    pub fn flag(&mut self, var: &str, value: Option<impl Into<OsString>>) {
+        if let Some(v) = value {
+            let v: OsString = v.into();
+            self.flags
+                .insert(var.to_owned(), v.to_string_lossy().into_owned());
+        }
+    }
+
+    /// Adds a repeatable flag's values under its variable name, when any.
+    pub fn flag_list(&mut self, var: &str, values: &[String]) {
+        if !values.is_empty() {
+            self.flag_lists.insert(var.to_owned(), values.to_vec());
+        }
+    }
+
+    fn get(&self, var: &str) -> Option<(&str, Origin)> {
+        fn nonempty<'m>(m: &'m HashMap<String, String>, var: &str) -> Option<&'m str> {
+            m.get(var)
+                .map(String::as_str)
+                .filter(|v| !v.trim().is_empty())
+        }
+        if let Some(v) = nonempty(&self.flags, var) {
+            return Some((v, Origin::Flag));
+        }
+        // A variable set in the environment wins over `.env` even when it is
+        // empty: `MONGODB_URI= cofre backup` turns the database dump off.
+        if self.env.contains_key(var) {
+            return nonempty(&self.env, var).map(|v| (v, Origin::Env));
+        }
+        nonempty(&self.dotenv, var).map(|v| (v, Origin::DotEnv))
+    }
+
+    fn list(&self, var: &str) -> Vec<String> {
+        if let Some(values) = self.flag_lists.get(var) {
+            return values.clone();
+        }
+        self.get(var)
+            .map(|(v, _)| {
+                v.split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The project directory as flags and environment give it (the `.env`
+    /// lives there, so it cannot come from the `.env` itself, except as a
+    /// fallback when nothing else names one).
+    fn source_dir(&self) -> PathBuf {
+        match self.get("BACKUP_SOURCE") {
+            Some((v, Origin::DotEnv)) => absolute(
+                self.dotenv_dir.as_deref().unwrap_or(&self.cwd),
+                Path::new(v),
+            ),
+            Some((v, _)) => absolute(&self.cwd, Path::new(v)),
+            None => self.cwd.clone(),
+        }
+    }
+
+    /// Reads `<project>/.env` when it exists. Its values never override the
+    /// environment or flags.
+    pub fn load_dotenv(&mut self) -> Result<(), ConfigError> {
+        let dir = self.source_dir();
+        let path = dir.join(".env");
+        if !path.is_file() {
+            return Ok(());
+        }
+        let iter = dotenvy::from_path_iter(&path).map_err(|e| ConfigError::DotEnv {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
+        for item in iter {
+            let (k, v) = item.map_err(|e| ConfigError::DotEnv {
+                path: path.clone(),
+                message: e.to_string(),
+            })?;
+            self.dotenv.insert(k, v);
+        }
+        self.dotenv_dir = Some(dir);
+        Ok(())
+    }
+}
+
+fn absolute(base: &Path, p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base.join(p)
+    }
+}
+
+/// How archives are encrypted.
+#[derive(Debug, Clone)]
+pub enum Encryption {
+    /// No encryption (an explicit opt-out, warned about at every backup).
+    None,
+    /// age, to these recipients or with this passphrase.
+    Age(AgeKeys),
+}
+
+/// The keys for age encryption: public keys to write to, a passphrase, and the
+/// identity file used when neither is given (and for reading).
+#[derive(Debug, Clone)]
+pub struct AgeKeys {
+    /// X25519 public keys (`age1...`).
+    pub recipients: Vec<String>,
+    /// A passphrase (scrypt).
+    pub passphrase: Option<Secret>,
+    /// The identity file: made on first use when no recipient or passphrase is set.
+    pub identity_file: PathBuf,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Retention rules, restic/borg style. An archive is kept if any rule keeps it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RetentionPolicy {
+    /// Archives younger than this many days are kept (`BACKUP_RETENTION_DAYS`).
+    pub days: u32,
+    /// Keep the newest N archives.
+    pub keep_last: u32,
+    /// Keep the newest archive of each of the last N days that have one.
+    pub keep_daily: u32,
+    /// Keep the newest archive of each of the last N ISO weeks that have one.
+    pub keep_weekly: u32,
+    /// Keep the newest archive of each of the last N months that have one.
+    pub keep_monthly: u32,
+}
+
+/// A free-space threshold.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum MinFree {
+    /// A share of the filesystem, 0..100.
+    Percent(f64),
+    /// A number of bytes.
+    Bytes(u64),
+}
+
+/// Every setting, validated.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The project directory (absolute; not checked for existence here).
+    pub source: PathBuf,
+    /// Where archives live (absolute).
+    pub backup_dir: PathBuf,
+    /// Retention rules.
+    pub retention: RetentionPolicy,
+    /// The daemon's schedule.
+    pub schedule: Schedule,
+    /// MongoDB connection string, when the database is part of the backup.
+    pub mongodb_uri: Option<Secret>,
+    /// Databases to dump (empty: the URI's, or all non-system ones).
+    pub mongodb_databases: Vec<String>,
+    /// Collections to dump (empty: all), as `db.coll` or `coll`.
+    pub mongodb_collections: Vec<String>,
+    /// Extra gitignore-style exclude patterns.
+    pub excludes: Vec<String>,
+    /// Encryption of new archives.
+    pub encryption: Encryption,
+    /// The identity file (for reading archives and for the default key).
+    pub identity_file: PathBuf,
+    /// Passphrase for reading archives (the same as for writing).
+    pub passphrase: Option<Secret>,
+    /// Compression of new archives.
+    pub compression: Compression,
+    /// Also append logs here.
+    pub log_file: Option<PathBuf>,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// Catch up a missed scheduled run at daemon start.
+    pub catch_up: bool,
+    /// Retries of a failed scheduled run.
+    pub retries: u32,
+    /// How long the daemon lets a running backup finish after a stop signal.
+    pub shutdown_grace: Duration,
+    /// Warn when free space after a backup would fall under this.
+    pub min_free: MinFree,
+}
+
+/// Names of every variable cofre reads (for `--help` texts and docs).
+pub const VARIABLES: &[&str] = &[
+    "BACKUP_DIR",
+    "BACKUP_RETENTION_DAYS",
+    "BACKUP_SCHEDULE",
+    "BACKUP_SOURCE",
+    "MONGODB_URI",
+    "BACKUP_MONGODB_URI",
+    "BACKUP_MONGODB_DATABASES",
+    "BACKUP_EXCLUDE",
+    "BACKUP_ENCRYPTION",
+    "BACKUP_RECIPIENTS",
+    "BACKUP_RECIPIENTS_FILE",
+    "BACKUP_PASSPHRASE",
+    "BACKUP_PASSPHRASE_FILE",
+    "BACKUP_IDENTITY_FILE",
+    "BACKUP_COMPRESSION",
+    "BACKUP_TIMEZONE",
+    "BACKUP_LOG_FILE",
+    "BACKUP_LOG_FORMAT",
+    "BACKUP_CATCH_UP",
+    "BACKUP_RETRIES",
+    "BACKUP_SHUTDOWN_GRACE",
+    "BACKUP_KEEP_LAST",
+    "BACKUP_KEEP_DAILY",
+    "BACKUP_KEEP_WEEKLY",
+    "BACKUP_KEEP_MONTHLY",
+    "BACKUP_MIN_FREE",
+];
+
+impl Settings {
+    /// Resolves and validates every variable. Reads only the small files that
+    /// variables name (recipients, passphrase).
+    pub fn resolve(src: &Sources) -> Result<Settings, ConfigError> {
+        let source = src.source_dir();
+        let path_var = |var: &str| -> Option<PathBuf> {
+            src.get(var).map(|(v, origin)| {
+                let base = match origin {
+                    Origin::Flag => src.cwd.clone(),
+                    Origin::Env => source.clone(),
+                    Origin::DotEnv => src.dotenv_dir.clone().unwrap_or_else(|| source.clone()),
+                };
+                absolute(&base, Path::new(v))
+            })
+        };
+
+        let backup_dir = path_var("BACKUP_DIR").unwrap_or_else(|| source.join("backups"));
+
+        let days = parse_u32(src, "BACKUP_RETENTION_DAYS", 7, 0, 100_000)?;
+        let retention = RetentionPolicy {
+            days,
+            keep_last: parse_u32(src, "BACKUP_KEEP_LAST", 0, 0, 1_000_000)?,
+            keep_daily: parse_u32(src, "BACKUP_KEEP_DAILY", 0, 0, 1_000_000)?,
+            keep_weekly: parse_u32(src, "BACKUP_KEEP_WEEKLY", 0, 0, 1_000_000)?,
+            keep_monthly: parse_u32(src, "BACKUP_KEEP_MONTHLY", 0, 0, 1_000_000)?,
+        };
+
+        let zone = match src.get("BACKUP_TIMEZONE").or_else(|| src.get("TZ")) {
+            None => Zone::Local,
+            Some((v, _)) => Zone::parse(v).ok_or_else(|| {
+                invalid(
+                    "BACKUP_TIMEZONE",
+                    v,
+                    "an IANA time zone name such as Europe/Lisbon or UTC",
+                )
+            })?,
+        };
+        let schedule_text = src.get("BACKUP_SCHEDULE").map_or("0 0 * * *", |(v, _)| v);
+        let schedule = Schedule::parse(schedule_text, zone).map_err(|why| {
+            invalid(
+                "BACKUP_SCHEDULE",
+                schedule_text,
+                format!(
+                    "a cron expression with 5 fields (minute hour day month weekday) \
+                     or 6 (with seconds first), e.g. \"0 3 * * *\" ({why})"
+                ),
+            )
+        })?;
+
+        let mongodb_uri = match src
+            .get("BACKUP_MONGODB_URI")
+            .map(|v| ("BACKUP_MONGODB_URI", v.0))
+            .or_else(|| src.get("MONGODB_URI").map(|v| ("MONGODB_URI", v.0)))
+        {
+            None => None,
+            Some((var, uri)) => {
+                if let Some(p) = secret::uri_password(uri) {
+                    secret::register(&p);
+                    if let Some(raw) = raw_uri_password(uri) {
+                        secret::register(raw);
+                    }
+                }
+                if !(uri.starts_with("mongodb://") || uri.starts_with("mongodb+srv://")) {
+                    return Err(invalid(
+                        var,
+                        &secret::redact_uri(uri),
+                        "a MongoDB connection string starting with mongodb:// or mongodb+srv://",
+                    ));
+                }
+                Some(Secret::new(uri.to_owned()))
+            }
+        };
+
+        let compression = match src.get("BACKUP_COMPRESSION") {
+            None => Compression::default(),
+            Some((v, _)) => Compression::parse(v).ok_or_else(|| {
+                invalid(
+                    "BACKUP_COMPRESSION",
+                    v,
+                    "gzip or zstd, optionally with a level: gzip:1..9 or zstd:1..19",
+                )
+            })?,
+        };
+
+        let identity_file = path_var("BACKUP_IDENTITY_FILE").unwrap_or_else(|| {
+            src.home
+                .clone()
+                .unwrap_or_else(|| PathBuf::from("/"))
+                .join(".config/cofre/identity.txt")
+        });
+
+        let passphrase = match (
+            src.get("BACKUP_PASSPHRASE"),
+            path_var("BACKUP_PASSPHRASE_FILE"),
+        ) {
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::Conflict(
+                    "both BACKUP_PASSPHRASE and BACKUP_PASSPHRASE_FILE are set; set only one"
+                        .into(),
+                ));
+            }
+            (Some((v, _)), None) => Some(Secret::new(v.to_owned())),
+            (None, Some(path)) => {
+                let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::File {
+                    var: "BACKUP_PASSPHRASE_FILE".into(),
+                    path: path.clone(),
+                    source,
+                })?;
+                let pass = text.trim_end_matches(['\n', '\r']).to_owned();
+                if pass.is_empty() {
+                    return Err(invalid(
+                        "BACKUP_PASSPHRASE_FILE",
+                        &path.display().to_string(),
+                        "a file holding a non-empty passphrase",
+                    ));
+                }
+                Some(Secret::new(pass))
+            }
+            (None, None) => None,
+        };
+
+        let mut recipients = src.list("BACKUP_RECIPIENTS");
+        for r in &recipients {
+            check_recipient("BACKUP_RECIPIENTS", r)?;
+        }
+        if let Some(path) = path_var("BACKUP_RECIPIENTS_FILE") {
+            let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::File {
+                var: "BACKUP_RECIPIENTS_FILE".into(),
+                path: path.clone(),
+                source,
+            })?;
+            let before = recipients.len();
+            for line in text.lines().map(str::trim) {
+                if line.is_empty() || line.starts_with('#') {
+                    continue;
+                }
+                check_recipient("BACKUP_RECIPIENTS_FILE", line)?;
+                recipients.push(line.to_owned());
+            }
+            if recipients.len() == before {
+                return Err(invalid(
+                    "BACKUP_RECIPIENTS_FILE",
+                    &path.display().to_string(),
+                    "a file with at least one age public key (age1...) per line",
+                ));
+            }
+        }
+
+        let encryption = match src.get("BACKUP_ENCRYPTION").map_or("age", |(v, _)| v) {
+            "age" => {
+                if passphrase.is_some() && !recipients.is_empty() {
+                    return Err(ConfigError::Conflict(
+                        "BACKUP_PASSPHRASE cannot be combined with BACKUP_RECIPIENTS: an age file \
+                         is encrypted either to public keys or to one passphrase; set only one"
+                            .into(),
+                    ));
+                }
+                Encryption::Age(AgeKeys {
+                    recipients,
+                    passphrase: passphrase.clone(),
+                    identity_file: identity_file.clone(),
+                })
+            }
+            "none" => Encryption::None,
+            other => return Err(invalid("BACKUP_ENCRYPTION", other, "age or none")),
+        };
+
+        let log_format = match src.get("BACKUP_LOG_FORMAT").map_or("text", |(v, _)| v) {
+            "text" => LogFormat::Text,
+            "json" => LogFormat::Json,
+            other => return Err(invalid("BACKUP_LOG_FORMAT", other, "text or json")),
+        };
+
+        let min_free = match src.get("BACKUP_MIN_FREE") {
+            None => MinFree::Percent(10.0),
+            Some((v, _)) => parse_min_free(v).ok_or_else(|| {
+                invalid(
+                    "BACKUP_MIN_FREE",
+                    v,
+                    "a percentage such as 10% or a size such as 5G or 500M",
+                )
+            })?,
+        };
+
+        let log_file = path_var("BACKUP_LOG_FILE");
+
+        Ok(Settings {
+            source,
+            backup_dir,
+            retention,
+            schedule,
+            mongodb_uri,
+            mongodb_databases: src.list("BACKUP_MONGODB_DATABASES"),
+            mongodb_collections: src.list("BACKUP_MONGODB_COLLECTIONS"),
+            excludes: src.list("BACKUP_EXCLUDE"),
+            encryption,
+            identity_file,
+            passphrase,
+            compression,
+            log_file,
+            log_format,
+            catch_up: parse_bool(src, "BACKUP_CATCH_UP", true)?,
+            retries: parse_u32(src, "BACKUP_RETRIES", 2, 0, 100)?,
+            shutdown_grace: parse_duration(src, "BACKUP_SHUTDOWN_GRACE", Duration::from_secs(0))?,
+            min_free,
+        })
+    }
+}
+
+/// The password as it is written in the URI (still percent-encoded).
+fn raw_uri_password(uri: &str) -> Option<&str> {
+    let rest = &uri[uri.find("://")? + 3..];
+    let authority = &rest[..rest.find(['/', '?']).unwrap_or(rest.len())];
+    let userinfo = &authority[..authority.rfind('@')?];
+    userinfo.split_once(':').map(|(_, p)| p)
+}
+
+fn check_recipient(var: &str, r: &str) -> Result<(), ConfigError> {
+    r.parse::<age::x25519::Recipient>()
+        .map(|_| ())
+        .map_err(|_| {
+            invalid(
+                var,
+                r,
+                "age X25519 public keys (age1...), comma-separated; `cofre keygen` makes one",
+            )
+        })
+}
+
+fn parse_u32(
+    src: &Sources,
+    var: &str,
+    default: u32,
+    min: u32,
+    max: u32,
+) -> Result<u32, ConfigError> {
+    match src.get(var) {
+        None => Ok(default),
+        Some((v, _)) => v
+            .trim()
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (min..=max).contains(n))
+            .ok_or_else(|| invalid(var, v, format!("a whole number from {min} to {max}"))),
+    }
+}
+
+fn parse_bool(src: &Sources, var: &str, default: bool) -> Result<bool, ConfigError> {
+    match src.get(var) {
+        None => Ok(default),
+        Some((v, _)) => match v.trim().to_ascii_lowercase().as_str() {
+            "1" | "true" | "yes" | "on" => Ok(true),
+            "0" | "false" | "no" | "off" => Ok(false),
+            _ => Err(invalid(var, v, "true or false")),
+        },
+    }
+}
+
+fn parse_duration(src: &Sources, var: &str, default: Duration) -> Result<Duration, ConfigError> {
+    match src.get(var) {
+        None => Ok(default),
+        Some((v, _)) => parse_duration_text(v)
+            .ok_or_else(|| invalid(var, v, "a duration such as 30s, 5m or 1h")),
+    }
+}
+
+/// Parses `30s`, `5m`, `1h30m`, `2d` (humantime's syntax); a bare number is seconds.
+pub fn parse_duration_text(v: &str) -> Option<Duration> {
+    let v = v.trim();
+    if let Ok(secs) = v.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    humantime::parse_duration(v).ok()
+}
+
+fn parse_min_free(v: &str) -> Option<MinFree> {
+    let v = v.trim();
+    if let Some(p) = v.strip_suffix('%') {
+        let p: f64 = p.trim().parse().ok()?;
+        return (0.0..100.0).contains(&p).then_some(MinFree::Percent(p));
+    }
+    parse_size(v).map(MinFree::Bytes)
+}
+
+/// Parses a byte size: `500M`, `5G`, `5GiB`, `1024`. Units are powers of 1024.
+pub fn parse_size(v: &str) -> Option<u64> {
+    let v = v.trim();
+    let split = v
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(v.len());
+    let (num, unit) = v.split_at(split);
+    let num: f64 = num.parse().ok()?;
+    let mult: u64 = match unit
+        .trim()
+        .to_ascii_uppercase()
+        .trim_end_matches("IB")
+        .trim_end_matches('B')
+    {
+        "" => 1,
+        "K" => 1 << 10,
+        "M" => 1 << 20,
+        "G" => 1 << 30,
+        "T" => 1 << 40,
+        _ => return None,
+    };
+    Some((num * mult as f64) as u64)
+}
+
+impl fmt::Display for Encryption {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Encryption::None => f.write_str("none"),
+            Encryption::Age(k) if k.passphrase.is_some() => f.write_str("age (passphrase)"),
+            Encryption::Age(k) if !k.recipients.is_empty() => {
+                write!(f, "age ({} recipient(s))", k.recipients.len())
+            }
+            Encryption::Age(_) => f.write_str("age (identity file)"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sources(pairs: &[(&str, &str)]) -> Sources {
+        Sources {
+            env: pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            cwd: PathBuf::from("/srv/app"),
+            home: Some(PathBuf::from("/home/u")),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn defaults() {
+        let s = Settings::resolve(&sources(&[("BACKUP_TIMEZONE", "UTC")])).unwrap();
+        assert_eq!(s.source, PathBuf::from("/srv/app"));
+        assert_eq!(s.backup_dir, PathBuf::from("/srv/app/backups"));
+        assert_eq!(s.retention.days, 7);
+        assert_eq!(s.compression, Compression::Gzip(6));
+        assert_eq!(
+            s.identity_file,
+            PathBuf::from("/home/u/.config/cofre/identity.txt")
+        );
+        assert!(matches!(s.encryption, Encryption::Age(_)));
+        assert_eq!(s.min_free, MinFree::Percent(10.0));
+    }
+
+    #[test]
+    fn precedence_flag_env_dotenv() {
+        let mut src = sources(&[("BACKUP_RETENTION_DAYS", "3"), ("BACKUP_TIMEZONE", "UTC")]);
+        src.dotenv
+            .insert("BACKUP_RETENTION_DAYS".into(), "9".into());
+        src.dotenv
+            .insert("BACKUP_COMPRESSION".into(), "zstd".into());
+        assert_eq!(Settings::resolve(&src).unwrap().retention.days, 3);
+        assert_eq!(
+            Settings::resolve(&src).unwrap().compression,
+            Compression::Zstd(3)
+        );
+        src.flag("BACKUP_RETENTION_DAYS", Some("11"));
+        assert_eq!(Settings::resolve(&src).unwrap().retention.days, 11);
+    }
+
+    #[test]
+    fn bad_values_name_the_variable() {
+        for (var, value) in [
+            ("BACKUP_COMPRESSION", "lz4"),
+            ("BACKUP_COMPRESSION", "gzip:12"),
+            ("BACKUP_RETENTION_DAYS", "-1"),
+            ("BACKUP_RETENTION_DAYS", "week"),
+            ("BACKUP_SCHEDULE", "every day"),
+            ("BACKUP_SCHEDULE", "61 * * * *"),
+            ("BACKUP_ENCRYPTION", "aes"),
+            ("BACKUP_LOG_FORMAT", "xml"),
+            ("BACKUP_RECIPIENTS", "age1notakey"),
+            ("BACKUP_TIMEZONE", "Mars/Olympus"),
+            ("BACKUP_MIN_FREE", "lots"),
+            ("BACKUP_CATCH_UP", "maybe"),
+        ] {
+            let err = Settings::resolve(&sources(&[(var, value)])).unwrap_err();
+            let msg = err.to_string();
+            assert!(msg.contains(var), "{msg}");
+            assert!(msg.contains(value), "{msg}");
+        }
+    }
+
+    #[test]
+    fn uri_password_never_in_the_error() {
+        let err = Settings::resolve(&sources(&[("MONGODB_URI", "postgres://u:topsecret1@h/db")]))
+            .unwrap_err()
+            .to_string();
+        assert!(!err.contains("topsecret1"), "{err}");
+        assert!(err.contains("MONGODB_URI"));
+    }
+
+    #[test]
+    fn backup_mongodb_uri_wins() {
+        let s = Settings::resolve(&sources(&[
+            ("MONGODB_URI", "mongodb://a/x"),
+            ("BACKUP_MONGODB_URI", "mongodb://b/y"),
+            ("BACKUP_TIMEZONE", "UTC"),
+        ]))
+        .unwrap();
+        assert_eq!(s.mongodb_uri.unwrap().expose(), "mongodb://b/y");
+    }
+
+    #[test]
+    fn sizes_and_durations() {
+        assert_eq!(parse_size("500M"), Some(500 << 20));
+        assert_eq!(parse_size("5GiB"), Some(5 << 30));
+        assert_eq!(parse_size("12"), Some(12));
+        assert_eq!(parse_size("5X"), None);
+        assert_eq!(parse_duration_text("90"), Some(Duration::from_secs(90)));
+        assert_eq!(parse_duration_text("5m"), Some(Duration::from_secs(300)));
+        assert_eq!(parse_duration_text("soon"), None);
+    }
+}

@@ -1,0 +1,169 @@
+//! Logs: `tracing` to stderr (text or JSON), optionally appended to the
+//! application's log file, with every registered secret scrubbed from every
+//! line; and a progress bar when stderr is a terminal.
+//!
+//! Under cron (stderr not a terminal) only warnings and errors reach stderr,
+//! so cron mails only when something happened; `--verbose` and the daemon
+//! print everything. The log file always receives the informational lines.
+
+use std::fs::OpenOptions;
+use std::io::{self, IsTerminal, Write};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use tracing::Level;
+use tracing_subscriber::filter::{FilterFn, LevelFilter};
+use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::prelude::*;
+
+use crate::config::LogFormat;
+use crate::secret;
+
+/// The target of the final error event: written to the log file and JSON
+/// output, but not to text stderr (where `main` prints it plainly).
+pub const EXIT_TARGET: &str = "cofre::exit";
+
+/// How chatty stderr is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verbosity {
+    /// Errors only.
+    Quiet,
+    /// Informational lines when stderr is a terminal, else warnings.
+    Normal,
+    /// Informational lines always.
+    Verbose,
+}
+
+/// A writer that scrubs secrets from each formatted event.
+struct Scrubbing<W> {
+    inner: Arc<Mutex<W>>,
+}
+
+impl<W> Clone for Scrubbing<W> {
+    fn clone(&self) -> Self {
+        Scrubbing {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+struct ScrubbingWriter<'a, W: Write> {
+    inner: &'a Mutex<W>,
+}
+
+impl<W: Write> Write for ScrubbingWriter<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let text = secret::scrub(&String::from_utf8_lossy(buf));
+        let mut w = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        w.write_all(text.as_bytes())?;
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner()).flush()
+    }
+}
+
+impl<'a, W: Write + 'a> MakeWriter<'a> for Scrubbing<W> {
+    type Writer = ScrubbingWriter<'a, W>;
+    fn make_writer(&'a self) -> Self::Writer {
+        ScrubbingWriter { inner: &self.inner }
+    }
+}
+
+/// Sets up logging. `log_file` failures are reported and logging goes on
+/// without it (a missing log must not stop a backup).
+pub fn init(format: LogFormat, log_file: Option<&Path>, verbosity: Verbosity, daemon: bool) {
+    let stderr_level = match verbosity {
+        Verbosity::Quiet => LevelFilter::ERROR,
+        Verbosity::Verbose => LevelFilter::INFO,
+        Verbosity::Normal if daemon || io::stderr().is_terminal() => LevelFilter::INFO,
+        Verbosity::Normal => LevelFilter::WARN,
+    };
+    let debug = std::env::var("COFRE_DEBUG").is_ok_and(|v| !v.is_empty() && v != "0");
+    let stderr_level = if debug {
+        LevelFilter::DEBUG
+    } else {
+        stderr_level
+    };
+    let ours = |meta: &tracing::Metadata<'_>| meta.target().starts_with("cofre");
+    let stderr = Scrubbing {
+        inner: Arc::new(Mutex::new(io::stderr())),
+    };
+    let text_stderr = (format == LogFormat::Text).then(|| {
+        tracing_subscriber::fmt::layer()
+            .with_writer(stderr.clone())
+            .with_target(false)
+            .with_ansi(io::stderr().is_terminal())
+            .with_filter(stderr_level)
+            .with_filter(FilterFn::new(move |m| ours(m) && m.target() != EXIT_TARGET))
+    });
+    let json_stderr = (format == LogFormat::Json).then(|| {
+        tracing_subscriber::fmt::layer()
+            .json()
+            .with_writer(stderr.clone())
+            .with_filter(stderr_level)
+            .with_filter(FilterFn::new(ours))
+    });
+    let mut file_error = None;
+    let file_layer =
+        log_file.and_then(
+            |path| match OpenOptions::new().create(true).append(true).open(path) {
+                Ok(f) => {
+                    let writer = Scrubbing {
+                        inner: Arc::new(Mutex::new(f)),
+                    };
+                    let level = if debug { Level::DEBUG } else { Level::INFO };
+                    Some(match format {
+                        LogFormat::Text => tracing_subscriber::fmt::layer()
+                            .with_writer(writer)
+                            .with_ansi(false)
+                            .with_target(false)
+                            .with_filter(LevelFilter::from_level(level))
+                            .with_filter(FilterFn::new(ours))
+                            .boxed(),
+                        LogFormat::Json => tracing_subscriber::fmt::layer()
+                            .json()
+                            .with_writer(writer)
+                            .with_filter(LevelFilter::from_level(level))
+                            .with_filter(FilterFn::new(ours))
+                            .boxed(),
+                    })
+                }
+                Err(e) => {
+                    file_error = Some(format!(
+                        "cannot append to BACKUP_LOG_FILE {}: {e}; logging to stderr only",
+                        path.display()
+                    ));
+                    None
+                }
+            },
+        );
+    let _ = tracing_subscriber::registry()
+        .with(text_stderr)
+        .with(json_stderr)
+        .with(file_layer)
+        .try_init();
+    if let Some(msg) = file_error {
+        tracing::warn!("{msg}");
+    }
+}
+
+/// A progress bar on stderr when it is a terminal and output is not quiet;
+/// otherwise a hidden one (calls on it cost an atomic add).
+pub fn progress(verbosity: Verbosity, message: &str) -> ProgressBar {
+    if verbosity == Verbosity::Quiet || !io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let pb = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr_with_hz(4));
+    pb.set_style(
+        ProgressStyle::with_template(
+            "{spinner} {msg} {binary_bytes} ({binary_bytes_per_sec}) {elapsed}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+    );
+    pb.set_message(message.to_owned());
+    pb.enable_steady_tick(Duration::from_millis(250));
+    pb
+}

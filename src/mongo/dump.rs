@@ -1,0 +1,364 @@
+//! The dump: every selected collection into the archive, as raw BSON.
+//!
+//! A collection's size is not known before it is read, and a tar header
+//! needs it, so each collection is first streamed from the cursor into an
+//! unnamed temporary file in `BACKUP_DIR` (gone if the process dies; never
+//! in memory), then appended to the archive. Documents are the cursor's
+//! bytes (`RawDocument`), written as they came.
+//!
+//! On a replica set every collection is read in one snapshot session, so
+//! all of them are read at the cluster time of the first read. A standalone
+//! server cannot do that; the manifest then says the dump is not a single
+//! point in time.
+
+use std::fs::File;
+use std::io::{BufWriter, Seek, SeekFrom, Write};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use mongodb::bson::{Bson, Document, doc};
+use mongodb::{Client, ClientSession, Database};
+
+use super::{MongoError, SYSTEM_DATABASES, Selection, connect, escape_name, metadata, read_error};
+use crate::archive::MONGO_PREFIX;
+use crate::archive::manifest::{CollectionRecord, MongoSection};
+use crate::archive::writer::{ArchiveWriter, StreamMeta};
+use crate::secret::{self, Secret};
+
+/// Counts of one collection's documents.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Drained {
+    /// Documents.
+    pub documents: u64,
+    /// Bytes of BSON.
+    pub bytes: u64,
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> MongoError {
+    let what = what.into();
+    move |source| MongoError::Io { what, source }
+}
+
+/// Streams every document of `coll` into `out`, as raw bytes. With a
+/// snapshot session, the read happens at the session's cluster time.
+pub async fn drain_collection(
+    db: &Database,
+    coll: &str,
+    session: Option<&mut ClientSession>,
+    out: &mut impl Write,
+    cancel: Option<&AtomicBool>,
+) -> Result<Drained, MongoError> {
+    let ns = format!("{}.{coll}", db.name());
+    let collection = db.collection::<Document>(coll);
+    let mut n = Drained::default();
+    let cancelled = || cancel.is_some_and(|c| c.load(Ordering::Relaxed));
+    match session {
+        Some(session) => {
+            let mut cursor = collection
+                .find(doc! {})
+                .session(&mut *session)
+                .await
+                .map_err(|e| read_error(&ns, &e))?;
+            while cursor
+                .advance(session)
+                .await
+                .map_err(|e| read_error(&ns, &e))?
+            {
+                let raw = cursor.current().as_bytes();
+                out.write_all(raw)
+                    .map_err(io("cannot write the dump's temporary file"))?;
+                n.documents += 1;
+                n.bytes += raw.len() as u64;
+                if n.documents % 1024 == 0 && cancelled() {
+                    return Err(MongoError::Cancelled);
+                }
+            }
+        }
+        None => {
+            let mut cursor = collection
+                .find(doc! {})
+                .await
+                .map_err(|e| read_error(&ns, &e))?;
+            while cursor.advance().await.map_err(|e| read_error(&ns, &e))? {
+                let raw = cursor.current().as_bytes();
+                out.write_all(raw)
+                    .map_err(io("cannot write the dump's temporary file"))?;
+                n.documents += 1;
+                n.bytes += raw.len() as u64;
+                if n.documents % 1024 == 0 && cancelled() {
+                    return Err(MongoError::Cancelled);
+                }
+            }
+        }
+    }
+    Ok(n)
+}
+
+/// One collection as `listCollections` describes it.
+struct CollInfo {
+    name: String,
+    kind: String,
+    options: Document,
+    uuid: Option<Bson>,
+}
+
+async fn list_collections(db: &Database) -> Result<Vec<CollInfo>, MongoError> {
+    let what = format!("the collection list of {}", db.name());
+    let mut cursor = db
+        .run_cursor_command(doc! { "listCollections": 1 })
+        .await
+        .map_err(|e| read_error(&what, &e))?;
+    let mut out = Vec::new();
+    while cursor.advance().await.map_err(|e| read_error(&what, &e))? {
+        let spec: Document = cursor
+            .deserialize_current()
+            .map_err(|e| read_error(&what, &e))?;
+        let Ok(name) = spec.get_str("name") else {
+            continue;
+        };
+        out.push(CollInfo {
+            name: name.to_owned(),
+            kind: spec.get_str("type").unwrap_or("collection").to_owned(),
+            options: spec.get_document("options").cloned().unwrap_or_default(),
+            uuid: spec
+                .get_document("info")
+                .ok()
+                .and_then(|i| i.get("uuid").cloned()),
+        });
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
+}
+
+async fn list_indexes(db: &Database, coll: &str) -> Result<Vec<Document>, MongoError> {
+    let what = format!("the indexes of {}.{coll}", db.name());
+    let mut cursor = db
+        .run_cursor_command(doc! { "listIndexes": coll })
+        .await
+        .map_err(|e| read_error(&what, &e))?;
+    let mut out = Vec::new();
+    while cursor.advance().await.map_err(|e| read_error(&what, &e))? {
+        out.push(
+            cursor
+                .deserialize_current()
+                .map_err(|e| read_error(&what, &e))?,
+        );
+    }
+    Ok(out)
+}
+
+async fn databases(
+    client: &Client,
+    default_db: Option<&str>,
+    sel: &Selection,
+) -> Result<Vec<String>, MongoError> {
+    if !sel.databases.is_empty() {
+        return Ok(sel.databases.clone());
+    }
+    if let Some(db) = default_db {
+        return Ok(vec![db.to_owned()]);
+    }
+    let mut names = client
+        .list_database_names()
+        .await
+        .map_err(|e| read_error("the list of databases", &e))?;
+    names.retain(|n| !SYSTEM_DATABASES.contains(&n.as_str()));
+    names.sort();
+    Ok(names)
+}
+
+fn is_snapshot_unsupported(e: &MongoError) -> bool {
+    matches!(e, MongoError::Read { detail, .. } if detail.to_ascii_lowercase().contains("snapshot"))
+}
+
+/// Dumps the selected databases into the archive and returns the manifest's
+/// MongoDB section.
+pub fn dump_into(
+    aw: &mut ArchiveWriter,
+    uri: &Secret,
+    sel: &Selection,
+    spool_dir: &Path,
+    cancel: Option<&AtomicBool>,
+) -> Result<MongoSection, MongoError> {
+    let rt = super::runtime()?;
+    rt.block_on(dump_async(aw, uri, sel, spool_dir, cancel))
+}
+
+async fn dump_async(
+    aw: &mut ArchiveWriter,
+    uri: &Secret,
+    sel: &Selection,
+    spool_dir: &Path,
+    cancel: Option<&AtomicBool>,
+) -> Result<MongoSection, MongoError> {
+    let started = chrono::Utc::now();
+    let shown_uri = secret::redact_uri(uri.expose());
+    tracing::info!(uri = %shown_uri, "database dump started");
+    let (client, options) = connect(uri).await?;
+    let admin = client.database("admin");
+    let hello = admin
+        .run_command(doc! { "hello": 1 })
+        .await
+        .map_err(|e| read_error("the server's status", &e))?;
+    let server_version = admin
+        .run_command(doc! { "buildInfo": 1 })
+        .await
+        .ok()
+        .and_then(|b| b.get_str("version").ok().map(str::to_owned))
+        .unwrap_or_default();
+    let replica_set = hello.get_str("setName").is_ok();
+    let mut session = if replica_set {
+        match client.start_session().snapshot(true).await {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::warn!(
+                    "snapshot sessions are not available ({}); the dump is not one point in time",
+                    super::short(&e)
+                );
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let mut note = (!replica_set).then(|| {
+        "standalone server: collections were read one after another, not at one point in time"
+            .to_owned()
+    });
+
+    let dbs = databases(&client, options.default_database.as_deref(), sel).await?;
+    let mtime = started.timestamp();
+    let dir_meta = StreamMeta { mode: 0o755, mtime };
+    let file_meta = StreamMeta { mode: 0o644, mtime };
+    let write = |e: std::io::Error| MongoError::Io {
+        what: "cannot write the database dump into the archive".into(),
+        source: e,
+    };
+    aw.add_synthetic_dir(MONGO_PREFIX.trim_end_matches('/').as_bytes(), dir_meta)
+        .map_err(write)?;
+    let mut records = Vec::new();
+    for db_name in &dbs {
+        let db = client.database(db_name);
+        let colls = list_collections(&db).await?;
+        let db_dir = format!("{MONGO_PREFIX}{db_name}");
+        aw.add_synthetic_dir(db_dir.as_bytes(), dir_meta)
+            .map_err(write)?;
+        for info in colls {
+            if info.name.starts_with("system.") || !sel.wants(db_name, &info.name) {
+                continue;
+            }
+            if cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
+                return Err(MongoError::Cancelled);
+            }
+            let file = escape_name(&info.name);
+            let bson_path = format!("{db_dir}/{file}.bson");
+            let meta_path = format!("{db_dir}/{file}.metadata.json");
+            let ns = format!("{db_name}.{}", info.name);
+            let (indexes, drained, hash) = if info.kind == "view" {
+                (Vec::new(), Drained::default(), None)
+            } else {
+                let indexes = list_indexes(&db, &info.name).await?;
+                // Time-series data lives in its buckets collection; mongodump
+                // dumps the buckets, and so does this.
+                let source = if info.kind == "timeseries" {
+                    format!("system.buckets.{}", info.name)
+                } else {
+                    info.name.clone()
+                };
+                let spool = tempfile::tempfile_in(spool_dir)
+                    .map_err(io("cannot create the dump's temporary file in BACKUP_DIR"))?;
+                let mut out = BufWriter::with_capacity(1 << 20, spool);
+                let result =
+                    drain_collection(&db, &source, session.as_mut(), &mut out, cancel).await;
+                let drained = match result {
+                    Err(e) if session.is_some() && is_snapshot_unsupported(&e) => {
+                        tracing::warn!(
+                            "{ns}: snapshot reads are refused ({e}); reading without one"
+                        );
+                        session = None;
+                        note = Some(format!(
+                            "the server refused snapshot reads; collections were read one after another ({e})"
+                        ));
+                        out.get_mut()
+                            .set_len(0)
+                            .map_err(io("cannot reset the dump's temporary file"))?;
+                        out.seek(SeekFrom::Start(0))
+                            .map_err(io("cannot reset the dump's temporary file"))?;
+                        drain_collection(&db, &source, None, &mut out, cancel).await?
+                    }
+                    other => other?,
+                };
+                let mut spool: File = out
+                    .into_inner()
+                    .map_err(|e| e.into_error())
+                    .map_err(io("cannot write the dump's temporary file"))?;
+                spool
+                    .seek(SeekFrom::Start(0))
+                    .map_err(io("cannot read the dump's temporary file"))?;
+                let hash = aw
+                    .add_stream(bson_path.as_bytes(), &mut spool, drained.bytes, file_meta)
+                    .map_err(write)?;
+                (indexes, drained, Some(hash))
+            };
+            let json = metadata::to_json(
+                &info.options,
+                &indexes,
+                info.uuid.as_ref(),
+                &info.name,
+                &info.kind,
+            );
+            aw.add_stream(
+                meta_path.as_bytes(),
+                json.as_bytes(),
+                json.len() as u64,
+                file_meta,
+            )
+            .map_err(write)?;
+            tracing::info!(
+                collection = %ns,
+                kind = %info.kind,
+                documents = drained.documents,
+                bytes = drained.bytes,
+                "dumped {ns}"
+            );
+            let totals = aw.totals_mut();
+            totals.collections += 1;
+            totals.documents += drained.documents;
+            totals.mongo_bytes += drained.bytes;
+            records.push(CollectionRecord {
+                db: db_name.clone(),
+                name: info.name.clone(),
+                kind: info.kind.clone(),
+                documents: drained.documents,
+                bytes: drained.bytes,
+                hash: hash.unwrap_or_default(),
+                bson_path: if info.kind == "view" {
+                    String::new()
+                } else {
+                    bson_path
+                },
+                metadata_path: meta_path,
+            });
+        }
+    }
+    let cluster_time = session
+        .as_ref()
+        .and_then(|s| s.snapshot_time())
+        .map(|t| format!("{},{}", t.time, t.increment));
+    let consistent = session.is_some() && note.is_none();
+    tracing::info!(
+        collections = records.len(),
+        documents = records.iter().map(|r| r.documents).sum::<u64>(),
+        consistent,
+        "database dump finished"
+    );
+    Ok(MongoSection {
+        uri: shown_uri,
+        server_version,
+        consistent,
+        cluster_time,
+        note,
+        databases: dbs,
+        collections: records,
+    })
+}

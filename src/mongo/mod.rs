@@ -1,0 +1,305 @@
+//! MongoDB: a native dump into the archive and a restore from it, in
+//! mongodump's own layout and formats.
+//!
+//! - [`dump`] reads each collection with the official driver as raw BSON
+//!   (never decoded and re-encoded) into `mongodb/<db>/<coll>.bson`, with
+//!   `<coll>.metadata.json` beside it, all at one cluster time on a replica set.
+//! - [`restore`] puts a dump directory (from an archive, or written by
+//!   `mongodump`) back, never touching a collection that exists unless asked.
+//! - [`metadata`] is the `.metadata.json` format and index-spec cleaning.
+//!
+//! The driver is async; these modules run it on a small tokio runtime of
+//! their own, so the rest of cofre stays synchronous.
+
+pub mod dump;
+pub mod metadata;
+pub mod restore;
+
+use std::time::Duration;
+
+use mongodb::Client;
+use mongodb::bson::doc;
+use mongodb::error::ErrorKind;
+use mongodb::options::ClientOptions;
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
+
+use crate::config::Settings;
+use crate::secret::{self, Secret};
+
+/// MongoDB failures, each with what to check. Messages never hold a password.
+#[derive(Debug, thiserror::Error)]
+pub enum MongoError {
+    /// The connection string is unusable.
+    #[error("the MongoDB connection string {uri} cannot be used: {detail}; check MONGODB_URI")]
+    BadUri {
+        /// The URI, password redacted.
+        uri: String,
+        /// The driver's words.
+        detail: String,
+    },
+    /// No server answered.
+    #[error(
+        "cannot reach MongoDB at {uri} ({detail}); is MongoDB running, and are the host and port in MONGODB_URI right?"
+    )]
+    Unreachable {
+        /// The URI, password redacted.
+        uri: String,
+        /// The driver's words.
+        detail: String,
+    },
+    /// The server refused the credentials.
+    #[error(
+        "MongoDB at {uri} refused the credentials ({detail}); check the user name, password and authSource in MONGODB_URI"
+    )]
+    Auth {
+        /// The URI, password redacted.
+        uri: String,
+        /// The driver's words.
+        detail: String,
+    },
+    /// A database or collection could not be read.
+    #[error(
+        "cannot read {what} from MongoDB ({detail}); check that the user may read it (the built-in backup role can)"
+    )]
+    Read {
+        /// What was being read.
+        what: String,
+        /// The driver's words.
+        detail: String,
+    },
+    /// The connection broke during the work.
+    #[error(
+        "the connection to MongoDB broke while reading {what} ({detail}); is the server still running? Nothing was kept, retry when it is back"
+    )]
+    Lost {
+        /// What was being read.
+        what: String,
+        /// The driver's words.
+        detail: String,
+    },
+    /// Writing a restore failed.
+    #[error("cannot restore {what} into MongoDB ({detail}); {hint}")]
+    Write {
+        /// The namespace.
+        what: String,
+        /// The driver's words.
+        detail: String,
+        /// What to check.
+        hint: String,
+    },
+    /// A dump directory or file is unusable.
+    #[error("{path}: {detail}")]
+    Dump {
+        /// The file or directory.
+        path: String,
+        /// What is wrong and what to check.
+        detail: String,
+    },
+    /// Nowhere to restore to.
+    #[error(
+        "the archive holds a database dump but no MongoDB server is configured to restore it into; pass --mongo-uri URI or set MONGODB_URI (or restore only the files with --files-only)"
+    )]
+    NoTarget,
+    /// Local I/O (spool files, archive writing).
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// A stop signal arrived.
+    #[error("the dump was stopped before it finished")]
+    Cancelled,
+}
+
+/// Which databases and collections to dump.
+#[derive(Debug, Clone, Default)]
+pub struct Selection {
+    /// Databases (empty: the URI's, or every non-system one).
+    pub databases: Vec<String>,
+    /// Collections: `db.coll` or `coll` (empty: all).
+    pub collections: Vec<String>,
+}
+
+impl Selection {
+    /// The selection the settings ask for.
+    pub fn from_settings(s: &Settings) -> Selection {
+        Selection {
+            databases: s.mongodb_databases.clone(),
+            collections: s.mongodb_collections.clone(),
+        }
+    }
+
+    /// Whether a collection is selected.
+    pub fn wants(&self, db: &str, coll: &str) -> bool {
+        self.collections.is_empty()
+            || self
+                .collections
+                .iter()
+                .any(|c| c == coll || c.split_once('.').is_some_and(|(d, n)| d == db && n == coll))
+    }
+}
+
+/// Databases that are never dumped unless named.
+pub const SYSTEM_DATABASES: &[&str] = &["admin", "local", "config"];
+
+/// mongodump's file-name escaping of collection names: Go's
+/// `url.PathEscape`, which keeps unreserved characters and `$&+,:;=@`.
+const PATH_SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~')
+    .remove(b'$')
+    .remove(b'&')
+    .remove(b'+')
+    .remove(b',')
+    .remove(b':')
+    .remove(b';')
+    .remove(b'=')
+    .remove(b'@');
+
+/// A collection name as mongodump writes it in file names (`cafés` → `caf%C3%A9s`).
+pub fn escape_name(name: &str) -> String {
+    utf8_percent_encode(name, PATH_SEGMENT).to_string()
+}
+
+/// The inverse of [`escape_name`].
+pub fn unescape_name(file_stem: &str) -> String {
+    percent_decode_str(file_stem)
+        .decode_utf8_lossy()
+        .into_owned()
+}
+
+/// A tokio runtime for the driver.
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, MongoError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|source| MongoError::Io {
+            what: "cannot start the MongoDB client runtime".into(),
+            source,
+        })
+}
+
+/// Classifies a driver error for a connection-level step.
+pub(crate) fn connect_error(uri: &str, e: &mongodb::error::Error) -> MongoError {
+    let shown = secret::redact_uri(uri);
+    let detail = secret::scrub(&short(e));
+    match e.kind.as_ref() {
+        ErrorKind::Authentication { .. } => MongoError::Auth { uri: shown, detail },
+        ErrorKind::Command(c) if c.code == 18 || c.code == 13 => {
+            MongoError::Auth { uri: shown, detail }
+        }
+        ErrorKind::InvalidArgument { .. } | ErrorKind::InvalidTlsConfig { .. } => {
+            MongoError::BadUri { uri: shown, detail }
+        }
+        _ => MongoError::Unreachable { uri: shown, detail },
+    }
+}
+
+/// Classifies a driver error while reading `what`.
+pub(crate) fn read_error(what: &str, e: &mongodb::error::Error) -> MongoError {
+    let detail = secret::scrub(&short(e));
+    match e.kind.as_ref() {
+        ErrorKind::Io(_)
+        | ErrorKind::ConnectionPoolCleared { .. }
+        | ErrorKind::ServerSelection { .. } => MongoError::Lost {
+            what: what.to_owned(),
+            detail,
+        },
+        ErrorKind::Authentication { .. } => MongoError::Auth {
+            uri: String::new(),
+            detail,
+        },
+        _ => MongoError::Read {
+            what: what.to_owned(),
+            detail,
+        },
+    }
+}
+
+/// The driver's message, on one line and not too long.
+pub(crate) fn short(e: &mongodb::error::Error) -> String {
+    let text = match e.kind.as_ref() {
+        ErrorKind::Command(c) => format!("{} ({}): {}", c.code_name, c.code, c.message),
+        // The driver's text lists the whole topology; the first server
+        // error in it is what a person needs ("Connection refused").
+        ErrorKind::ServerSelection { message, .. } => match message.find("Error: ") {
+            Some(i) => {
+                let rest = &message[i + 7..];
+                let end = rest
+                    .find(", labels")
+                    .or_else(|| rest.find(" }"))
+                    .unwrap_or(rest.len());
+                rest[..end].trim_start_matches("Kind: ").to_owned()
+            }
+            None => message.clone(),
+        },
+        ErrorKind::Authentication { message, .. } => message.clone(),
+        _ => e.to_string(),
+    };
+    let line = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if line.len() > 300 {
+        let mut cut = 300;
+        while !line.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        format!("{}…", &line[..cut])
+    } else {
+        line
+    }
+}
+
+/// Connects and checks that the server answers and accepts the credentials.
+pub(crate) async fn connect(uri: &Secret) -> Result<(Client, ClientOptions), MongoError> {
+    let text = uri.expose();
+    let mut options = ClientOptions::parse(text)
+        .await
+        .map_err(|e| connect_error(text, &e))?;
+    options.app_name.get_or_insert_with(|| "cofre".into());
+    // A backup that cannot reach its database should say so in seconds,
+    // not after the driver's 30 s default; the URI can still ask for more.
+    if !text.contains("serverSelectionTimeoutMS") {
+        options.server_selection_timeout = Some(Duration::from_secs(10));
+    }
+    if !text.contains("connectTimeoutMS") {
+        options.connect_timeout = Some(Duration::from_secs(10));
+    }
+    let client = Client::with_options(options.clone()).map_err(|e| connect_error(text, &e))?;
+    client
+        .database("admin")
+        .run_command(doc! { "ping": 1 })
+        .await
+        .map_err(|e| connect_error(text, &e))?;
+    Ok((client, options))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_like_mongodump() {
+        assert_eq!(escape_name("cafés"), "caf%C3%A9s");
+        assert_eq!(escape_name("a/b c"), "a%2Fb%20c");
+        assert_eq!(escape_name("x.y-z_$:@"), "x.y-z_$:@");
+        for name in ["cafés", "a/b c", "100%", "日本"] {
+            assert_eq!(unescape_name(&escape_name(name)), name);
+        }
+    }
+
+    #[test]
+    fn selection() {
+        let s = Selection {
+            databases: vec![],
+            collections: vec!["app.users".into(), "logs".into()],
+        };
+        assert!(s.wants("app", "users"));
+        assert!(!s.wants("other", "users"));
+        assert!(s.wants("other", "logs"));
+        assert!(Selection::default().wants("x", "y"));
+    }
+}

@@ -1,0 +1,317 @@
+//! Retention as a pure function: archives, policy and clock in, a decision
+//! with its reasons out for each archive. Deleting is the caller's job
+//! (`prune` logs the plan, then applies it, so `--dry-run` is the same plan).
+//!
+//! An archive is kept if any rule keeps it (restic/borg semantics):
+//! younger than `BACKUP_RETENTION_DAYS`; among the last N; the newest of one
+//! of the last N days, ISO weeks or months that have an archive. The newest
+//! archive is always kept, even when it is older than the retention period:
+//! when backups have been failing, it is the last good one.
+
+use std::collections::HashSet;
+
+use chrono::{DateTime, Datelike, NaiveDate, Utc};
+
+use crate::config::RetentionPolicy;
+use crate::schedule::Zone;
+
+/// An archive to decide about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Candidate {
+    /// File name.
+    pub name: String,
+    /// The time in its name (UTC).
+    pub time: DateTime<Utc>,
+}
+
+/// The decision about one archive.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    /// File name.
+    pub name: String,
+    /// Its time.
+    pub time: DateTime<Utc>,
+    /// Keep (true) or delete.
+    pub keep: bool,
+    /// Why: every rule that keeps it, or why none does.
+    pub reasons: Vec<String>,
+}
+
+fn local_date(zone: Zone, t: DateTime<Utc>) -> NaiveDate {
+    match zone {
+        Zone::Local => t.with_timezone(&chrono::Local).date_naive(),
+        Zone::Named(tz) => t.with_timezone(&tz).date_naive(),
+    }
+}
+
+fn age_text(secs: i64) -> String {
+    let secs = secs.max(0);
+    let (d, h) = (secs / 86_400, secs % 86_400 / 3600);
+    if d > 0 {
+        format!("{d}d {h}h")
+    } else {
+        format!("{h}h {}m", secs % 3600 / 60)
+    }
+}
+
+/// Decides, for each archive, whether to keep it. Returns the decisions
+/// newest first. `zone` defines days, weeks and months for the GFS rules.
+pub fn plan(
+    archives: &[Candidate],
+    policy: &RetentionPolicy,
+    now: DateTime<Utc>,
+    zone: Zone,
+) -> Vec<Decision> {
+    let mut sorted: Vec<&Candidate> = archives.iter().collect();
+    sorted.sort_by(|a, b| b.time.cmp(&a.time).then(b.name.cmp(&a.name)));
+
+    let mut decisions: Vec<Decision> = sorted
+        .iter()
+        .map(|c| Decision {
+            name: c.name.clone(),
+            time: c.time,
+            keep: false,
+            reasons: Vec::new(),
+        })
+        .collect();
+
+    let max_age = i64::from(policy.days) * 86_400;
+    for d in &mut decisions {
+        let age = (now - d.time).num_seconds();
+        if age < max_age {
+            d.keep = true;
+            d.reasons.push(format!(
+                "younger than {} days (age {})",
+                policy.days,
+                age_text(age)
+            ));
+        }
+    }
+    if let Some(first) = decisions.first_mut() {
+        first.keep = true;
+        first
+            .reasons
+            .push("the newest archive is never deleted".into());
+    }
+    for d in decisions.iter_mut().take(policy.keep_last as usize) {
+        d.keep = true;
+        d.reasons
+            .push(format!("one of the last {}", policy.keep_last));
+    }
+
+    // Grandfather-father-son: the newest archive of each bucket, for the
+    // newest N buckets that have one.
+    let mut bucket_rule = |n: u32,
+                           label: &str,
+                           key: &dyn Fn(NaiveDate) -> (i32, u32, u32),
+                           name: &dyn Fn(NaiveDate) -> String| {
+        if n == 0 {
+            return;
+        }
+        let mut seen: HashSet<(i32, u32, u32)> = HashSet::new();
+        for d in decisions.iter_mut() {
+            let date = local_date(zone, d.time);
+            if seen.len() == n as usize && !seen.contains(&key(date)) {
+                break;
+            }
+            if seen.insert(key(date)) {
+                d.keep = true;
+                d.reasons
+                    .push(format!("{label} archive for {}", name(date)));
+            }
+        }
+    };
+    bucket_rule(
+        policy.keep_daily,
+        "daily",
+        &|d| (d.year(), d.ordinal(), 0),
+        &|d| d.format("%Y-%m-%d").to_string(),
+    );
+    bucket_rule(
+        policy.keep_weekly,
+        "weekly",
+        &|d| (d.iso_week().year(), d.iso_week().week(), 1),
+        &|d| format!("{}-W{:02}", d.iso_week().year(), d.iso_week().week()),
+    );
+    bucket_rule(
+        policy.keep_monthly,
+        "monthly",
+        &|d| (d.year(), d.month(), 2),
+        &|d| d.format("%Y-%m").to_string(),
+    );
+
+    for d in &mut decisions {
+        if !d.keep {
+            let age = (now - d.time).num_seconds();
+            d.reasons.push(format!(
+                "older than {} days (age {}) and kept by no other rule",
+                policy.days,
+                age_text(age)
+            ));
+        }
+    }
+    decisions
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn at(y: i32, m: u32, d: u32, h: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(y, m, d, h, 0, 0).unwrap()
+    }
+
+    fn cand(t: DateTime<Utc>) -> Candidate {
+        Candidate {
+            name: crate::store::ArchiveName::format(t, crate::archive::Compression::Gzip(6), true),
+            time: t,
+        }
+    }
+
+    fn policy(days: u32) -> RetentionPolicy {
+        RetentionPolicy {
+            days,
+            ..Default::default()
+        }
+    }
+
+    fn kept(decisions: &[Decision]) -> Vec<String> {
+        decisions
+            .iter()
+            .filter(|d| d.keep)
+            .map(|d| d.time.format("%m-%d %H").to_string())
+            .collect()
+    }
+
+    const UTC: Zone = Zone::Named(chrono_tz::UTC);
+
+    #[test]
+    fn table() {
+        let now = at(2026, 11, 27, 12);
+        // (what, archives as day offsets back from now, policy, expected kept)
+        struct Case {
+            what: &'static str,
+            days_back: Vec<i64>,
+            policy: RetentionPolicy,
+            kept: Vec<&'static str>,
+        }
+        let cases = vec![
+            Case {
+                what: "all fresh: nothing is deleted",
+                days_back: vec![0, 1, 2, 3],
+                policy: policy(7),
+                kept: vec!["11-27 12", "11-26 12", "11-25 12", "11-24 12"],
+            },
+            Case {
+                what: "all expired: the newest is still kept",
+                days_back: vec![10, 11, 12],
+                policy: policy(7),
+                kept: vec!["11-17 12"],
+            },
+            Case {
+                what: "a gap of failed days: fresh ones kept, old ones go",
+                days_back: vec![0, 1, 9, 10, 11],
+                policy: policy(7),
+                kept: vec!["11-27 12", "11-26 12"],
+            },
+            Case {
+                what: "exactly at the boundary the archive goes",
+                days_back: vec![0, 7],
+                policy: policy(7),
+                kept: vec!["11-27 12"],
+            },
+            Case {
+                what: "keep-last adds to the window",
+                days_back: vec![0, 10, 20, 30],
+                policy: RetentionPolicy {
+                    days: 7,
+                    keep_last: 3,
+                    ..Default::default()
+                },
+                kept: vec!["11-27 12", "11-17 12", "11-07 12"],
+            },
+            Case {
+                what: "GFS combined: 2 daily, 2 weekly, 3 monthly",
+                days_back: vec![0, 1, 2, 8, 9, 16, 40, 41, 70, 100, 130],
+                policy: RetentionPolicy {
+                    days: 0,
+                    keep_daily: 2,
+                    keep_weekly: 2,
+                    keep_monthly: 3,
+                    keep_last: 0,
+                },
+                // daily: 11-27, 11-26; weekly: W48 (11-27), W47 (11-19);
+                // monthly: 2026-11 (11-27), 2026-10 (10-18), 2026-09 (09-18).
+                kept: vec!["11-27 12", "11-26 12", "11-19 12", "10-18 12", "09-18 12"],
+            },
+        ];
+        for c in cases {
+            let archives: Vec<Candidate> = c
+                .days_back
+                .iter()
+                .map(|d| cand(now - chrono::Duration::days(*d)))
+                .collect();
+            let decisions = plan(&archives, &c.policy, now, UTC);
+            assert_eq!(kept(&decisions), c.kept, "{}", c.what);
+            for d in &decisions {
+                assert!(
+                    !d.reasons.is_empty(),
+                    "{}: {} has no reason",
+                    c.what,
+                    d.name
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn empty_plan() {
+        assert!(plan(&[], &policy(7), at(2026, 1, 1, 0), UTC).is_empty());
+    }
+
+    #[test]
+    fn newest_reason_is_explicit() {
+        let now = at(2026, 11, 27, 12);
+        let d = plan(&[cand(at(2026, 1, 1, 0))], &policy(7), now, UTC);
+        assert!(d[0].keep);
+        assert!(d[0].reasons.iter().any(|r| r.contains("never deleted")));
+    }
+
+    /// Only complete archives reach the plan: temporary files, other names
+    /// and symlinks in BACKUP_DIR are never candidates.
+    #[test]
+    fn store_listing_feeds_only_archives() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = cand(at(2020, 1, 1, 0));
+        let new = cand(at(2026, 11, 27, 0));
+        for name in [
+            old.name.as_str(),
+            new.name.as_str(),
+            ".cofre-tmp-abc.partial",
+            "backup_2020-01-01T00-00-00.tar.gz.partial",
+            "notes.txt",
+        ] {
+            std::fs::write(dir.path().join(name), b"x").unwrap();
+        }
+        let outside = tempfile::NamedTempFile::new().unwrap();
+        std::os::unix::fs::symlink(
+            outside.path(),
+            dir.path().join("backup_2019-01-01T00-00-00.tar.gz"),
+        )
+        .unwrap();
+        let store = crate::store::Store::open(dir.path()).unwrap();
+        let listed: Vec<Candidate> = store
+            .list()
+            .unwrap()
+            .into_iter()
+            .map(|a| Candidate {
+                name: a.name,
+                time: a.parsed.time,
+            })
+            .collect();
+        assert_eq!(listed, vec![new, old]);
+        let d = plan(&listed, &policy(7), at(2026, 11, 27, 12), UTC);
+        assert_eq!((d[0].keep, d[1].keep), (true, false));
+    }
+}

@@ -1,0 +1,437 @@
+//! `BACKUP_DIR`: archive names, atomic writes, listing, the lock.
+//!
+//! Everything that touches the backup directory's entries goes through here,
+//! so the rules hold in one place: the directory is 0700 and created only as
+//! its last component (a missing parent, such as an unmounted disk, is an
+//! error, not a reason to write elsewhere); archives are written to a
+//! temporary name, synced, renamed without ever replacing a file, and the
+//! directory is synced; only names that match the archive pattern are ever
+//! listed or deleted, and symlinks are never followed.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Seek, Write};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, NaiveDateTime, Utc};
+use tempfile::NamedTempFile;
+
+use crate::archive::Compression;
+
+/// Prefix of every temporary file cofre writes in `BACKUP_DIR`.
+pub const TEMP_PREFIX: &str = ".cofre-tmp-";
+const LOCK_NAME: &str = ".cofre.lock";
+const NAME_TIME_FORMAT: &str = "%Y-%m-%dT%H-%M-%S";
+
+/// Failures of the backup directory, each with what to check.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The parent of `BACKUP_DIR` is missing.
+    #[error(
+        "backup directory {0} cannot be created because its parent directory does not exist; \
+         check BACKUP_DIR (and that the disk it is on is mounted)"
+    )]
+    MissingParent(PathBuf),
+    /// `BACKUP_DIR` exists but is not a directory.
+    #[error("backup directory {0} is not a directory; check BACKUP_DIR")]
+    NotADirectory(PathBuf),
+    /// `BACKUP_DIR` cannot be created or written.
+    #[error(
+        "backup directory {path} is not writable ({source}); check BACKUP_DIR and its permissions"
+    )]
+    NotWritable {
+        /// The directory.
+        path: PathBuf,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// `BACKUP_DIR` does not exist (for commands that only read).
+    #[error(
+        "backup directory {0} does not exist; check BACKUP_DIR (no backup has been made there yet?)"
+    )]
+    Missing(PathBuf),
+    /// Another process holds the lock.
+    #[error(
+        "another cofre process{} holds the lock on {dir}; wait for it to finish or pass --wait DURATION",
+        pid.map(|p| format!(" (pid {p})")).unwrap_or_default()
+    )]
+    Locked {
+        /// The directory.
+        dir: PathBuf,
+        /// The holder's pid, when it wrote one.
+        pid: Option<u32>,
+    },
+    /// An archive name was asked for that does not exist.
+    #[error("no archive {0:?} in {1}; `cofre list` shows the archives")]
+    NoSuchArchive(String, PathBuf),
+    /// `latest` was asked for in an empty directory.
+    #[error("there are no archives in {0}; run `cofre backup` first or check BACKUP_DIR")]
+    Empty(PathBuf),
+    /// Any other I/O failure, with the path it concerns.
+    #[error("{what} {path}: {source}")]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// The path.
+        path: PathBuf,
+        /// The OS error.
+        source: io::Error,
+    },
+}
+
+fn io_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> StoreError + 'a {
+    move |source| StoreError::Io {
+        what,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// What an archive's file name says about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArchiveName {
+    /// The UTC start time in the name.
+    pub time: DateTime<Utc>,
+    /// `gz` or `zst`.
+    pub compression: &'static str,
+    /// Whether it ends in `.age`.
+    pub encrypted: bool,
+}
+
+impl ArchiveName {
+    /// Parses `backup_YYYY-MM-DDTHH-MM-SS.tar.{gz,zst}[.age]`; anything else is
+    /// not an archive.
+    pub fn parse(name: &str) -> Option<ArchiveName> {
+        let rest = name.strip_prefix("backup_")?;
+        let (stamp, ext) = rest.split_at_checked(19)?;
+        let time = NaiveDateTime::parse_from_str(stamp, NAME_TIME_FORMAT)
+            .ok()?
+            .and_utc();
+        let (compression, encrypted) = match ext {
+            ".tar.gz" => ("gz", false),
+            ".tar.gz.age" => ("gz", true),
+            ".tar.zst" => ("zst", false),
+            ".tar.zst.age" => ("zst", true),
+            _ => return None,
+        };
+        Some(ArchiveName {
+            time,
+            compression,
+            encrypted,
+        })
+    }
+
+    /// The file name for a backup started at `time`.
+    pub fn format(time: DateTime<Utc>, compression: Compression, encrypted: bool) -> String {
+        format!(
+            "backup_{}.tar.{}{}",
+            time.format(NAME_TIME_FORMAT),
+            compression.extension(),
+            if encrypted { ".age" } else { "" }
+        )
+    }
+
+    /// The name without its extensions (`backup_2026-11-27T00-00-00`).
+    pub fn stem(name: &str) -> &str {
+        name.find(".tar.").map_or(name, |i| &name[..i])
+    }
+}
+
+/// One archive in `BACKUP_DIR`.
+#[derive(Debug, Clone)]
+pub struct ArchiveEntry {
+    /// File name.
+    pub name: String,
+    /// Full path.
+    pub path: PathBuf,
+    /// What the name says.
+    pub parsed: ArchiveName,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+/// The backup directory.
+#[derive(Debug, Clone)]
+pub struct Store {
+    dir: PathBuf,
+}
+
+impl Store {
+    /// Opens `dir`, creating it (mode 0700) when missing. Its parent must exist.
+    pub fn create(dir: &Path) -> Result<Store, StoreError> {
+        match fs::symlink_metadata(dir) {
+            Ok(meta) if meta.is_dir() => {}
+            Ok(meta) if meta.file_type().is_symlink() && dir.is_dir() => {}
+            Ok(_) => return Err(StoreError::NotADirectory(dir.to_path_buf())),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                let parent_exists = dir
+                    .parent()
+                    .is_none_or(|p| p.as_os_str().is_empty() || p.is_dir());
+                if !parent_exists {
+                    return Err(StoreError::MissingParent(dir.to_path_buf()));
+                }
+                fs::DirBuilder::new()
+                    .mode(0o700)
+                    .create(dir)
+                    .or_else(|e| if dir.is_dir() { Ok(()) } else { Err(e) })
+                    .map_err(|source| StoreError::NotWritable {
+                        path: dir.to_path_buf(),
+                        source,
+                    })?;
+            }
+            Err(source) => {
+                return Err(StoreError::NotWritable {
+                    path: dir.to_path_buf(),
+                    source,
+                });
+            }
+        }
+        let store = Store {
+            dir: dir.to_path_buf(),
+        };
+        // Writability is checked by doing it, once, up front: a backup that
+        // finds out after reading 10 GB is a worse experience.
+        tempfile::Builder::new()
+            .prefix(TEMP_PREFIX)
+            .tempfile_in(dir)
+            .map_err(|source| StoreError::NotWritable {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+        Ok(store)
+    }
+
+    /// Opens an existing `dir` for reading.
+    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        if !dir.is_dir() {
+            return Err(StoreError::Missing(dir.to_path_buf()));
+        }
+        Ok(Store {
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    /// The directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Archives, newest first. Only regular files whose names match the
+    /// pattern; symlinks and temporary files are ignored.
+    pub fn list(&self) -> Result<Vec<ArchiveEntry>, StoreError> {
+        let mut out = Vec::new();
+        for entry in fs::read_dir(&self.dir).map_err(io_err("cannot read", &self.dir))? {
+            let entry = entry.map_err(io_err("cannot read", &self.dir))?;
+            let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+                continue;
+            };
+            let Some(parsed) = ArchiveName::parse(&name) else {
+                continue;
+            };
+            // DirEntry::metadata does not follow symlinks.
+            let Ok(meta) = entry.metadata() else { continue };
+            if !meta.file_type().is_file() {
+                continue;
+            }
+            out.push(ArchiveEntry {
+                path: entry.path(),
+                name,
+                parsed,
+                size: meta.len(),
+            });
+        }
+        out.sort_by(|a, b| b.parsed.time.cmp(&a.parsed.time).then(b.name.cmp(&a.name)));
+        Ok(out)
+    }
+
+    /// Finds an archive by path, by name in this directory, or `latest`.
+    pub fn resolve(dir: &Path, arg: &str) -> Result<PathBuf, StoreError> {
+        if arg == "latest" {
+            let store = Store::open(dir)?;
+            return store
+                .list()?
+                .into_iter()
+                .next()
+                .map(|a| a.path)
+                .ok_or_else(|| StoreError::Empty(dir.to_path_buf()));
+        }
+        let as_path = Path::new(arg);
+        if as_path.is_file() {
+            return Ok(as_path.to_path_buf());
+        }
+        let in_dir = dir.join(arg);
+        if !arg.contains('/') && in_dir.is_file() {
+            return Ok(in_dir);
+        }
+        Err(StoreError::NoSuchArchive(arg.to_owned(), dir.to_path_buf()))
+    }
+
+    /// A new temporary file (mode 0600) in the directory; it is deleted when
+    /// dropped unless [`Store::persist`]ed.
+    pub fn temp_file(&self) -> Result<NamedTempFile, StoreError> {
+        tempfile::Builder::new()
+            .prefix(TEMP_PREFIX)
+            .suffix(".partial")
+            .permissions(fs::Permissions::from_mode(0o600))
+            .tempfile_in(&self.dir)
+            .map_err(|source| StoreError::NotWritable {
+                path: self.dir.clone(),
+                source,
+            })
+    }
+
+    /// Gives a finished temporary file its final name, never replacing an
+    /// existing file, then syncs the directory so the rename is durable.
+    /// The file's contents must already be synced.
+    pub fn persist(&self, tmp: NamedTempFile, name: &str) -> Result<PathBuf, StoreError> {
+        let dest = self.dir.join(name);
+        tmp.persist_noclobber(&dest).map_err(|e| StoreError::Io {
+            what: "cannot rename the finished archive to",
+            path: dest.clone(),
+            source: e.error,
+        })?;
+        self.sync()?;
+        Ok(dest)
+    }
+
+    /// fsync of the directory itself.
+    pub fn sync(&self) -> Result<(), StoreError> {
+        File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io_err("cannot sync directory", &self.dir))
+    }
+
+    /// Removes temporary files left by a process that crashed or was killed.
+    /// Call only while holding the lock: a running backup's file is also one.
+    pub fn clean_temporaries(&self) -> Vec<PathBuf> {
+        let mut removed = Vec::new();
+        let Ok(entries) = fs::read_dir(&self.dir) else {
+            return removed;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let is_temp = name.to_str().is_some_and(|n| n.starts_with(TEMP_PREFIX));
+            let is_file = entry.metadata().is_ok_and(|m| m.is_file());
+            if is_temp && is_file && fs::remove_file(entry.path()).is_ok() {
+                removed.push(entry.path());
+            }
+        }
+        removed
+    }
+
+    /// Deletes one archive by name. Refuses anything that is not a regular
+    /// file with an archive name directly in this directory.
+    pub fn delete(&self, name: &str) -> Result<(), StoreError> {
+        let path = self.dir.join(name);
+        let ok = ArchiveName::parse(name).is_some()
+            && !name.contains('/')
+            && fs::symlink_metadata(&path).is_ok_and(|m| m.is_file());
+        if !ok {
+            return Err(StoreError::NoSuchArchive(name.to_owned(), self.dir.clone()));
+        }
+        fs::remove_file(&path).map_err(io_err("cannot delete", &path))?;
+        Ok(())
+    }
+
+    /// Takes the directory's lock, waiting up to `wait` for another holder.
+    pub fn lock(&self, wait: Option<Duration>) -> Result<Lock, StoreError> {
+        let path = self.dir.join(LOCK_NAME);
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode_0600()
+            .open(&path)
+            .map_err(|source| StoreError::NotWritable {
+                path: self.dir.clone(),
+                source,
+            })?;
+        let deadline = wait.map(|w| Instant::now() + w);
+        loop {
+            match file.try_lock() {
+                Ok(()) => break,
+                Err(fs::TryLockError::WouldBlock) => {
+                    if deadline.is_some_and(|d| Instant::now() < d) {
+                        std::thread::sleep(Duration::from_millis(100));
+                        continue;
+                    }
+                    let mut text = String::new();
+                    let _ = file.read_to_string(&mut text);
+                    return Err(StoreError::Locked {
+                        dir: self.dir.clone(),
+                        pid: text.trim().parse().ok(),
+                    });
+                }
+                Err(fs::TryLockError::Error(e)) => {
+                    return Err(StoreError::Io {
+                        what: "cannot lock",
+                        path,
+                        source: e,
+                    });
+                }
+            }
+        }
+        // The pid is only for the message another process prints; the lock
+        // itself is the flock, which the kernel releases when we die.
+        let _ = file.set_len(0);
+        let _ = file.rewind();
+        let _ = write!(file, "{}", std::process::id());
+        let _ = file.flush();
+        Ok(Lock { _file: file })
+    }
+
+    /// Free and total bytes of the filesystem holding the directory.
+    pub fn space(&self) -> Result<(u64, u64), StoreError> {
+        let st = rustix::fs::statvfs(&self.dir)
+            .map_err(|e| io_err("cannot read free space of", &self.dir)(e.into()))?;
+        Ok((
+            st.f_bavail.saturating_mul(st.f_frsize),
+            st.f_blocks.saturating_mul(st.f_frsize),
+        ))
+    }
+}
+
+trait Mode0600 {
+    fn mode_0600(&mut self) -> &mut Self;
+}
+
+impl Mode0600 for OpenOptions {
+    fn mode_0600(&mut self) -> &mut Self {
+        std::os::unix::fs::OpenOptionsExt::mode(self, 0o600)
+    }
+}
+
+/// The held lock; released on drop (and by the kernel if the process dies).
+#[derive(Debug)]
+pub struct Lock {
+    _file: File,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn names_round_trip() {
+        let t = Utc.with_ymd_and_hms(2026, 11, 27, 0, 0, 0).unwrap();
+        let name = ArchiveName::format(t, Compression::Gzip(6), true);
+        assert_eq!(name, "backup_2026-11-27T00-00-00.tar.gz.age");
+        let parsed = ArchiveName::parse(&name).unwrap();
+        assert_eq!(parsed.time, t);
+        assert!(parsed.encrypted);
+        assert_eq!(ArchiveName::stem(&name), "backup_2026-11-27T00-00-00");
+        for not_ours in [
+            "backup_2026-11-27T00-00-00.tar.gz.partial",
+            ".cofre-tmp-abc.partial",
+            "backup_2026-13-27T00-00-00.tar.gz",
+            "backup_2026-11-27T00-00-00.tar.bz2",
+            "notes.txt",
+            "backup_.tar.gz",
+        ] {
+            assert_eq!(ArchiveName::parse(not_ours), None, "{not_ours}");
+        }
+    }
+}

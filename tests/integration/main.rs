@@ -1,0 +1,12 @@
+//! The integration tests: the real `cofre` binary against real files, real
+//! `age` and GNU `tar`, and a real MongoDB-protocol server (started by
+//! `scripts/test`; its address comes in `COFRE_TEST_MONGODB_URI`).
+
+mod harness;
+
+mod bad_input;
+mod daemon;
+mod interop;
+mod mongo;
+mod restore;
+mod round_trip;

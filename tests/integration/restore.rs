@@ -1,0 +1,169 @@
+//! Restore behaviour: the target is never harmed, `--force` merges,
+//! `--dry-run` writes nothing, `--include` restores part of the tree.
+
+use std::fs;
+
+use crate::harness::*;
+
+#[test]
+fn refuses_a_non_empty_target_and_leaves_it_alone() {
+    let env = Env::with_tree();
+    env.ok(&["backup"]);
+    let target = env.path("t");
+    fs::create_dir_all(&target).unwrap();
+    fs::write(target.join("mine.txt"), "precious").unwrap();
+    let before = snapshot(&target, |_| false);
+    let msg = env.fails(&["restore", "latest", "--to", target.to_str().unwrap()], 1);
+    assert!(
+        msg.contains("is not empty") && msg.contains("--force"),
+        "{msg}"
+    );
+    assert_eq!(before, snapshot(&target, |_| false));
+}
+
+#[test]
+fn force_replaces_what_the_archive_holds_and_keeps_the_rest() {
+    let env = Env::with_tree();
+    env.ok(&["backup"]);
+    let target = env.path("t");
+    fs::create_dir_all(target.join("src")).unwrap();
+    fs::write(target.join("mine.txt"), "precious").unwrap();
+    fs::write(target.join("package.json"), "stale").unwrap();
+    fs::write(target.join("src/local-only.js"), "keep me").unwrap();
+    env.ok(&[
+        "restore",
+        "latest",
+        "--to",
+        target.to_str().unwrap(),
+        "--force",
+    ]);
+    assert_eq!(
+        fs::read_to_string(target.join("mine.txt")).unwrap(),
+        "precious"
+    );
+    assert_eq!(
+        fs::read_to_string(target.join("src/local-only.js")).unwrap(),
+        "keep me"
+    );
+    assert_eq!(
+        fs::read(target.join("package.json")).unwrap(),
+        fs::read(env.project.join("package.json")).unwrap()
+    );
+    let expected = snapshot(&env.project, excluded_by_default);
+    let got = snapshot(&target, |p| p == "mine.txt" || p == "src/local-only.js");
+    // Merged directories keep the archive's mode and time, too.
+    assert_same(&expected, &got);
+}
+
+#[test]
+fn default_target_is_named_after_the_archive() {
+    let env = Env::with_tree();
+    env.ok(&["backup"]);
+    let name = env
+        .archive()
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let stem = name.split(".tar.").next().unwrap().to_owned();
+    let out = env.ok(&["restore", "latest"]);
+    assert!(stdout(&out).contains(&stem), "{}", text(&out));
+    let restored = env.project.join(&stem);
+    assert!(restored.join("package.json").is_file());
+}
+
+#[test]
+fn dry_run_lists_and_writes_nothing() {
+    let env = Env::with_tree();
+    env.ok(&["backup"]);
+    let target = env.path("t");
+    let out = stdout(&env.ok(&[
+        "restore",
+        "latest",
+        "--to",
+        target.to_str().unwrap(),
+        "--dry-run",
+    ]));
+    assert!(out.contains("would write package.json"), "{out}");
+    assert!(
+        out.contains("would write odd/名前 with spaces/ficheiro ação.txt"),
+        "{out}"
+    );
+    assert!(out.contains("dry run:"), "{out}");
+    assert!(!target.exists());
+    let leftovers: Vec<_> = fs::read_dir(env.root.path())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".cofre"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[test]
+fn include_restores_part_of_the_tree() {
+    let env = Env::with_tree();
+    env.ok(&["backup"]);
+    let target = env.path("t");
+    env.ok(&[
+        "restore",
+        "latest",
+        "--to",
+        target.to_str().unwrap(),
+        "--include",
+        "data/export_00*.json",
+        "--include",
+        "/bin",
+    ]);
+    let got = snapshot(&target, |_| false);
+    let files: Vec<&String> = got.keys().collect();
+    assert!(got.contains_key("data/export_000.json"));
+    assert!(got.contains_key("bin/run.sh"));
+    assert!(!got.contains_key("data/export_010.json"), "{files:?}");
+    assert!(!got.contains_key("package.json"), "{files:?}");
+    let expected = snapshot(&env.project, excluded_by_default);
+    assert_eq!(
+        got["data/export_000.json"],
+        expected["data/export_000.json"]
+    );
+
+    let none = env.path("none");
+    let msg = env.fails(
+        &[
+            "restore",
+            "latest",
+            "--to",
+            none.to_str().unwrap(),
+            "--include",
+            "no/such/*",
+        ],
+        1,
+    );
+    assert!(msg.contains("matches --include"), "{msg}");
+    assert!(!none.exists());
+}
+
+#[test]
+fn restore_by_name_and_by_path() {
+    let env = Env::with_tree();
+    env.ok(&["backup"]);
+    let archive = env.archive();
+    let name = archive.file_name().unwrap().to_str().unwrap();
+    env.ok(&["restore", name, "--to", env.path("a").to_str().unwrap()]);
+    env.ok(&[
+        "restore",
+        archive.to_str().unwrap(),
+        "--to",
+        env.path("b").to_str().unwrap(),
+    ]);
+    let msg = env.fails(
+        &[
+            "restore",
+            "backup_1999-01-01T00-00-00.tar.gz",
+            "--to",
+            env.path("c").to_str().unwrap(),
+        ],
+        1,
+    );
+    assert!(msg.contains("cofre list"), "{msg}");
+}
