@@ -382,12 +382,7 @@ impl Settings {
         {
             None => None,
             Some((var, uri)) => {
-                if let Some(p) = secret::uri_password(uri) {
-                    secret::register(&p);
-                    if let Some(raw) = raw_uri_password(uri) {
-                        secret::register(raw);
-                    }
-                }
+                secret::register_uri(uri);
                 if !(uri.starts_with("mongodb://") || uri.starts_with("mongodb+srv://")) {
                     return Err(invalid(
                         var,
@@ -395,7 +390,7 @@ impl Settings {
                         "a MongoDB connection string starting with mongodb:// or mongodb+srv://",
                     ));
                 }
-                Some(Secret::new(uri.to_owned()))
+                Some(Secret::unregistered(uri.to_owned()))
             }
         };
 
@@ -533,14 +528,6 @@ impl Settings {
             min_free,
         })
     }
-}
-
-/// The password as it is written in the URI (still percent-encoded).
-fn raw_uri_password(uri: &str) -> Option<&str> {
-    let rest = &uri[uri.find("://")? + 3..];
-    let authority = &rest[..rest.find(['/', '?']).unwrap_or(rest.len())];
-    let userinfo = &authority[..authority.rfind('@')?];
-    userinfo.split_once(':').map(|(_, p)| p)
 }
 
 fn check_recipient(var: &str, r: &str) -> Result<(), ConfigError> {

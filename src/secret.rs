@@ -19,6 +19,13 @@ impl Secret {
         Secret(value)
     }
 
+    /// Wraps a value that is not itself registered for [`scrub`] (a URI,
+    /// whose password part is registered on its own, so the rest of it can
+    /// still be shown).
+    pub fn unregistered(value: String) -> Self {
+        Secret(value)
+    }
+
     /// The secret itself, for the one place that needs it.
     pub fn expose(&self) -> &str {
         &self.0
@@ -67,6 +74,24 @@ pub fn scrub(text: &str) -> String {
         }
     }
     out
+}
+
+/// Registers the password of a MongoDB URI (decoded, and as written).
+pub fn register_uri(uri: &str) {
+    if let Some(p) = uri_password(uri) {
+        register(&p);
+    }
+    if let Some(raw) = raw_uri_password(uri) {
+        register(raw);
+    }
+}
+
+/// The password as it is written in the URI (still percent-encoded).
+fn raw_uri_password(uri: &str) -> Option<&str> {
+    let rest = &uri[uri.find("://")? + 3..];
+    let authority = &rest[..rest.find(['/', '?']).unwrap_or(rest.len())];
+    let userinfo = &authority[..authority.rfind('@')?];
+    userinfo.split_once(':').map(|(_, p)| p)
 }
 
 /// A MongoDB URI with its password replaced by `***`, for messages.

@@ -166,20 +166,9 @@ pub fn run(
 
     let has_mongo = summary.info.mongodb.is_some();
     if args.dry_run {
-        if want_mongo && has_mongo {
-            let dump = summary.info.mongodb.as_ref().expect("checked");
-            for c in &dump.collections {
-                println!(
-                    "would restore collection {}.{} ({} documents)",
-                    mongo_target
-                        .as_ref()
-                        .ok()
-                        .and_then(|t| t.to_db.clone())
-                        .unwrap_or_else(|| c.db.clone()),
-                    c.name,
-                    c.documents
-                );
-            }
+        if want_mongo && let Some(dump) = &summary.info.mongodb {
+            let report = mongo::restore::plan(dump, &mongo_target?)?;
+            report.print();
         }
         println!(
             "dry run: {} verified; {} files ({}) would be restored into {}",

@@ -47,10 +47,8 @@ impl Target {
     pub fn from_args(args: &RestoreArgs, settings: &Settings) -> Result<Target, MongoError> {
         let uri = match &args.mongo_uri {
             Some(u) => {
-                if let Some(p) = crate::secret::uri_password(u) {
-                    crate::secret::register(&p);
-                }
-                Some(Secret::new(u.clone()))
+                crate::secret::register_uri(u);
+                Some(Secret::unregistered(u.clone()))
             }
             None => settings.mongodb_uri.clone(),
         };
@@ -443,6 +441,57 @@ fn create_command(name: &str, options: &Document) -> Document {
     cmd
 }
 
+/// Creates `coll` with the dump's options and fills it: documents (for a
+/// time-series collection, its buckets), then indexes. Views are only created.
+async fn fill(
+    db: &Database,
+    coll: &str,
+    found: &Found,
+    ns: &str,
+    notes: &mut Vec<String>,
+) -> Result<(u64, usize), MongoError> {
+    let m = &found.metadata;
+    db.run_command(create_command(coll, &m.options))
+        .await
+        .map_err(|e| write_err(ns, &e))?;
+    if m.kind == "view" {
+        return Ok((0, 0));
+    }
+    let documents = match &found.bson {
+        // Time-series data is restored as the buckets mongodump dumped.
+        Some(path) if m.kind == "timeseries" => {
+            insert_all(db, &format!("system.buckets.{coll}"), path, ns).await?
+        }
+        Some(path) => insert_all(db, coll, path, ns).await?,
+        None => 0,
+    };
+    let indexes = create_indexes(db, coll, m, ns, notes).await?;
+    Ok((documents, indexes))
+}
+
+async fn options_of(db: &Database, coll: &str, ns: &str) -> Result<Document, MongoError> {
+    let what = format!("the options of {ns}");
+    let mut cursor = db
+        .run_cursor_command(doc! { "listCollections": 1, "filter": { "name": coll } })
+        .await
+        .map_err(|e| super::read_error(&what, &e))?;
+    if cursor
+        .advance()
+        .await
+        .map_err(|e| super::read_error(&what, &e))?
+    {
+        let spec: Document = cursor
+            .deserialize_current()
+            .map_err(|e| super::read_error(&what, &e))?;
+        return Ok(spec.get_document("options").cloned().unwrap_or_default());
+    }
+    Ok(Document::new())
+}
+
+async fn drop_quietly(db: &Database, coll: &str) {
+    let _ = db.collection::<Document>(coll).drop().await;
+}
+
 async fn restore_one(
     client: &Client,
     found: &Found,
@@ -457,64 +506,95 @@ async fn restore_one(
     if present && !target.drop {
         return Ok(Fate::Exists);
     }
-    if m.kind == "view" || m.kind == "timeseries" {
+    let swappable = m.kind != "view" && m.kind != "timeseries";
+    if !present || !swappable {
+        // Made in place: nothing that existed is touched (a view or
+        // time-series collection asked to be replaced is dropped first,
+        // as they cannot be renamed). On failure, what was made goes.
         if present {
             db.collection::<Document>(&found.name)
                 .drop()
                 .await
                 .map_err(|e| write_err(&ns, &e))?;
         }
-        db.run_command(create_command(&found.name, &m.options))
-            .await
-            .map_err(|e| write_err(&ns, &e))?;
-        let mut documents = 0;
-        if m.kind == "timeseries"
-            && let Some(bson) = &found.bson
-        {
-            documents =
-                insert_all(&db, &format!("system.buckets.{}", found.name), bson, &ns).await?;
-        }
-        let indexes = if m.kind == "view" {
-            0
-        } else {
-            create_indexes(&db, &found.name, m, &ns, notes).await?
+        return match fill(&db, &found.name, found, &ns, notes).await {
+            Ok((documents, indexes)) => Ok(Fate::Restored { documents, indexes }),
+            Err(e) => {
+                drop_quietly(&db, &found.name).await;
+                Err(e)
+            }
         };
-        return Ok(Fate::Restored { documents, indexes });
     }
-
-    // A regular collection: restore under a temporary name, then rename.
+    // Replacing an existing collection: build the new one under a temporary
+    // name, then swap it in with one rename; the old one stays whole until then.
     let temp = format!(
         "cofre_restore_{}",
         mongodb::bson::oid::ObjectId::new().to_hex()
     );
-    let result: Result<(u64, usize), MongoError> = async {
-        db.run_command(create_command(&temp, &m.options))
-            .await
-            .map_err(|e| write_err(&ns, &e))?;
-        let documents = match &found.bson {
-            Some(path) => insert_all(&db, &temp, path, &ns).await?,
-            None => 0,
-        };
-        let indexes = create_indexes(&db, &temp, m, &ns, notes).await?;
+    let swapped = async {
+        let counts = fill(&db, &temp, found, &ns, notes).await?;
         client
             .database("admin")
             .run_command(doc! {
                 "renameCollection": format!("{db_name}.{temp}"),
                 "to": &ns,
-                "dropTarget": target.drop,
+                "dropTarget": true,
             })
             .await
             .map_err(|e| write_err(&ns, &e))?;
-        Ok((documents, indexes))
+        Ok::<_, MongoError>(counts)
     }
     .await;
-    match result {
-        Ok((documents, indexes)) => Ok(Fate::Restored { documents, indexes }),
+    let (mut documents, mut indexes) = match swapped {
+        Ok(counts) => counts,
         Err(e) => {
-            let _ = db.collection::<Document>(&temp).drop().await;
-            Err(e)
+            drop_quietly(&db, &temp).await;
+            return Err(e);
         }
+    };
+    // Some servers do not carry a collection's options across a rename;
+    // then the collection is rebuilt in place from the dump.
+    let kept = options_of(&db, &found.name, &ns).await?;
+    if m.options.keys().any(|k| !kept.contains_key(k)) {
+        notes.push(format!("{ns}: the server dropped the collection's options when renaming it; rebuilt it in place"));
+        db.collection::<Document>(&found.name)
+            .drop()
+            .await
+            .map_err(|e| write_err(&ns, &e))?;
+        (documents, indexes) = fill(&db, &found.name, found, &ns, notes).await?;
     }
+    Ok(Fate::Restored { documents, indexes })
+}
+
+/// What restoring a dump recorded in a manifest would do (for `--dry-run`,
+/// which stages nothing): reads only the target server.
+pub fn plan(
+    section: &crate::archive::manifest::MongoSection,
+    target: &Target,
+) -> Result<Report, MongoError> {
+    let mut report = Report {
+        dry_run: true,
+        drop: target.drop,
+        ..Default::default()
+    };
+    let uri = target.uri.as_ref().ok_or(MongoError::NoTarget)?;
+    let rt = super::runtime()?;
+    rt.block_on(async {
+        let (client, _) = connect(uri).await?;
+        for c in &section.collections {
+            let db_name = target.to_db.clone().unwrap_or_else(|| c.db.clone());
+            let exists = exists(&client.database(&db_name), &c.name).await?;
+            report.collections.push((
+                format!("{db_name}.{}", c.name),
+                Fate::WouldRestore {
+                    documents: c.documents,
+                    exists,
+                },
+            ));
+        }
+        Ok::<(), MongoError>(())
+    })?;
+    Ok(report)
 }
 
 /// Restores a dump directory into the target server.
