@@ -118,7 +118,7 @@ pub struct Request<'a> {
     /// Output level (for the progress bar).
     pub verbosity: Verbosity,
     /// Set from elsewhere to stop the backup cleanly.
-    pub cancel: Option<&'a AtomicBool>,
+    pub cancel: Option<Arc<AtomicBool>>,
 }
 
 /// Human-readable bytes.
@@ -267,7 +267,18 @@ pub fn run(req: &Request<'_>) -> Result<BackupReport, BackupError> {
         "backup started"
     );
     let tmp = store.temp_file()?;
-    let write_err = |e| BackupError::write(store.dir(), e);
+    let cancelled = || {
+        req.cancel
+            .as_ref()
+            .is_some_and(|c| c.load(Ordering::Relaxed))
+    };
+    let write_err = |e: io::Error| {
+        if cancelled() {
+            BackupError::Cancelled
+        } else {
+            BackupError::write(store.dir(), e)
+        }
+    };
     let written = Arc::new(AtomicU64::new(0));
     let file = tmp.as_file().try_clone().map_err(write_err)?;
     let sink = layers::writer(
@@ -279,19 +290,30 @@ pub fn run(req: &Request<'_>) -> Result<BackupReport, BackupError> {
     .map_err(write_err)?;
     let progress = logging::progress(req.verbosity, "backing up");
     let mut aw = ArchiveWriter::new(sink, store.dir(), progress.clone()).map_err(write_err)?;
+    if let Some(c) = &req.cancel {
+        aw.set_cancel(Arc::clone(c));
+    }
 
-    let cancelled = || req.cancel.is_some_and(|c| c.load(Ordering::Relaxed));
     // The database first: a server that is down fails the backup before
     // any time is spent on the files, and the dump's point in time is
     // close to the archive's start time.
     let mongodb = match &settings.mongodb_uri {
-        Some(uri) => Some(mongo::dump::dump_into(
-            &mut aw,
-            uri,
-            &mongo::Selection::from_settings(settings),
-            store.dir(),
-            req.cancel,
-        )?),
+        Some(uri) => Some(
+            mongo::dump::dump_into(
+                &mut aw,
+                uri,
+                &mongo::Selection::from_settings(settings),
+                store.dir(),
+                req.cancel.as_deref(),
+            )
+            .map_err(|e| match e {
+                MongoError::Cancelled => BackupError::Cancelled,
+                MongoError::Io { source, .. } if source.kind() == io::ErrorKind::StorageFull => {
+                    BackupError::write(store.dir(), source)
+                }
+                other => BackupError::Mongo(other),
+            })?,
+        ),
         None => None,
     };
     if cancelled() {

@@ -8,6 +8,7 @@
 //! - [`config`] — flags, environment and `.env` → validated [`config::Settings`].
 //! - [`commands`] — one module per subcommand; orchestration only.
 //! - [`backup`] — one backup from start to finish (used by `backup` and the daemon).
+//! - [`daemon`] — the scheduler loop: catch-up, retries, overlap, clean shutdown.
 //! - [`walk`] — what of the project goes into the archive (excludes, order).
 //! - [`archive`] — the streaming pipeline: tar → gzip/zstd → age → file, and back;
 //!   the manifest; reading with verification.
@@ -16,7 +17,7 @@
 //! - [`restore`] — extraction into a staging directory, path checks, moving into place.
 //! - [`store`] — `BACKUP_DIR`: names, atomic writes, listing, the lock.
 //! - [`state`] — the small state files (last success, catalog, daemon).
-//! - [`retention`] — pure retention planning with reasons.
+//! - [`retention`] — pure retention planning with reasons; [`prune`] applies it.
 //! - [`schedule`] — pure cron schedule arithmetic in a time zone.
 //! - [`logging`], [`secret`] — logs, progress, and keeping secrets out of both.
 //!
@@ -29,8 +30,10 @@ pub mod backup;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod daemon;
 pub mod logging;
 pub mod mongo;
+pub mod prune;
 pub mod restore;
 pub mod retention;
 pub mod schedule;

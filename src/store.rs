@@ -336,7 +336,13 @@ impl Store {
 
     /// Takes the directory's lock, waiting up to `wait` for another holder.
     pub fn lock(&self, wait: Option<Duration>) -> Result<Lock, StoreError> {
-        let path = self.dir.join(LOCK_NAME);
+        self.lock_named(LOCK_NAME, wait)
+    }
+
+    /// Takes the lock file `name` in the directory (the daemon has its own,
+    /// so two daemons never serve one directory).
+    pub fn lock_named(&self, name: &str, wait: Option<Duration>) -> Result<Lock, StoreError> {
+        let path = self.dir.join(name);
         let mut file = OpenOptions::new()
             .read(true)
             .write(true)

@@ -40,6 +40,12 @@ pub struct ArchiveWriter {
     buf: Vec<u8>,
     temp_dir: PathBuf,
     progress: ProgressBar,
+    cancel: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
+}
+
+/// The error a cancelled write returns.
+pub fn cancelled_error() -> io::Error {
+    io::Error::new(io::ErrorKind::Interrupted, "the backup was cancelled")
 }
 
 fn fs_meta<'a>(path: &'a [u8], kind: Kind, m: &Metadata, link: Option<&'a [u8]>) -> EntryMeta<'a> {
@@ -78,7 +84,20 @@ impl ArchiveWriter {
             buf: vec![0u8; READ_BUF],
             temp_dir: temp_dir.to_path_buf(),
             progress,
+            cancel: None,
         })
+    }
+
+    /// Makes long reads stop with [`cancelled_error`] once `flag` is set.
+    pub fn set_cancel(&mut self, flag: std::sync::Arc<std::sync::atomic::AtomicBool>) {
+        self.cancel = Some(flag);
+    }
+
+    fn check_cancel(&self) -> io::Result<()> {
+        match &self.cancel {
+            Some(c) if c.load(std::sync::atomic::Ordering::Relaxed) => Err(cancelled_error()),
+            _ => Ok(()),
+        }
     }
 
     /// Records a warning about `path` (and logs it).
@@ -168,6 +187,7 @@ impl ArchiveWriter {
         let mut remaining = size;
         let mut problem = None;
         while remaining > 0 {
+            self.check_cancel()?;
             let want = remaining.min(self.buf.len() as u64) as usize;
             match file.read(&mut self.buf[..want]) {
                 Ok(0) => {

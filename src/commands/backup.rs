@@ -31,7 +31,7 @@ pub fn run(
         println!("{}", report.path.display());
     }
     if !args.no_prune {
-        crate::commands::prune::after_backup(settings, wait)?;
+        crate::prune::after_backup(settings, wait)?;
     }
     Ok(if report.info.warnings.is_empty() {
         Outcome::Success

@@ -1,9 +1,18 @@
-//! `cofre daemon` (built in the scheduler work).
-use super::Outcome;
+//! `cofre daemon`: backups on `BACKUP_SCHEDULE` until SIGTERM or SIGINT.
+
 use crate::cli::DaemonArgs;
 use crate::config::Settings;
+use crate::daemon;
 use crate::logging::Verbosity;
+
+use super::Outcome;
+
 /// Runs the daemon.
-pub fn run(_a: &DaemonArgs, _s: &Settings, _v: Verbosity) -> Result<Outcome, anyhow::Error> {
-    anyhow::bail!("not built yet")
+pub fn run(
+    _args: &DaemonArgs,
+    settings: &Settings,
+    _verbosity: Verbosity,
+) -> Result<Outcome, anyhow::Error> {
+    daemon::run(settings)?;
+    Ok(Outcome::Success)
 }

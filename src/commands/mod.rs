@@ -6,7 +6,7 @@
 mod backup;
 mod daemon;
 mod keygen;
-mod list;
+pub(crate) mod list;
 mod prune;
 mod restore;
 mod status;

@@ -1,8 +1,156 @@
-//! `cofre status` (built in the scheduler work).
-use super::Outcome;
+//! `cofre status`: is the backup healthy? Last success, last failure, next
+//! run, archives, free space; with `--max-age`, an exit code for monitoring.
+
+use chrono::Utc;
+use serde::Serialize;
+
+use crate::backup::human;
 use crate::cli::StatusArgs;
 use crate::config::Settings;
-/// Runs status.
-pub fn run(_a: &StatusArgs, _s: &Settings) -> Result<Outcome, anyhow::Error> {
-    anyhow::bail!("not built yet")
+use crate::state::{DaemonState, State};
+use crate::store::Store;
+
+use super::list::age_text;
+use super::{Outcome, duration_flag};
+
+#[derive(Serialize)]
+struct Status {
+    backup_dir: String,
+    healthy: bool,
+    problem: Option<String>,
+    last_success: Option<crate::state::Success>,
+    last_success_age_seconds: Option<i64>,
+    last_failure: Option<crate::state::Failure>,
+    daemon_running: bool,
+    next_run: Option<String>,
+    schedule: String,
+    timezone: String,
+    archives: usize,
+    archives_bytes: u64,
+    free_bytes: Option<u64>,
+    total_bytes: Option<u64>,
+}
+
+/// Runs `cofre status`.
+pub fn run(args: &StatusArgs, settings: &Settings) -> Result<Outcome, anyhow::Error> {
+    let max_age = duration_flag("--max-age", args.max_age.as_deref())?;
+    let now = Utc::now();
+    let store = Store::open(&settings.backup_dir).ok();
+    let state = store
+        .as_ref()
+        .map(|s| State::load(s.dir()))
+        .unwrap_or_default();
+    let archives = store
+        .as_ref()
+        .and_then(|s| s.list().ok())
+        .unwrap_or_default();
+    let space = store.as_ref().and_then(|s| s.space().ok());
+    let daemon = store
+        .as_ref()
+        .and_then(|s| DaemonState::load(s.dir()))
+        .filter(DaemonState::is_alive);
+    let next_run = match &daemon {
+        Some(d) => d.next_run,
+        None => settings.schedule.next_after(now),
+    };
+    let age = state
+        .last_success
+        .as_ref()
+        .map(|s| (now - s.started_at).num_seconds());
+    let failing = match (&state.last_success, &state.last_failure) {
+        (Some(s), Some(f)) => f.at > s.finished_at,
+        (None, Some(_)) => true,
+        _ => false,
+    };
+    let problem = if state.last_success.is_none() {
+        Some("no successful backup yet".to_owned())
+    } else if failing {
+        Some("the last backup failed".to_owned())
+    } else {
+        match (max_age, age) {
+            (Some(max), Some(a)) if a > max.as_secs() as i64 => Some(format!(
+                "the last successful backup is {} old, more than --max-age {}",
+                age_text(a),
+                humantime::format_duration(max)
+            )),
+            _ => None,
+        }
+    };
+    let status = Status {
+        backup_dir: settings.backup_dir.display().to_string(),
+        healthy: problem.is_none(),
+        problem: problem.clone(),
+        last_success: state.last_success.clone(),
+        last_success_age_seconds: age,
+        last_failure: state.last_failure,
+        daemon_running: daemon.is_some(),
+        next_run: next_run.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+        schedule: settings.schedule.text().to_owned(),
+        timezone: settings.schedule.zone().to_string(),
+        archives: archives.len(),
+        archives_bytes: archives.iter().map(|a| a.size).sum(),
+        free_bytes: space.map(|s| s.0),
+        total_bytes: space.map(|s| s.1),
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&status)?);
+    } else {
+        println!("backup directory  {}", status.backup_dir);
+        match &status.last_success {
+            Some(s) => println!(
+                "last success      {} ({} ago), {}, {}",
+                s.started_at
+                    .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                age_text(age.unwrap_or(0)),
+                s.archive,
+                human(s.size)
+            ),
+            None => println!("last success      none"),
+        }
+        if let Some(f) = &status.last_failure {
+            println!(
+                "last failure      {}: {}",
+                f.at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                f.error
+            );
+        }
+        println!(
+            "next run          {} ({}, {}{})",
+            status.next_run.as_deref().unwrap_or("none"),
+            status.schedule,
+            status.timezone,
+            if status.daemon_running {
+                "; daemon running"
+            } else {
+                "; daemon not running"
+            }
+        );
+        println!(
+            "archives          {} ({})",
+            status.archives,
+            human(status.archives_bytes)
+        );
+        if let (Some(free), Some(total)) = (status.free_bytes, status.total_bytes) {
+            println!(
+                "free space        {} of {} ({:.0}%)",
+                human(free),
+                human(total),
+                if total > 0 {
+                    free as f64 * 100.0 / total as f64
+                } else {
+                    0.0
+                }
+            );
+        }
+        println!(
+            "health            {}",
+            problem
+                .as_deref()
+                .map_or_else(|| "ok".to_owned(), |p| format!("PROBLEM: {p}"))
+        );
+    }
+    if max_age.is_some() && problem.is_some() {
+        return Ok(Outcome::Failed);
+    }
+    Ok(Outcome::Success)
 }
