@@ -361,7 +361,8 @@ fn status_for_monitoring() {
     // Failed after a success.
     let mut env = env;
     env.set("BACKUP_SOURCE", env.path("gone"));
-    env.set("BACKUP_DIR", &env.backups.clone());
+    let backups = env.backups.clone();
+    env.set("BACKUP_DIR", backups);
     env.fails(&["backup"], 1);
     let out = env.run(&["status", "--max-age", "1h"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
