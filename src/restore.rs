@@ -52,6 +52,8 @@ pub struct Extractor {
     implicit_dirs: Vec<PathBuf>,
     last_parent: Option<PathBuf>,
     as_root: bool,
+    /// Our own uid and gid: a file we create already has them.
+    ids: (u64, u64),
     buf: Vec<u8>,
     /// Files written.
     pub files: u64,
@@ -123,6 +125,10 @@ impl Extractor {
             implicit_dirs: Vec::new(),
             last_parent: None,
             as_root: rustix::process::geteuid().is_root(),
+            ids: (
+                u64::from(rustix::process::geteuid().as_raw()),
+                u64::from(rustix::process::getegid().as_raw()),
+            ),
             buf: vec![0u8; 256 << 10],
             files: 0,
             bytes: 0,
@@ -220,14 +226,24 @@ impl Extractor {
         info: &EntryInfo,
         data: &mut dyn Read,
     ) -> Result<(), ReadError> {
-        Self::clear(dest)?;
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-            .open(dest)
-            .map_err(|e| visitor_err("create", dest, &e))?;
+        let create = || {
+            OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+                .open(dest)
+        };
+        // The staging tree is new, so the name is normally free; only an
+        // archive that holds a path twice gets here with it taken.
+        let mut file = match create() {
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                Self::clear(dest)?;
+                create()
+            }
+            other => other,
+        }
+        .map_err(|e| visitor_err("create", dest, &e))?;
         let mut written = 0u64;
         loop {
             let n = match data.read(&mut self.buf) {
@@ -251,7 +267,7 @@ impl Extractor {
     }
 
     fn finish_file(&self, file: &File, dest: &Path, info: &EntryInfo) -> Result<(), ReadError> {
-        if self.as_root {
+        if self.as_root && (info.uid, info.gid) != self.ids {
             std::os::unix::fs::fchown(file, Some(info.uid as u32), Some(info.gid as u32))
                 .map_err(|e| visitor_err("set the owner of", dest, &e))?;
         }

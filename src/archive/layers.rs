@@ -10,8 +10,8 @@ use std::io::{self, BufRead, BufReader, Read, Write};
 use std::sync::{Arc, Mutex};
 
 use super::Compression;
+use super::blocks::{Format, ParallelReader, ParallelWriter};
 use super::crypt::{self, CryptError, Encrypting, ReadKeys};
-use super::gzip::{ParallelGzReader, ParallelGzWriter};
 use super::pipe;
 
 /// A `Write` that must be finished to be complete.
@@ -96,23 +96,6 @@ impl Sink for AgeSink {
     }
 }
 
-struct ZstdSink(zstd::stream::write::Encoder<'static, Box<dyn Sink>>);
-
-impl Write for ZstdSink {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.write(buf)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Sink for ZstdSink {
-    fn finish(self: Box<Self>) -> io::Result<()> {
-        self.0.finish()?.finish()
-    }
-}
-
 /// Stacks encryption (when given) and compression over `bottom`.
 pub fn writer(
     bottom: Box<dyn Sink>,
@@ -124,16 +107,11 @@ pub fn writer(
         Some(enc) => Box::new(AgeSink(enc.wrap(bottom)?)),
         None => bottom,
     };
-    Ok(match compression {
-        Compression::Gzip(level) => Box::new(ParallelGzWriter::new(encrypted, level, threads)),
-        Compression::Zstd(level) => {
-            let mut enc = zstd::stream::write::Encoder::new(encrypted, i32::from(level))?;
-            enc.include_checksum(true)?;
-            // zstd's own worker threads compress; this thread only feeds them.
-            enc.multithread(threads as u32)?;
-            Box::new(ZstdSink(enc))
-        }
-    })
+    let format = match compression {
+        Compression::Gzip(level) => Format::Gzip(level),
+        Compression::Zstd(level) => Format::Zstd(level),
+    };
+    Ok(Box::new(ParallelWriter::new(encrypted, format, threads)?))
 }
 
 /// What the layers of an archive turned out to be.
@@ -191,27 +169,29 @@ pub fn open(
     let magic = peek(&mut outer, 32).map_err(io_err)?;
     let (mut plain, encrypted): (Box<dyn BufRead + Send>, bool) = if magic.starts_with(AGE_MAGIC) {
         let reader = crypt::decrypt(outer, keys, archive)?;
-        (Box::new(BufReader::with_capacity(1 << 16, reader)), true)
+        // Decryption on its own thread: decompression (and, for zstd, the
+        // tar reading after it) run beside it.
+        (Box::new(pipe::spawn_reader(reader)), true)
     } else {
         (Box::new(outer), false)
     };
     let magic = peek(&mut plain, 4).map_err(io_err)?;
-    if magic.starts_with(GZIP_MAGIC) {
-        let reader = ParallelGzReader::new(plain, threads);
+    let format = if magic.starts_with(GZIP_MAGIC) {
+        Some((Format::Gzip(6), "gzip"))
+    } else if magic.starts_with(ZSTD_MAGIC)
+        || (magic.len() == 4 && magic[1..] == [0x2a, 0x4d, 0x18] && magic[0] & 0xf0 == 0x50)
+    {
+        Some((Format::Zstd(3), "zstd"))
+    } else {
+        None
+    };
+    if let Some((format, compression)) = format {
+        let reader = ParallelReader::new(plain, format, threads);
         Ok((
             Box::new(reader),
             Layers {
                 encrypted,
-                compression: "gzip",
-            },
-        ))
-    } else if magic.starts_with(ZSTD_MAGIC) {
-        let decoder = zstd::stream::read::Decoder::with_buffer(plain).map_err(io_err)?;
-        Ok((
-            Box::new(pipe::spawn_reader(decoder)),
-            Layers {
-                encrypted,
-                compression: "zstd",
+                compression,
             },
         ))
     } else {

@@ -3,8 +3,8 @@
 //! Writing, innermost first: [`writer::ArchiveWriter`] turns files and
 //! streams into a pax tar ([`tarenc`]) and records each entry's hash in the
 //! manifest, which becomes the last entry; the tar bytes go into a
-//! compressor ([`gzip::ParallelGzWriter`] or zstd's multithreaded encoder),
-//! then into age ([`crypt`]), then into the temporary file. Each layer is a
+//! compressor that uses every core ([`blocks::ParallelWriter`], gzip or
+//! zstd), then into age ([`crypt`]), then into the temporary file. Each layer is a
 //! [`layers::Sink`]: a `Write` that is explicitly finished, so an unfinished
 //! archive can never be mistaken for a complete one.
 //!
@@ -14,8 +14,8 @@
 //! visitor (restore extracts, verify discards), and checks everything against
 //! the manifest at the end.
 
+pub mod blocks;
 pub mod crypt;
-pub mod gzip;
 pub mod layers;
 pub mod manifest;
 pub mod pipe;

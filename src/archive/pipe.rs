@@ -1,11 +1,13 @@
 //! A reader moved onto its own thread, so two stages of the read pipeline
-//! (decrypt + decompress, and tar + hash + write) use two cores.
+//! (decrypt, decompress, and tar + hash + write) use two cores.
 //!
-//! Chunks travel through a bounded channel (memory stays bounded); an error
-//! on the producing side is delivered, in order, to the consumer's `read`.
+//! Chunks travel through a bounded channel (memory stays bounded) and come
+//! back through a second one once read, so the producer reuses them instead
+//! of allocating and zeroing a megabyte per chunk. An error on the producing
+//! side is delivered, in order, to the consumer's `read`.
 
-use std::io::{self, Read};
-use std::sync::mpsc::{Receiver, sync_channel};
+use std::io::{self, BufRead, Read};
+use std::sync::mpsc::{Receiver, Sender, channel, sync_channel};
 use std::thread;
 
 /// Chunk size of the pipe.
@@ -15,34 +17,30 @@ const DEPTH: usize = 4;
 
 /// The consuming end: a `Read` over chunks produced by another thread.
 pub struct ChannelReader {
-    rx: Receiver<io::Result<Vec<u8>>>,
+    rx: Receiver<io::Result<(Vec<u8>, usize)>>,
+    recycle: Sender<Vec<u8>>,
     current: Vec<u8>,
+    len: usize,
     pos: usize,
     done: bool,
 }
 
-impl ChannelReader {
-    /// Wraps a receiver of chunks; an empty chunk or a closed channel is the end.
-    pub fn new(rx: Receiver<io::Result<Vec<u8>>>) -> Self {
-        ChannelReader {
-            rx,
-            current: Vec::new(),
-            pos: 0,
-            done: false,
-        }
-    }
-}
-
-impl Read for ChannelReader {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        while self.pos >= self.current.len() {
+impl BufRead for ChannelReader {
+    /// The rest of the current chunk, without copying it (zstd and the
+    /// layer detection read straight from the chunks).
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        while self.pos >= self.len {
             if self.done {
-                return Ok(0);
+                return Ok(&[]);
             }
             match self.rx.recv() {
-                Ok(Ok(chunk)) if chunk.is_empty() => self.done = true,
-                Ok(Ok(chunk)) => {
-                    self.current = chunk;
+                Ok(Ok((_, 0))) => self.done = true,
+                Ok(Ok((chunk, len))) => {
+                    let old = std::mem::replace(&mut self.current, chunk);
+                    if !old.is_empty() {
+                        let _ = self.recycle.send(old);
+                    }
+                    self.len = len;
                     self.pos = 0;
                 }
                 Ok(Err(e)) => {
@@ -57,9 +55,20 @@ impl Read for ChannelReader {
                 }
             }
         }
-        let n = buf.len().min(self.current.len() - self.pos);
-        buf[..n].copy_from_slice(&self.current[self.pos..self.pos + n]);
-        self.pos += n;
+        Ok(&self.current[self.pos..self.len])
+    }
+
+    fn consume(&mut self, amt: usize) {
+        self.pos = (self.pos + amt).min(self.len);
+    }
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let available = self.fill_buf()?;
+        let n = buf.len().min(available.len());
+        buf[..n].copy_from_slice(&available[..n]);
+        self.consume(n);
         Ok(n)
     }
 }
@@ -67,11 +76,12 @@ impl Read for ChannelReader {
 /// Runs `reader` on a new thread and returns a `Read` of its output.
 pub fn spawn_reader<R: Read + Send + 'static>(mut reader: R) -> ChannelReader {
     let (tx, rx) = sync_channel(DEPTH);
+    let (recycle, recycled) = channel::<Vec<u8>>();
     thread::Builder::new()
         .name("cofre-read".into())
         .spawn(move || {
             loop {
-                let mut chunk = vec![0u8; CHUNK];
+                let mut chunk = recycled.try_recv().unwrap_or_else(|_| vec![0u8; CHUNK]);
                 let mut filled = 0;
                 let result = loop {
                     match reader.read(&mut chunk[filled..]) {
@@ -86,9 +96,8 @@ pub fn spawn_reader<R: Read + Send + 'static>(mut reader: R) -> ChannelReader {
                         Err(e) => break Err(e),
                     }
                 };
-                chunk.truncate(filled);
                 let end = filled == 0;
-                if filled > 0 && tx.send(Ok(chunk)).is_err() {
+                if filled > 0 && tx.send(Ok((chunk, filled))).is_err() {
                     return;
                 }
                 if let Err(e) = result {
@@ -96,13 +105,20 @@ pub fn spawn_reader<R: Read + Send + 'static>(mut reader: R) -> ChannelReader {
                     return;
                 }
                 if end {
-                    let _ = tx.send(Ok(Vec::new()));
+                    let _ = tx.send(Ok((Vec::new(), 0)));
                     return;
                 }
             }
         })
         .expect("spawning a thread");
-    ChannelReader::new(rx)
+    ChannelReader {
+        rx,
+        recycle,
+        current: Vec::new(),
+        len: 0,
+        pos: 0,
+        done: false,
+    }
 }
 
 #[cfg(test)]
