@@ -174,6 +174,7 @@ class Bench:
     def run_small_files(self, n):
         tree = os.path.join(self.work, f"tree-files-{n}")
         make_tree(tree, f"files:{n}")
+        tree = os.path.realpath(tree)
         warm(tree)
         _, pub = self.keys()
         out = os.path.join(self.ram, "small-out")
@@ -282,6 +283,7 @@ def main():
     try:
         tree = os.path.join(b.work, f"tree-{args.tree}")
         make_tree(tree, args.tree)
+        tree = os.path.realpath(tree)
         included = sh(f"tar -C {tree} {' '.join(EXCLUDES)} -cf - . | wc -c").stdout.strip()
         b.run_main(tree)
         if args.small_files:

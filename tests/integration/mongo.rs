@@ -202,6 +202,11 @@ fn populate(m: &Mongo, db_name: &str, big: usize) {
     m.run(async {
         let everything = db.collection::<Document>("everything");
         everything.insert_many((0..5).map(every_type)).await.unwrap();
+        // A name that is not safe in a file name (percent-encoded in the dump).
+        db.collection::<Document>("cafés/☕ menu")
+            .insert_one(doc! { "item": "espresso" })
+            .await
+            .unwrap();
 
         db.run_command(doc! { "create": "capped", "capped": true, "size": 1_048_576i64, "max": 500i64 })
             .await
@@ -366,7 +371,7 @@ fn every_type_indexes_options_and_100k_documents_round_trip() {
     assert_eq!(by_name("adults")["type"], "view");
     assert_eq!(
         manifest["totals"]["documents"].as_u64().unwrap(),
-        100_000 + 5 + 100 + 1 + 50
+        100_000 + 5 + 1 + 100 + 1 + 50
     );
 
     // The dump is mongodump's layout: metadata files parse as mongodump's do.
@@ -382,6 +387,7 @@ fn every_type_indexes_options_and_100k_documents_round_trip() {
         "people.bson",
         "capped.metadata.json",
         "adults.metadata.json",
+        "caf%C3%A9s%2F%E2%98%95%20menu.bson",
     ] {
         assert!(
             names.contains(&format!("mongodb/{db}/{f}")),
@@ -792,4 +798,239 @@ fn authentication_failure_is_clear_and_never_shows_the_password() {
     let out = env.ok(&["backup", "-v"]);
     assert!(!text(&out).contains("Right-Pass-123"));
     assert_eq!(env.archives().len(), 1);
+}
+
+#[test]
+fn database_restore_needs_a_server_and_a_dump() {
+    let Some(m) = mongo() else { return };
+    let db = unique("needs");
+    m.drop_db(&db);
+    populate(&m, &db, 0);
+    let mut env = Env::with_tree();
+    env.set("MONGODB_URI", m.uri(&db, ""));
+    env.ok(&["backup"]);
+    // Without a server to restore into, the database part says what to set;
+    // nothing is written to the target either.
+    env.set("MONGODB_URI", "");
+    let target = env.path("t");
+    let msg = env.fails(&["restore", "latest", "--to", target.to_str().unwrap()], 1);
+    assert!(
+        msg.contains("--mongo-uri") && msg.contains("MONGODB_URI") && msg.contains("--files-only"),
+        "{msg}"
+    );
+    // A files-only archive has no database part to restore.
+    let mut plain = Env::with_tree();
+    plain.ok(&["backup"]);
+    plain.set("MONGODB_URI", m.uri(&db, ""));
+    let msg = plain.fails(&["restore", "latest", "--mongo-only"], 1);
+    assert!(msg.contains("holds no database dump"), "{msg}");
+    m.drop_db(&db);
+}
+
+#[test]
+fn damaged_dump_directories_are_refused_before_writing() {
+    let env = Env::new();
+    let uri = "mongodb://127.0.0.1:9/?serverSelectionTimeoutMS=500";
+    let missing = env.path("no-such-dump");
+    let msg = env.fails(
+        &[
+            "restore",
+            "--mongo-dir",
+            missing.to_str().unwrap(),
+            "--mongo-uri",
+            uri,
+        ],
+        1,
+    );
+    assert!(
+        msg.contains("cannot read the dump directory") && msg.contains("--mongo-dir"),
+        "{msg}"
+    );
+    let empty = env.path("empty-dump");
+    fs::create_dir_all(&empty).unwrap();
+    let msg = env.fails(
+        &[
+            "restore",
+            "--mongo-dir",
+            empty.to_str().unwrap(),
+            "--mongo-uri",
+            uri,
+        ],
+        1,
+    );
+    assert!(msg.contains("holds no collections"), "{msg}");
+    let bad_meta = env.path("bad-meta/app");
+    fs::create_dir_all(&bad_meta).unwrap();
+    fs::write(bad_meta.join("users.metadata.json"), "{not json").unwrap();
+    let msg = env.fails(
+        &[
+            "restore",
+            "--mongo-dir",
+            env.path("bad-meta").to_str().unwrap(),
+            "--mongo-uri",
+            uri,
+        ],
+        1,
+    );
+    assert!(msg.contains("is not valid metadata"), "{msg}");
+}
+
+#[test]
+fn corrupt_bson_in_a_dump_is_refused() {
+    let Some(m) = mongo() else { return };
+    let Some(fx) = fixtures() else { return };
+    let bson = fx.join("../bson");
+    let env = Env::new();
+    for bad in ["bad_type.bson", "broken_array.bson", "random_bytes.bson"] {
+        let dir = env.path(&format!("dump-{bad}/app"));
+        fs::create_dir_all(&dir).unwrap();
+        fs::copy(bson.join(bad), dir.join("things.bson")).unwrap();
+        let db = unique("corrupt");
+        m.drop_db(&db);
+        let msg = env.fails(
+            &[
+                "restore",
+                "--mongo-dir",
+                dir.parent().unwrap().to_str().unwrap(),
+                "--mongo-uri",
+                &m.uri("", ""),
+                "--to-db",
+                &db,
+            ],
+            1,
+        );
+        assert!(
+            msg.contains("is not valid BSON") && msg.contains("things.bson"),
+            "{bad}: {msg}"
+        );
+        assert!(
+            m.collections(&db).is_empty(),
+            "{bad}: nothing may be left behind"
+        );
+    }
+    // The good ones restore, every document.
+    let dir = env.path("dump-good/app");
+    fs::create_dir_all(&dir).unwrap();
+    fs::copy(bson.join("all_types.bson"), dir.join("all_types.bson")).unwrap();
+    let db = unique("good_bson");
+    m.drop_db(&db);
+    env.ok(&[
+        "restore",
+        "--mongo-dir",
+        dir.parent().unwrap().to_str().unwrap(),
+        "--mongo-uri",
+        &m.uri("", ""),
+        "--to-db",
+        &db,
+    ]);
+    assert_eq!(
+        m.raw_docs(&db, "all_types").len(),
+        count_bson(&dir.join("all_types.bson"))
+    );
+    m.drop_db(&db);
+}
+
+#[test]
+fn narrowing_to_databases_and_collections() {
+    let Some(m) = mongo() else { return };
+    let (a, b) = (unique("narrow_a"), unique("narrow_b"));
+    for db in [&a, &b] {
+        m.drop_db(db);
+        populate(&m, db, 0);
+    }
+    let mut env = Env::new();
+    fs::write(env.project.join("x.txt"), "x").unwrap();
+    // No database in the URI: --db picks one; --collection narrows further.
+    env.set("MONGODB_URI", m.uri("", ""));
+    env.ok(&[
+        "backup",
+        "--db",
+        &a,
+        "--collection",
+        "people",
+        "--collection",
+        &format!("{a}.capped"),
+    ]);
+    let manifest = manifest_of(&env, &env.archive());
+    let names: Vec<String> = manifest["mongodb"]["collections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            format!(
+                "{}.{}",
+                c["db"].as_str().unwrap(),
+                c["name"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(names, vec![format!("{a}.capped"), format!("{a}.people")]);
+    for db in [&a, &b] {
+        m.drop_db(db);
+    }
+}
+
+#[test]
+fn a_standalone_server_is_dumped_but_said_not_to_be_one_point_in_time() {
+    let Ok(bin) = std::env::var("COFRE_TEST_SECANTUSD") else {
+        assert!(
+            std::env::var("COFRE_TEST_REQUIRE_MONGODB").is_err(),
+            "COFRE_TEST_SECANTUSD is not set"
+        );
+        eprintln!("skipped: no SecantusDB binary (run scripts/test)");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let child = Command::new(&bin)
+        .args([
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+            "--storage-path",
+            ":memory:",
+            "--standalone",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let server = AuthServer {
+        child,
+        port,
+        _dir: dir,
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "the standalone test server did not start"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let m = Mongo::connect(&format!(
+        "mongodb://127.0.0.1:{}/?directConnection=true",
+        server.port
+    ));
+    populate(&m, "solo", 0);
+    let mut env = Env::with_tree();
+    env.set("MONGODB_URI", m.uri("solo", ""));
+    env.ok(&["backup"]);
+    let manifest = manifest_of(&env, &env.archive());
+    assert_eq!(
+        manifest["mongodb"]["consistent"], false,
+        "{}",
+        manifest["mongodb"]
+    );
+    assert!(
+        manifest["mongodb"]["note"]
+            .as_str()
+            .unwrap()
+            .contains("standalone")
+    );
+    assert_eq!(
+        manifest["mongodb"]["collections"].as_array().unwrap().len(),
+        7
+    );
 }
