@@ -1031,6 +1031,6 @@ fn a_standalone_server_is_dumped_but_said_not_to_be_one_point_in_time() {
     );
     assert_eq!(
         manifest["mongodb"]["collections"].as_array().unwrap().len(),
-        7
+        6
     );
 }
