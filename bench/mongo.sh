@@ -32,7 +32,7 @@ echo
 "$bench" load "$uri" bench k100 100000 200 >/dev/null
 echo "| 100,000 documents | wall | documents/s | MB/s | |"
 echo "| --- | --- | --- | --- | --- |"
-"$bench" drain "$uri" bench k100 5
+"$bench" drain "$uri" bench k100 7
 
 echo
 "$bench" load "$uri" bench big "$big" 1000 >/dev/null

@@ -53,8 +53,8 @@ fn main() {
                 let mut bare = Vec::new();
                 let mut dump = Vec::new();
                 let mut totals = (0u64, 0u64);
-                for _ in 0..runs {
-                    // A bare cursor: documents read and counted, nothing else.
+                // A bare cursor: documents read and counted, nothing else.
+                let drain = || async {
                     let t = Instant::now();
                     let mut cursor = db.collection::<RawDocumentBuf>(coll).find(doc! {}).await.unwrap();
                     let (mut n, mut bytes) = (0u64, 0u64);
@@ -62,18 +62,32 @@ fn main() {
                         n += 1;
                         bytes += cursor.current().as_bytes().len() as u64;
                     }
-                    bare.push(t.elapsed().as_secs_f64());
-                    totals = (n, bytes);
-                    // cofre's dump stage: the same drain into its spool file.
+                    (t.elapsed().as_secs_f64(), (n, bytes))
+                };
+                // cofre's dump stage: the same collection into its spool file.
+                let spool = || async {
                     let t = Instant::now();
-                    let spool = tempfile::tempfile().unwrap();
-                    let mut out = BufWriter::with_capacity(1 << 20, spool);
+                    let mut out = BufWriter::with_capacity(1 << 20, tempfile::tempfile().unwrap());
                     let d = cofre::mongo::dump::drain_collection(&db, coll, None, &mut out, None)
                         .await
                         .unwrap();
                     out.flush().unwrap();
-                    dump.push(t.elapsed().as_secs_f64());
-                    assert_eq!((d.documents, d.bytes), totals);
+                    (t.elapsed().as_secs_f64(), (d.documents, d.bytes))
+                };
+                drain().await; // warm-up
+                for run in 0..runs {
+                    // Alternate which goes first, so neither always gets the warmer server.
+                    let ((b, counts), (d, dumped)) = if run % 2 == 0 {
+                        let b = drain().await;
+                        (b, spool().await)
+                    } else {
+                        let d = spool().await;
+                        (drain().await, d)
+                    };
+                    assert_eq!(counts, dumped);
+                    totals = counts;
+                    bare.push(b);
+                    dump.push(d);
                 }
                 bare.sort_by(f64::total_cmp);
                 dump.sort_by(f64::total_cmp);

@@ -198,3 +198,27 @@ pub fn open(
         Err(OpenError::UnknownFormat(archive.to_owned()))
     }
 }
+
+/// The file name of an archive path, for messages.
+pub fn archive_name(path: &std::path::Path) -> String {
+    path.file_name().map_or_else(
+        || path.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    )
+}
+
+/// Opens an archive file and its layers; returns the tar stream, what the
+/// layers were, and the archive's name for messages.
+pub fn open_file(
+    path: &std::path::Path,
+    keys: &ReadKeys,
+    threads: usize,
+) -> Result<(Box<dyn Read + Send>, Layers, String), OpenError> {
+    let name = archive_name(path);
+    let file = File::open(path).map_err(|source| OpenError::Io {
+        archive: name.clone(),
+        source,
+    })?;
+    let (stream, layers) = open(file, keys, &name, threads)?;
+    Ok((stream, layers, name))
+}

@@ -230,46 +230,39 @@ pub struct ManifestInfo {
     pub warnings: Vec<Warning>,
 }
 
-/// Collects entries on disk while the archive is written.
+/// Collects entries on disk while the archive is written, then writes the
+/// whole manifest around them.
 pub struct ManifestWriter {
-    spool: BufWriter<File>,
-    count: u64,
+    spool: EntrySpool,
 }
 
 impl ManifestWriter {
     /// Spools into an unnamed temporary file in `dir` (gone if we crash).
     pub fn new(dir: &std::path::Path) -> io::Result<Self> {
         Ok(ManifestWriter {
-            spool: BufWriter::with_capacity(1 << 16, tempfile::tempfile_in(dir)?),
-            count: 0,
+            spool: EntrySpool::new_in(dir)?,
         })
     }
 
     /// Records one entry.
     pub fn push(&mut self, entry: &Entry) -> io::Result<()> {
-        if self.count > 0 {
-            self.spool.write_all(b",\n")?;
-        }
-        serde_json::to_writer(&mut self.spool, entry)?;
-        self.count += 1;
-        Ok(())
+        self.spool.push(entry)
     }
 
     /// Entries recorded so far.
     pub fn len(&self) -> u64 {
-        self.count
+        self.spool.len()
     }
 
     /// Whether nothing was recorded.
     pub fn is_empty(&self) -> bool {
-        self.count == 0
+        self.spool.is_empty()
     }
 
     /// Writes the complete manifest into a new unnamed file in `dir` and
     /// returns it rewound, with its length.
     pub fn finish(self, info: &ManifestInfo, dir: &std::path::Path) -> io::Result<(File, u64)> {
-        let mut spool = self.spool.into_inner().map_err(|e| e.into_error())?;
-        spool.seek(SeekFrom::Start(0))?;
+        let spool = self.spool.rewound()?;
         let mut out = BufWriter::with_capacity(1 << 16, tempfile::tempfile_in(dir)?);
         // The info object without its closing brace, the entries, the brace.
         let info_json = serde_json::to_string_pretty(info)?;
@@ -279,7 +272,13 @@ impl ManifestWriter {
             .trim_end();
         out.write_all(body.as_bytes())?;
         out.write_all(b",\n  \"entries\": [\n")?;
-        io::copy(&mut spool, &mut out)?;
+        // The spool holds one JSON entry per line: the array needs commas.
+        for (i, line) in spool.lines().enumerate() {
+            if i > 0 {
+                out.write_all(b",\n")?;
+            }
+            out.write_all(line?.as_bytes())?;
+        }
         out.write_all(b"\n  ]\n}\n")?;
         let mut file = out.into_inner().map_err(|e| e.into_error())?;
         let len = file.stream_position()?;
@@ -387,20 +386,37 @@ impl<'de> Visitor<'de> for EntriesSeed<'_> {
     }
 }
 
-/// Spools recomputed entries while an archive is read, to compare with the
-/// manifest (which comes last) in order, without holding them in memory.
+/// Entries on disk, one JSON object per line, in order: the manifest being
+/// written, and the entries recomputed while an archive is read (to compare
+/// with its manifest, which comes last), without holding them in memory.
 pub struct EntrySpool {
     writer: BufWriter<File>,
     count: u64,
 }
 
 impl EntrySpool {
-    /// A spool in an unnamed temporary file.
+    /// A spool in an unnamed temporary file in the system's temporary directory.
     pub fn new() -> io::Result<Self> {
+        Self::from_file(tempfile::tempfile()?)
+    }
+
+    /// A spool in an unnamed temporary file in `dir`.
+    pub fn new_in(dir: &std::path::Path) -> io::Result<Self> {
+        Self::from_file(tempfile::tempfile_in(dir)?)
+    }
+
+    fn from_file(file: File) -> io::Result<Self> {
         Ok(EntrySpool {
-            writer: BufWriter::with_capacity(1 << 16, tempfile::tempfile()?),
+            writer: BufWriter::with_capacity(1 << 16, file),
             count: 0,
         })
+    }
+
+    /// The spooled lines, from the start.
+    fn rewound(self) -> io::Result<BufReader<File>> {
+        let mut file = self.writer.into_inner().map_err(|e| e.into_error())?;
+        file.seek(SeekFrom::Start(0))?;
+        Ok(BufReader::with_capacity(1 << 16, file))
     }
 
     /// Records one entry.
@@ -423,9 +439,7 @@ impl EntrySpool {
 
     /// Reads the entries back, in order.
     pub fn read_back(self) -> io::Result<impl Iterator<Item = io::Result<Entry>>> {
-        let mut file = self.writer.into_inner().map_err(|e| e.into_error())?;
-        file.seek(SeekFrom::Start(0))?;
-        Ok(BufReader::with_capacity(1 << 16, file).lines().map(|line| {
+        Ok(self.rewound()?.lines().map(|line| {
             let line = line?;
             serde_json::from_str(&line).map_err(io::Error::other)
         }))

@@ -324,11 +324,10 @@ pub fn read_archive(
                 if kind_of(etype) != Some(Kind::File) {
                     return Err(unsafe_entry(&path, "the manifest is not a regular file"));
                 }
-                let mut computed = spool_entries(std::mem::replace(
-                    &mut spool,
-                    EntrySpool::new().map_err(io_err)?,
-                ))
-                .map_err(io_err)?;
+                let mut computed =
+                    std::mem::replace(&mut spool, EntrySpool::new().map_err(io_err)?)
+                        .read_back()
+                        .map_err(io_err)?;
                 let mut failure: Option<ReadError> = None;
                 let parsed = manifest::read_streaming(&mut entry, |recorded| {
                     let found = match computed.next() {
@@ -476,10 +475,6 @@ pub fn read_archive(
         entries,
         bytes,
     })
-}
-
-fn spool_entries(spool: EntrySpool) -> io::Result<impl Iterator<Item = io::Result<Entry>>> {
-    spool.read_back()
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@
 //! says so). A failure to *write* the archive (full disk, a failed layer) is
 //! an `io::Error` returned to the caller, which abandons the archive.
 
-use std::fs::{File, Metadata, OpenOptions};
+use std::fs::{Metadata, OpenOptions};
 use std::io::{self, Read};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
@@ -31,10 +31,28 @@ pub struct StreamMeta {
     pub mtime: i64,
 }
 
+impl StreamMeta {
+    /// The header metadata of an entry that does not come from the filesystem.
+    fn entry<'a>(self, path: &'a [u8], kind: Kind, size: u64) -> EntryMeta<'a> {
+        EntryMeta {
+            path,
+            kind,
+            size,
+            mode: self.mode,
+            mtime: self.mtime,
+            mtime_nsec: 0,
+            uid: 0,
+            gid: 0,
+            link: None,
+        }
+    }
+}
+
 /// An archive being written.
 pub struct ArchiveWriter {
     tar: TarEncoder<Box<dyn Sink>>,
-    manifest: ManifestWriter,
+    /// Taken when the manifest is written.
+    manifest: Option<ManifestWriter>,
     totals: Totals,
     warnings: Vec<Warning>,
     buf: Vec<u8>,
@@ -78,7 +96,7 @@ impl ArchiveWriter {
     pub fn new(sink: Box<dyn Sink>, temp_dir: &Path, progress: ProgressBar) -> io::Result<Self> {
         Ok(ArchiveWriter {
             tar: TarEncoder::new(sink),
-            manifest: ManifestWriter::new(temp_dir)?,
+            manifest: Some(ManifestWriter::new(temp_dir)?),
             totals: Totals::default(),
             warnings: Vec::new(),
             buf: vec![0u8; READ_BUF],
@@ -127,7 +145,10 @@ impl ArchiveWriter {
 
     fn record(&mut self, meta: &EntryMeta<'_>, hash: Option<String>) -> io::Result<()> {
         self.totals.entries += 1;
-        self.manifest.push(&Entry::from_meta(meta, hash))
+        self.manifest
+            .as_mut()
+            .expect("entries are added before finish")
+            .push(&Entry::from_meta(meta, hash))
     }
 
     /// Adds a directory of the project.
@@ -249,18 +270,15 @@ impl ArchiveWriter {
         size: u64,
         sm: StreamMeta,
     ) -> io::Result<String> {
-        let meta = EntryMeta {
-            path,
-            kind: Kind::File,
-            size,
-            mode: sm.mode,
-            mtime: sm.mtime,
-            mtime_nsec: 0,
-            uid: 0,
-            gid: 0,
-            link: None,
-        };
+        let meta = sm.entry(path, Kind::File, size);
         self.tar.header(&meta)?;
+        let hash = self.copy_data(&mut reader, size)?.to_hex().to_string();
+        self.record(&meta, Some(hash.clone()))?;
+        Ok(hash)
+    }
+
+    /// Copies exactly `size` bytes of an entry's data from `reader`, hashing them.
+    fn copy_data(&mut self, reader: &mut impl Read, size: u64) -> io::Result<blake3::Hash> {
         let mut hasher = blake3::Hasher::new();
         let mut remaining = size;
         while remaining > 0 {
@@ -277,24 +295,12 @@ impl ArchiveWriter {
             remaining -= n as u64;
             self.progress.inc(n as u64);
         }
-        let hash = hasher.finalize().to_hex().to_string();
-        self.record(&meta, Some(hash.clone()))?;
-        Ok(hash)
+        Ok(hasher.finalize())
     }
 
     /// Adds a directory entry that does not come from the filesystem.
     pub fn add_synthetic_dir(&mut self, path: &[u8], sm: StreamMeta) -> io::Result<()> {
-        let meta = EntryMeta {
-            path,
-            kind: Kind::Dir,
-            size: 0,
-            mode: sm.mode,
-            mtime: sm.mtime,
-            mtime_nsec: 0,
-            uid: 0,
-            gid: 0,
-            link: None,
-        };
+        let meta = sm.entry(path, Kind::Dir, 0);
         self.tar.header(&meta)?;
         self.record(&meta, None)
     }
@@ -305,42 +311,15 @@ impl ArchiveWriter {
     pub fn finish(mut self, mut info: ManifestInfo) -> io::Result<(Box<dyn Sink>, ManifestInfo)> {
         info.totals = self.totals.clone();
         info.warnings = std::mem::take(&mut self.warnings);
-        let (file, len) = self.manifest.finish(&info, &self.temp_dir)?;
-        let now = chrono::Utc::now().timestamp();
-        let meta = EntryMeta {
-            path: MANIFEST_NAME.as_bytes(),
-            kind: Kind::File,
-            size: len,
+        let manifest = self.manifest.take().expect("finish runs once");
+        let (mut file, len) = manifest.finish(&info, &self.temp_dir)?;
+        let sm = StreamMeta {
             mode: 0o600,
-            mtime: now,
-            mtime_nsec: 0,
-            uid: 0,
-            gid: 0,
-            link: None,
+            mtime: chrono::Utc::now().timestamp(),
         };
-        self.tar.header(&meta)?;
-        copy_exact(file, &mut self.tar, len, &mut self.buf)?;
+        self.tar
+            .header(&sm.entry(MANIFEST_NAME.as_bytes(), Kind::File, len))?;
+        self.copy_data(&mut file, len)?;
         Ok((self.tar.finish()?, info))
     }
-}
-
-fn copy_exact(
-    mut from: File,
-    tar: &mut TarEncoder<Box<dyn Sink>>,
-    mut len: u64,
-    buf: &mut [u8],
-) -> io::Result<()> {
-    while len > 0 {
-        let want = len.min(buf.len() as u64) as usize;
-        let n = from.read(&mut buf[..want])?;
-        if n == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "the manifest spool ended early",
-            ));
-        }
-        tar.data(&buf[..n])?;
-        len -= n as u64;
-    }
-    Ok(())
 }

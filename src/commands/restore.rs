@@ -1,6 +1,6 @@
 //! `cofre restore`: files and database back, never harming the target.
 
-use std::fs::{self, File};
+use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -69,9 +69,7 @@ pub fn run(
         .as_deref()
         .expect("clap requires ARCHIVE without --mongo-dir");
     let archive = Store::resolve(&settings.backup_dir, arg)?;
-    let name = archive
-        .file_name()
-        .map_or_else(|| arg.to_owned(), |n| n.to_string_lossy().into_owned());
+    let name = layers::archive_name(&archive);
     let want_files = !args.mongo_only;
     let want_mongo = !args.files_only;
 
@@ -136,9 +134,7 @@ pub fn run(
     let clock = Instant::now();
     tracing::info!(archive = %name, target = %target.display(), dry_run = args.dry_run, "restore started");
     let keys = read_keys(settings, &args.keys);
-    let file =
-        File::open(&archive).with_context(|| format!("cannot open {}", archive.display()))?;
-    let (stream, _layers) = layers::open(file, &keys, &name, arch::worker_threads())?;
+    let (stream, _, _) = layers::open_file(&archive, &keys, arch::worker_threads())?;
     let progress = logging::progress(verbosity, "restoring");
     let stream = progress.wrap_read(stream);
     let mut extractor = Extractor::new(

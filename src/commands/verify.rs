@@ -1,6 +1,5 @@
 //! `cofre verify`: read archives fully and check every hash.
 
-use std::fs::File;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -17,13 +16,7 @@ pub fn verify_one(
     path: &std::path::Path,
     keys: &arch::crypt::ReadKeys,
 ) -> Result<reader::ReadSummary, anyhow::Error> {
-    let name = path.file_name().map_or_else(
-        || path.display().to_string(),
-        |n| n.to_string_lossy().into_owned(),
-    );
-    let file =
-        File::open(path).map_err(|e| anyhow::anyhow!("cannot open {}: {e}", path.display()))?;
-    let (stream, _) = layers::open(file, keys, &name, arch::worker_threads())?;
+    let (stream, _, name) = layers::open_file(path, keys, arch::worker_threads())?;
     Ok(reader::read_archive(stream, &mut reader::Discard, &name)?)
 }
 
@@ -44,11 +37,7 @@ pub fn run(args: &VerifyArgs, settings: &Settings) -> Result<Outcome, anyhow::Er
     let single = targets.len() == 1;
     let mut failed = 0;
     for path in &targets {
-        let name = path
-            .file_name()
-            .unwrap_or_default()
-            .to_string_lossy()
-            .into_owned();
+        let name = layers::archive_name(path);
         let clock = Instant::now();
         tracing::info!(archive = %name, "verify started");
         match verify_one(path, &keys) {

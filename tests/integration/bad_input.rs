@@ -247,15 +247,7 @@ fn flipped_byte_and_truncation_are_refused_target_untouched() {
                 snapshot(&target, |_| false),
                 "{encryption} {what}: target changed"
             );
-            let staging: Vec<_> = fs::read_dir(env.root.path())
-                .unwrap()
-                .flatten()
-                .filter(|e| {
-                    e.file_name()
-                        .to_string_lossy()
-                        .starts_with(".cofre-restore")
-                })
-                .collect();
+            let staging = names_starting(env.root.path(), ".cofre-restore");
             assert!(staging.is_empty(), "staging left behind: {staging:?}");
         }
     }

@@ -64,14 +64,7 @@ fn count(lines: &[String], needle: &str) -> usize {
 }
 
 fn temp_files(dir: &std::path::Path) -> Vec<String> {
-    fs::read_dir(dir)
-        .map(|rd| {
-            rd.flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| n.starts_with(".cofre-tmp"))
-                .collect()
-        })
-        .unwrap_or_default()
+    names_starting(dir, ".cofre-tmp")
 }
 
 #[test]

@@ -152,6 +152,18 @@ pub fn archives_in(dir: &Path) -> Vec<PathBuf> {
     v
 }
 
+/// Names in `dir` that start with `prefix` (empty when `dir` is missing).
+pub fn names_starting(dir: &Path, prefix: &str) -> Vec<String> {
+    fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with(prefix))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// stdout and stderr, for assertion messages.
 pub fn text(out: &Output) -> String {
     format!(

@@ -655,7 +655,8 @@ fn unreadable_collection_and_server_going_away_fail_cleanly() {
     let Some(m) = mongo() else { return };
     let db = unique("failing");
     m.drop_db(&db);
-    populate(&m, &db, 3_000);
+    // More than one cursor batch, so the dump issues getMore.
+    populate(&m, &db, 10_000);
     for (app, data, expect) in [
         (
             "cofre-unauthorized",
@@ -674,24 +675,20 @@ fn unreadable_collection_and_server_going_away_fail_cleanly() {
         let msg = env.fails(&["backup"], 1);
         assert!(msg.contains(expect), "{app}: {msg}");
         assert!(env.archives().is_empty(), "{app}: no archive may be kept");
-        let temps: Vec<_> = fs::read_dir(&env.backups)
-            .unwrap()
-            .flatten()
-            .filter(|e| e.file_name().to_string_lossy().starts_with(".cofre-tmp"))
-            .collect();
+        let temps = names_starting(&env.backups, ".cofre-tmp");
         assert!(temps.is_empty(), "{app}: {temps:?}");
     }
     m.drop_db(&db);
 }
 
-/// A server of our own, with authentication on.
-struct AuthServer {
+/// A server of our own, stopped when dropped.
+struct OwnServer {
     child: Child,
     port: u16,
     _dir: tempfile::TempDir,
 }
 
-impl Drop for AuthServer {
+impl Drop for OwnServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -706,34 +703,32 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn start_server(bin: &str, dir: &Path, port: u16, auth: bool) -> Child {
-    let mut c = Command::new(bin);
-    c.args([
-        "--host",
-        "127.0.0.1",
-        "--port",
-        &port.to_string(),
-        "--storage-path",
-    ])
-    .arg(dir)
-    .stdout(Stdio::null())
-    .stderr(Stdio::null());
-    if auth {
-        c.arg("--auth");
-    }
-    let child = c.spawn().unwrap();
+/// Starts a SecantusDB of our own and waits until it answers.
+fn start_server(bin: &str, storage: &std::ffi::OsStr, port: u16, flags: &[&str]) -> Child {
+    let child = Command::new(bin)
+        .args([
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+            "--storage-path",
+        ])
+        .arg(storage)
+        .args(flags)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "the auth test server did not start"
-        );
+        assert!(Instant::now() < deadline, "the test server did not start");
         std::thread::sleep(Duration::from_millis(100));
     }
     child
 }
 
-fn auth_server() -> Option<AuthServer> {
+/// The SecantusDB binary, to start servers of our own.
+fn secantusd() -> Option<String> {
     let Ok(bin) = std::env::var("COFRE_TEST_SECANTUSD") else {
         assert!(
             std::env::var("COFRE_TEST_REQUIRE_MONGODB").is_err(),
@@ -742,10 +737,15 @@ fn auth_server() -> Option<AuthServer> {
         eprintln!("skipped: no SecantusDB binary (run scripts/test)");
         return None;
     };
+    Some(bin)
+}
+
+fn auth_server() -> Option<OwnServer> {
+    let bin = secantusd()?;
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     // Provision a user without auth, then restart with auth on the same storage.
-    let mut first = start_server(&bin, dir.path(), port, false);
+    let mut first = start_server(&bin, dir.path().as_os_str(), port, &[]);
     let m = Mongo::connect(&format!(
         "mongodb://127.0.0.1:{port}/?directConnection=true"
     ));
@@ -765,8 +765,8 @@ fn auth_server() -> Option<AuthServer> {
     drop(m);
     let _ = first.kill();
     let _ = first.wait();
-    let child = start_server(&bin, dir.path(), port, true);
-    Some(AuthServer {
+    let child = start_server(&bin, dir.path().as_os_str(), port, &["--auth"]);
+    Some(OwnServer {
         child,
         port,
         _dir: dir,
@@ -972,43 +972,20 @@ fn narrowing_to_databases_and_collections() {
 
 #[test]
 fn a_standalone_server_is_dumped_but_said_not_to_be_one_point_in_time() {
-    let Ok(bin) = std::env::var("COFRE_TEST_SECANTUSD") else {
-        assert!(
-            std::env::var("COFRE_TEST_REQUIRE_MONGODB").is_err(),
-            "COFRE_TEST_SECANTUSD is not set"
-        );
-        eprintln!("skipped: no SecantusDB binary (run scripts/test)");
-        return;
-    };
+    let Some(bin) = secantusd() else { return };
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let child = Command::new(&bin)
-        .args([
-            "--host",
-            "127.0.0.1",
-            "--port",
-            &port.to_string(),
-            "--storage-path",
-            ":memory:",
-            "--standalone",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let server = AuthServer {
+    let child = start_server(
+        &bin,
+        std::ffi::OsStr::new(":memory:"),
+        port,
+        &["--standalone"],
+    );
+    let server = OwnServer {
         child,
         port,
         _dir: dir,
     };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "the standalone test server did not start"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
     let m = Mongo::connect(&format!(
         "mongodb://127.0.0.1:{}/?directConnection=true",
         server.port

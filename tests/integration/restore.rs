@@ -92,11 +92,7 @@ fn dry_run_lists_and_writes_nothing() {
     );
     assert!(out.contains("dry run:"), "{out}");
     assert!(!target.exists());
-    let leftovers: Vec<_> = fs::read_dir(env.root.path())
-        .unwrap()
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().starts_with(".cofre"))
-        .collect();
+    let leftovers = names_starting(env.root.path(), ".cofre");
     assert!(leftovers.is_empty(), "{leftovers:?}");
 }
 

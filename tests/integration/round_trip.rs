@@ -49,11 +49,7 @@ fn default_backup_gzip_and_identity_made_on_first_use() {
         0o700
     );
     // No temporary file is left.
-    let leftovers: Vec<_> = fs::read_dir(&env.backups)
-        .unwrap()
-        .flatten()
-        .filter(|e| e.file_name().to_string_lossy().contains("tmp"))
-        .collect();
+    let leftovers = names_starting(&env.backups, ".cofre-tmp");
     assert!(leftovers.is_empty(), "{leftovers:?}");
     round_trip(&env, &[]);
 }
