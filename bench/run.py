@@ -230,7 +230,8 @@ class Bench:
                 s = out / self.median(size_ref)[2]
                 ok = "" if size_target is None else (" ✓" if s <= size_target else f" ✗ (target {size_target}×)")
                 size += f" ({s:.3f}× {size_ref}{ok})"
-            print(f"| {name} | {wall:.2f} s | {size} | {rss / 1024:.0f} MiB | {ratio} |")
+            cell = lambda text: text.replace("|", "\\|")
+            print(f"| {cell(name)} | {wall:.2f} s | {cell(size)} | {rss / 1024:.0f} MiB | {cell(ratio)} |")
 
         print()
         print(f"Machine: {os.cpu_count()} cores, {platform.processor() or platform.machine()}, Linux {platform.release()}; "
