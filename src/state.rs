@@ -143,9 +143,14 @@ impl DaemonState {
         let _ = fs::remove_file(dir.join(DAEMON_NAME));
     }
 
-    /// Whether the process that wrote it still runs.
+    /// Whether the process that wrote it still runs (one of another user
+    /// answers "not permitted", which still means it is there).
     pub fn is_alive(&self) -> bool {
-        rustix::process::Pid::from_raw(self.pid as i32)
-            .is_some_and(|pid| rustix::process::test_kill_process(pid).is_ok())
+        rustix::process::Pid::from_raw(self.pid as i32).is_some_and(|pid| {
+            matches!(
+                rustix::process::test_kill_process(pid),
+                Ok(()) | Err(rustix::io::Errno::PERM)
+            )
+        })
     }
 }

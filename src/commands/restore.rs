@@ -176,6 +176,13 @@ pub fn run(
         return Ok(Outcome::Success);
     }
 
+    // The archive verified. Before anything is moved into place, make sure
+    // the database part has somewhere to go, so a restore does not stop
+    // halfway for want of a setting.
+    let mongo_target = match (want_mongo && has_mongo, mongo_target) {
+        (true, Ok(t)) if t.uri.is_none() => return Err(mongo::MongoError::NoTarget.into()),
+        (_, t) => t,
+    };
     let mut outcome = Outcome::Success;
     if want_files {
         extractor

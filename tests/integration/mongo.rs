@@ -818,6 +818,7 @@ fn database_restore_needs_a_server_and_a_dump() {
         msg.contains("--mongo-uri") && msg.contains("MONGODB_URI") && msg.contains("--files-only"),
         "{msg}"
     );
+    assert!(!target.exists(), "the files were not restored either");
     // A files-only archive has no database part to restore.
     let mut plain = Env::with_tree();
     plain.ok(&["backup"]);
