@@ -5,7 +5,7 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -279,10 +279,9 @@ pub fn run(req: &Request<'_>) -> Result<BackupReport, BackupError> {
             BackupError::write(store.dir(), e)
         }
     };
-    let written = Arc::new(AtomicU64::new(0));
     let file = tmp.as_file().try_clone().map_err(write_err)?;
     let sink = layers::writer(
-        Box::new(FileSink::new(file, Arc::clone(&written))),
+        Box::new(FileSink::new(file)),
         encryption,
         settings.compression,
         arch::worker_threads(),
@@ -414,7 +413,6 @@ pub fn run(req: &Request<'_>) -> Result<BackupReport, BackupError> {
         human(size),
         duration.as_secs_f64()
     );
-    let _ = written;
     Ok(BackupReport {
         path,
         name,

@@ -296,36 +296,6 @@ pub struct Settings {
     pub min_free: MinFree,
 }
 
-/// Names of every variable cofre reads (for `--help` texts and docs).
-pub const VARIABLES: &[&str] = &[
-    "BACKUP_DIR",
-    "BACKUP_RETENTION_DAYS",
-    "BACKUP_SCHEDULE",
-    "BACKUP_SOURCE",
-    "MONGODB_URI",
-    "BACKUP_MONGODB_URI",
-    "BACKUP_MONGODB_DATABASES",
-    "BACKUP_EXCLUDE",
-    "BACKUP_ENCRYPTION",
-    "BACKUP_RECIPIENTS",
-    "BACKUP_RECIPIENTS_FILE",
-    "BACKUP_PASSPHRASE",
-    "BACKUP_PASSPHRASE_FILE",
-    "BACKUP_IDENTITY_FILE",
-    "BACKUP_COMPRESSION",
-    "BACKUP_TIMEZONE",
-    "BACKUP_LOG_FILE",
-    "BACKUP_LOG_FORMAT",
-    "BACKUP_CATCH_UP",
-    "BACKUP_RETRIES",
-    "BACKUP_SHUTDOWN_GRACE",
-    "BACKUP_KEEP_LAST",
-    "BACKUP_KEEP_DAILY",
-    "BACKUP_KEEP_WEEKLY",
-    "BACKUP_KEEP_MONTHLY",
-    "BACKUP_MIN_FREE",
-];
-
 impl Settings {
     /// Resolves and validates every variable. Reads only the small files that
     /// variables name (recipients, passphrase).

@@ -59,10 +59,6 @@ pub struct Extractor {
     pub files: u64,
     /// Bytes written.
     pub bytes: u64,
-    /// Database dump files staged.
-    pub mongo_files: u64,
-    /// Whether the project root directory entry was seen.
-    pub saw_root: bool,
     /// Project entries restored (or listed, in a dry run), the root aside.
     pub entries: u64,
     out: Box<dyn Write>,
@@ -132,8 +128,6 @@ impl Extractor {
             buf: vec![0u8; 256 << 10],
             files: 0,
             bytes: 0,
-            mongo_files: 0,
-            saw_root: false,
             entries: 0,
             out,
         }
@@ -286,7 +280,6 @@ impl Extractor {
     ) -> Result<(), ReadError> {
         if rel.is_empty() {
             // The project root itself: its mode and time go to the target.
-            self.saw_root = true;
             if !self.opts.dry_run {
                 let root = self.files_root.clone();
                 self.ensure_dir(&root, &root)?;
@@ -432,7 +425,6 @@ impl Extractor {
                 let parent = dest.parent().unwrap_or(&root).to_path_buf();
                 self.ensure_dir(&root, &parent)?;
                 self.write_file(&dest, info, data)?;
-                self.mongo_files += 1;
             }
             _ => {
                 return Err(ReadError::Unsafe {

@@ -249,16 +249,6 @@ impl ManifestWriter {
         self.spool.push(entry)
     }
 
-    /// Entries recorded so far.
-    pub fn len(&self) -> u64 {
-        self.spool.len()
-    }
-
-    /// Whether nothing was recorded.
-    pub fn is_empty(&self) -> bool {
-        self.spool.is_empty()
-    }
-
     /// Writes the complete manifest into a new unnamed file in `dir` and
     /// returns it rewound, with its length.
     pub fn finish(self, info: &ManifestInfo, dir: &std::path::Path) -> io::Result<(File, u64)> {
@@ -301,16 +291,6 @@ pub fn read_streaming<R: Read>(
     let (info, count) = seed.deserialize(&mut de).map_err(|e| e.to_string())?;
     de.end().map_err(|e| e.to_string())?;
     Ok((info, count))
-}
-
-/// A whole manifest in memory (for tests and small tools).
-pub fn read_all<R: Read>(reader: R) -> Result<(ManifestInfo, Vec<Entry>), String> {
-    let mut entries = Vec::new();
-    let (info, _) = read_streaming(reader, |e| {
-        entries.push(e);
-        Ok(())
-    })?;
-    Ok((info, entries))
 }
 
 struct ManifestSeed<'a> {
@@ -391,7 +371,6 @@ impl<'de> Visitor<'de> for EntriesSeed<'_> {
 /// with its manifest, which comes last), without holding them in memory.
 pub struct EntrySpool {
     writer: BufWriter<File>,
-    count: u64,
 }
 
 impl EntrySpool {
@@ -408,7 +387,6 @@ impl EntrySpool {
     fn from_file(file: File) -> io::Result<Self> {
         Ok(EntrySpool {
             writer: BufWriter::with_capacity(1 << 16, file),
-            count: 0,
         })
     }
 
@@ -423,18 +401,7 @@ impl EntrySpool {
     pub fn push(&mut self, e: &Entry) -> io::Result<()> {
         serde_json::to_writer(&mut self.writer, e)?;
         self.writer.write_all(b"\n")?;
-        self.count += 1;
         Ok(())
-    }
-
-    /// Entries recorded.
-    pub fn len(&self) -> u64 {
-        self.count
-    }
-
-    /// Whether none were recorded.
-    pub fn is_empty(&self) -> bool {
-        self.count == 0
     }
 
     /// Reads the entries back, in order.
@@ -449,6 +416,16 @@ impl EntrySpool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A whole manifest in memory.
+    fn read_all<R: Read>(reader: R) -> Result<(ManifestInfo, Vec<Entry>), String> {
+        let mut entries = Vec::new();
+        let (info, _) = read_streaming(reader, |e| {
+            entries.push(e);
+            Ok(())
+        })?;
+        Ok((info, entries))
+    }
 
     fn entry(i: u32) -> Entry {
         Entry {

@@ -62,7 +62,6 @@ pub struct TarEncoder<W: Write> {
     remaining: u64,
     /// Padding owed after the current entry's data.
     pad: u64,
-    written: u64,
 }
 
 fn pax_record(out: &mut Vec<u8>, key: &str, value: &[u8]) {
@@ -96,19 +95,11 @@ impl<W: Write> TarEncoder<W> {
             out,
             remaining: 0,
             pad: 0,
-            written: 0,
         }
     }
 
-    /// Bytes written so far.
-    pub fn position(&self) -> u64 {
-        self.written
-    }
-
     fn put(&mut self, bytes: &[u8]) -> io::Result<()> {
-        self.out.write_all(bytes)?;
-        self.written += bytes.len() as u64;
-        Ok(())
+        self.out.write_all(bytes)
     }
 
     /// Writes the header(s) of an entry. For files, exactly `meta.size` bytes
@@ -250,11 +241,6 @@ impl<W: Write> TarEncoder<W> {
             self.put(&[0u8; 512][..pad])?;
         }
         Ok(())
-    }
-
-    /// Bytes of data the current entry still expects.
-    pub fn remaining(&self) -> u64 {
-        self.remaining
     }
 
     /// Writes the end-of-archive marker and returns the writer.

@@ -128,16 +128,6 @@ impl ArchiveWriter {
         });
     }
 
-    /// Warnings so far.
-    pub fn warnings(&self) -> &[Warning] {
-        &self.warnings
-    }
-
-    /// Counts so far.
-    pub fn totals(&self) -> &Totals {
-        &self.totals
-    }
-
     /// Mutable counts, for the parts (MongoDB) that keep their own.
     pub fn totals_mut(&mut self) -> &mut Totals {
         &mut self.totals

@@ -43,14 +43,6 @@ pub enum RestoreError {
     },
 }
 
-fn absolute(p: &Path) -> io::Result<PathBuf> {
-    if p.is_absolute() {
-        Ok(p.to_path_buf())
-    } else {
-        Ok(std::env::current_dir()?.join(p))
-    }
-}
-
 /// Runs `cofre restore`.
 pub fn run(
     args: &RestoreArgs,
@@ -60,7 +52,7 @@ pub fn run(
     let wait = duration_flag("--wait", args.lock.wait.as_deref())?;
     let mongo_target = mongo::restore::Target::from_args(args, settings);
     if let Some(dir) = &args.mongo_dir {
-        let report = mongo::restore::restore_dir(dir, &mongo_target?, args.dry_run)?;
+        let report = mongo::restore::restore_dir(dir, &mongo_target, args.dry_run)?;
         report.print();
         return Ok(report.outcome());
     }
@@ -73,7 +65,7 @@ pub fn run(
     let want_files = !args.mongo_only;
     let want_mongo = !args.files_only;
 
-    let target = absolute(&match &args.to {
+    let target = std::path::absolute(match &args.to {
         Some(t) => t.clone(),
         None => PathBuf::from(ArchiveName::stem(&name)),
     })?;
@@ -163,7 +155,7 @@ pub fn run(
     let has_mongo = summary.info.mongodb.is_some();
     if args.dry_run {
         if want_mongo && let Some(dump) = &summary.info.mongodb {
-            let report = mongo::restore::plan(dump, &mongo_target?)?;
+            let report = mongo::restore::plan(dump, &mongo_target)?;
             report.print();
         }
         println!(
@@ -179,10 +171,9 @@ pub fn run(
     // The archive verified. Before anything is moved into place, make sure
     // the database part has somewhere to go, so a restore does not stop
     // halfway for want of a setting.
-    let mongo_target = match (want_mongo && has_mongo, mongo_target) {
-        (true, Ok(t)) if t.uri.is_none() => return Err(mongo::MongoError::NoTarget.into()),
-        (_, t) => t,
-    };
+    if want_mongo && has_mongo && mongo_target.uri.is_none() {
+        return Err(mongo::MongoError::NoTarget.into());
+    }
     let mut outcome = Outcome::Success;
     if want_files {
         extractor
@@ -206,7 +197,7 @@ pub fn run(
         );
     }
     if want_mongo && has_mongo {
-        let report = mongo::restore::restore_dir(extractor.mongo_root(), &mongo_target?, false)?;
+        let report = mongo::restore::restore_dir(extractor.mongo_root(), &mongo_target, false)?;
         report.print();
         if report.outcome() != Outcome::Success {
             outcome = report.outcome();

@@ -12,51 +12,65 @@ use std::time::{Duration, Instant};
 
 use crate::harness::*;
 
-fn spawn(cmd: &mut Command) -> Child {
-    cmd.stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
+/// A `cofre daemon` of the test's environment, its stderr lines collected.
+struct Daemon {
+    child: Child,
+    rx: mpsc::Receiver<String>,
+    /// The stderr lines seen so far.
+    seen: Vec<String>,
 }
 
-/// Collects a child's stderr lines on a thread.
-fn stderr_lines(child: &mut Child) -> mpsc::Receiver<String> {
-    let (tx, rx) = mpsc::channel();
-    let err = child.stderr.take().unwrap();
-    thread::spawn(move || {
-        for line in BufReader::new(err).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
+impl Daemon {
+    fn start(env: &Env) -> Daemon {
+        let mut child = env
+            .cmd()
+            .arg("daemon")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (tx, rx) = mpsc::channel();
+        let err = child.stderr.take().unwrap();
+        thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
             }
-        }
-    });
-    rx
-}
-
-/// Waits until `pred` holds for the lines seen so far (kept in `seen`).
-fn wait_for(
-    rx: &mpsc::Receiver<String>,
-    seen: &mut Vec<String>,
-    timeout: Duration,
-    pred: impl Fn(&[String]) -> bool,
-) -> bool {
-    let deadline = Instant::now() + timeout;
-    while !pred(seen) {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return false;
-        }
-        match rx.recv_timeout(left.min(Duration::from_millis(200))) {
-            Ok(l) => seen.push(l),
-            Err(mpsc::RecvTimeoutError::Timeout) => {}
-            Err(mpsc::RecvTimeoutError::Disconnected) => return pred(seen),
+        });
+        Daemon {
+            child,
+            rx,
+            seen: Vec::new(),
         }
     }
-    true
-}
 
-fn sigterm(child: &Child) {
-    sh(&format!("kill -TERM {}", child.id()));
+    /// Waits until `pred` holds for the lines seen so far.
+    fn wait_for(&mut self, timeout: Duration, pred: impl Fn(&[String]) -> bool) -> bool {
+        let deadline = Instant::now() + timeout;
+        while !pred(&self.seen) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            match self.rx.recv_timeout(left.min(Duration::from_millis(200))) {
+                Ok(l) => self.seen.push(l),
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => return pred(&self.seen),
+            }
+        }
+        true
+    }
+
+    /// Sends SIGTERM, waits for the exit, and collects the last lines.
+    fn stop(mut self) -> (Option<i32>, Vec<String>) {
+        sh(&format!("kill -TERM {}", self.child.id()));
+        let status = self.child.wait().unwrap();
+        while let Ok(l) = self.rx.recv_timeout(Duration::from_secs(2)) {
+            self.seen.push(l);
+        }
+        (status.code(), self.seen)
+    }
 }
 
 fn count(lines: &[String], needle: &str) -> usize {
@@ -74,20 +88,16 @@ fn daemon_backs_up_on_schedule_applies_retention_and_stops_cleanly() {
     env.set("BACKUP_RETENTION_DAYS", "0");
     env.set("BACKUP_KEEP_LAST", "2");
     env.set("BACKUP_TIMEZONE", "UTC");
-    let mut daemon = spawn(env.cmd().arg("daemon"));
-    let rx = stderr_lines(&mut daemon);
-    let mut seen = Vec::new();
+    let mut daemon = Daemon::start(&env);
     assert!(
-        wait_for(&rx, &mut seen, Duration::from_secs(10), |l| count(
-            l,
-            "daemon started"
-        ) == 1),
-        "{seen:#?}"
+        daemon.wait_for(Duration::from_secs(10), |l| count(l, "daemon started") == 1),
+        "{:#?}",
+        daemon.seen
     );
     assert!(
-        seen[0].contains("next runs:"),
+        daemon.seen[0].contains("next runs:"),
         "the start line names the next runs: {}",
-        seen[0]
+        daemon.seen[0]
     );
 
     // Meanwhile: a second daemon is refused; a manual backup waits its turn.
@@ -97,18 +107,15 @@ fn daemon_backs_up_on_schedule_applies_retention_and_stops_cleanly() {
     env.ok(&["backup", "--wait", "30s", "--no-prune"]);
 
     assert!(
-        wait_for(&rx, &mut seen, Duration::from_secs(30), |l| count(
+        daemon.wait_for(Duration::from_secs(30), |l| count(
             l,
             "scheduled backup done"
         ) >= 3),
-        "{seen:#?}"
+        "{:#?}",
+        daemon.seen
     );
-    sigterm(&daemon);
-    let status = daemon.wait().unwrap();
-    while let Ok(l) = rx.recv_timeout(Duration::from_secs(2)) {
-        seen.push(l);
-    }
-    assert_eq!(status.code(), Some(0), "{seen:#?}");
+    let (code, seen) = daemon.stop();
+    assert_eq!(code, Some(0), "{seen:#?}");
     assert!(count(&seen, "daemon stopped") == 1, "{seen:#?}");
     assert!(
         count(&seen, "deleted backup_") >= 1,
@@ -143,26 +150,18 @@ fn sigterm_during_a_backup_stops_it_cleanly() {
     }
     env.set("BACKUP_SCHEDULE", "0 0 1 1 *");
     env.set("BACKUP_COMPRESSION", "gzip:9");
-    let mut daemon = spawn(env.cmd().arg("daemon"));
-    let rx = stderr_lines(&mut daemon);
-    let mut seen = Vec::new();
+    let mut daemon = Daemon::start(&env);
     // No backup yet: it catches up at once.
     assert!(
-        wait_for(&rx, &mut seen, Duration::from_secs(20), |l| count(
-            l,
-            "backup started"
-        ) == 1),
-        "{seen:#?}"
+        daemon.wait_for(Duration::from_secs(20), |l| count(l, "backup started") == 1),
+        "{:#?}",
+        daemon.seen
     );
     thread::sleep(Duration::from_millis(300));
     let asked = Instant::now();
-    sigterm(&daemon);
-    let status = daemon.wait().unwrap();
+    let (code, seen) = daemon.stop();
     let took = asked.elapsed();
-    while let Ok(l) = rx.recv_timeout(Duration::from_secs(1)) {
-        seen.push(l);
-    }
-    assert_eq!(status.code(), Some(0), "{seen:#?}");
+    assert_eq!(code, Some(0), "{seen:#?}");
     assert!(took < Duration::from_secs(10), "stopping took {took:?}");
     assert!(
         count(&seen, "stopping the running backup") == 1,
@@ -227,33 +226,27 @@ fn missed_run_is_caught_up_at_start_unless_turned_off() {
     fs::write(&state_path, serde_json::to_string(&state).unwrap()).unwrap();
 
     env.set("BACKUP_CATCH_UP", "false");
-    let mut daemon = spawn(env.cmd().arg("daemon"));
-    let rx = stderr_lines(&mut daemon);
-    let mut seen = Vec::new();
+    let mut daemon = Daemon::start(&env);
     assert!(
-        !wait_for(&rx, &mut seen, Duration::from_secs(3), |l| count(
-            l,
-            "backup started"
-        ) > 0),
-        "{seen:#?}"
+        !daemon.wait_for(Duration::from_secs(3), |l| count(l, "backup started") > 0),
+        "{:#?}",
+        daemon.seen
     );
-    sigterm(&daemon);
-    assert_eq!(daemon.wait().unwrap().code(), Some(0));
+    assert_eq!(daemon.stop().0, Some(0));
 
     env.set("BACKUP_CATCH_UP", "true");
-    let mut daemon = spawn(env.cmd().arg("daemon"));
-    let rx = stderr_lines(&mut daemon);
-    let mut seen = Vec::new();
+    let mut daemon = Daemon::start(&env);
     assert!(
-        wait_for(&rx, &mut seen, Duration::from_secs(20), |l| count(
+        daemon.wait_for(Duration::from_secs(20), |l| count(
             l,
             "scheduled backup done"
         ) == 1),
-        "{seen:#?}"
+        "{:#?}",
+        daemon.seen
     );
+    let (code, seen) = daemon.stop();
     assert!(count(&seen, "catching up") == 1, "{seen:#?}");
-    sigterm(&daemon);
-    assert_eq!(daemon.wait().unwrap().code(), Some(0));
+    assert_eq!(code, Some(0));
 }
 
 #[test]
@@ -265,18 +258,14 @@ fn failed_runs_are_retried_and_never_recorded_as_success() {
         "MONGODB_URI",
         "mongodb://u:Pw-9911@127.0.0.1:9/app?serverSelectionTimeoutMS=300",
     );
-    let mut daemon = spawn(env.cmd().arg("daemon"));
-    let rx = stderr_lines(&mut daemon);
-    let mut seen = Vec::new();
+    let mut daemon = Daemon::start(&env);
     assert!(
-        wait_for(&rx, &mut seen, Duration::from_secs(30), |l| count(
-            l,
-            "attempt 2 of 2"
-        ) >= 1),
-        "{seen:#?}"
+        daemon.wait_for(Duration::from_secs(30), |l| count(l, "attempt 2 of 2") >= 1),
+        "{:#?}",
+        daemon.seen
     );
-    sigterm(&daemon);
-    assert_eq!(daemon.wait().unwrap().code(), Some(0));
+    let (code, seen) = daemon.stop();
+    assert_eq!(code, Some(0));
     assert!(count(&seen, "retrying in") >= 1, "{seen:#?}");
     assert!(seen.iter().all(|l| !l.contains("Pw-9911")));
     assert!(env.archives().is_empty());

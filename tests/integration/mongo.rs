@@ -882,24 +882,29 @@ fn corrupt_bson_in_a_dump_is_refused() {
     let Some(fx) = fixtures() else { return };
     let bson = fx.join("../bson");
     let env = Env::new();
+    let uri = m.uri("", "");
+    // `cofre restore --mongo-dir <dump root of dir> --to-db <db>` into the test server.
+    let restore_args = |dir: &Path, db: &str| -> Vec<String> {
+        [
+            "restore",
+            "--mongo-dir",
+            dir.parent().unwrap().to_str().unwrap(),
+            "--mongo-uri",
+            &uri,
+            "--to-db",
+            db,
+        ]
+        .map(str::to_owned)
+        .to_vec()
+    };
     for bad in ["bad_type.bson", "broken_array.bson", "random_bytes.bson"] {
         let dir = env.path(&format!("dump-{bad}/app"));
         fs::create_dir_all(&dir).unwrap();
         fs::copy(bson.join(bad), dir.join("things.bson")).unwrap();
         let db = unique("corrupt");
         m.drop_db(&db);
-        let msg = env.fails(
-            &[
-                "restore",
-                "--mongo-dir",
-                dir.parent().unwrap().to_str().unwrap(),
-                "--mongo-uri",
-                &m.uri("", ""),
-                "--to-db",
-                &db,
-            ],
-            1,
-        );
+        let args = restore_args(&dir, &db);
+        let msg = env.fails(&args.iter().map(String::as_str).collect::<Vec<_>>(), 1);
         assert!(
             msg.contains("is not valid BSON") && msg.contains("things.bson"),
             "{bad}: {msg}"
@@ -915,15 +920,8 @@ fn corrupt_bson_in_a_dump_is_refused() {
     fs::copy(bson.join("all_types.bson"), dir.join("all_types.bson")).unwrap();
     let db = unique("good_bson");
     m.drop_db(&db);
-    env.ok(&[
-        "restore",
-        "--mongo-dir",
-        dir.parent().unwrap().to_str().unwrap(),
-        "--mongo-uri",
-        &m.uri("", ""),
-        "--to-db",
-        &db,
-    ]);
+    let args = restore_args(&dir, &db);
+    env.ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
     assert_eq!(
         m.raw_docs(&db, "all_types").len(),
         count_bson(&dir.join("all_types.bson"))
