@@ -17,8 +17,10 @@ use crate::archive::manifest::{self, ManifestInfo, Options};
 use crate::archive::writer::{ArchiveWriter, files_path};
 use crate::archive::{self as arch};
 use crate::config::{Encryption, MinFree, Settings};
+use crate::format::human;
 use crate::logging::{self, Verbosity};
 use crate::mongo::{self, MongoError};
+use crate::sign::{self, SignError, SigningKey};
 use crate::state::{State, Success, Summary};
 use crate::store::{ArchiveName, Store, StoreError};
 use crate::walk::{self, Item, PatternError};
@@ -46,6 +48,9 @@ pub enum BackupError {
     /// The database dump failed.
     #[error(transparent)]
     Mongo(#[from] MongoError),
+    /// Signing failed.
+    #[error(transparent)]
+    Sign(#[from] SignError),
     /// Writing the archive failed.
     #[error("cannot write the archive in {dir}: {source}; {hint}")]
     Write {
@@ -119,22 +124,6 @@ pub struct Request<'a> {
     pub verbosity: Verbosity,
     /// Set from elsewhere to stop the backup cleanly.
     pub cancel: Option<Arc<AtomicBool>>,
-}
-
-/// Human-readable bytes.
-pub fn human(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = bytes as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
 }
 
 /// Estimates the archive size: the last archive's size with 20% room, or,
@@ -234,26 +223,8 @@ pub fn run(req: &Request<'_>) -> Result<BackupReport, BackupError> {
         settings.min_free,
     )?;
 
-    let encryption = match &settings.encryption {
-        Encryption::None => {
-            tracing::warn!(
-                "BACKUP_ENCRYPTION=none: this archive is not encrypted; anyone who can read {} can read it",
-                store.dir().display()
-            );
-            None
-        }
-        Encryption::Age(keys) => {
-            let (enc, created) = crypt::encrypting(keys)?;
-            if created {
-                tracing::warn!(
-                    "created a new age identity at {}: it is the ONLY key that opens these backups. \
-                     Copy it somewhere safe, off this machine, now (without it the archives cannot be restored)",
-                    keys.identity_file.display()
-                );
-            }
-            Some(enc)
-        }
-    };
+    let signing = signing_key(settings)?;
+    let encryption = encryption(settings, &store, &signing)?;
     let encryption_desc = encryption
         .as_ref()
         .map_or_else(|| "none".to_owned(), |e| e.describe.clone());
@@ -365,7 +336,17 @@ pub fn run(req: &Request<'_>) -> Result<BackupReport, BackupError> {
     let (sink, info) = aw.finish(info).map_err(write_err)?;
     sink.finish().map_err(write_err)?;
     progress.finish_and_clear();
-    let path = store.persist(tmp, &name)?;
+    // Signed before it gets its final name: a final name is always signed.
+    let bytes_in = info.totals.bytes + info.totals.mongo_bytes;
+    let signature = signing.sign(FromStart::new(tmp.as_file()), &name, bytes_in)?;
+    let sig_path = store.write_signature(&name, &signature)?;
+    let path = match store.persist(tmp, &name) {
+        Ok(p) => p,
+        Err(e) => {
+            let _ = fs::remove_file(&sig_path);
+            return Err(e.into());
+        }
+    };
     let size = fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
     let duration = clock.elapsed();
 
@@ -420,6 +401,75 @@ pub fn run(req: &Request<'_>) -> Result<BackupReport, BackupError> {
         info,
         duration,
     })
+}
+
+/// Reads a file from its start through its own handle (never reopened by
+/// path, so what is signed is what was written).
+struct FromStart<'a> {
+    file: &'a fs::File,
+    pos: u64,
+}
+
+impl<'a> FromStart<'a> {
+    fn new(file: &'a fs::File) -> Self {
+        FromStart { file, pos: 0 }
+    }
+}
+
+impl io::Read for FromStart<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        use std::os::unix::fs::FileExt;
+        let n = self.file.read_at(buf, self.pos)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+/// This installation's signing key, made (loudly) on first use.
+fn signing_key(settings: &Settings) -> Result<SigningKey, BackupError> {
+    let (key, created) = SigningKey::ensure(&settings.signing_key)?;
+    if created {
+        tracing::warn!(
+            "created a signing key at {}: every archive is signed with it. Its public key is {}; \
+             where archives are restored on another machine, trust it with BACKUP_TRUSTED_KEYS={} \
+             (an identity file cofre makes carries it already)",
+            settings.signing_key.display(),
+            key.public_base64(),
+            key.public_base64()
+        );
+    }
+    Ok(key)
+}
+
+/// The age layer for new archives (or none, warned about). The identity
+/// file cofre makes carries the signing key's public half, so that file
+/// alone is enough to restore on a new machine.
+fn encryption(
+    settings: &Settings,
+    store: &Store,
+    signing: &SigningKey,
+) -> Result<Option<crypt::Encrypting>, BackupError> {
+    match &settings.encryption {
+        Encryption::None => {
+            tracing::warn!(
+                "BACKUP_ENCRYPTION=none: this archive is not encrypted; anyone who can read {} can read it",
+                store.dir().display()
+            );
+            Ok(None)
+        }
+        Encryption::Age(keys) => {
+            let note = format!("{}{}\n", sign::IDENTITY_LINE, signing.public_base64());
+            let (enc, created) = crypt::encrypting(keys, &note)?;
+            if created {
+                tracing::warn!(
+                    "created a new age identity at {}: it is the ONLY key that opens these backups. \
+                     Copy it somewhere safe, off this machine, now (without it the archives cannot be restored)",
+                    keys.identity_file.display()
+                );
+            }
+            Ok(Some(enc))
+        }
+    }
 }
 
 /// Records a failed backup in the state file, when the directory is usable.

@@ -195,6 +195,15 @@ pub struct RestoreArgs {
     /// Restore symlinks that point outside the target as they are (they are never followed)
     #[arg(long)]
     pub allow_outside_symlinks: bool,
+    /// Restore an archive that is not signed by a trusted key (with a warning)
+    #[arg(long)]
+    pub allow_unsigned: bool,
+    /// Give restored files the owners recorded in the archive (as root; as GNU tar's --same-owner)
+    #[arg(long)]
+    pub same_owner: bool,
+    /// Keep setuid and setgid bits (as GNU tar's --same-permissions); by default they are dropped
+    #[arg(long)]
+    pub same_permissions: bool,
     /// MongoDB server to restore into [default: BACKUP_MONGODB_URI / MONGODB_URI]
     #[arg(long, value_name = "URI")]
     pub mongo_uri: Option<String>,
@@ -230,6 +239,9 @@ pub struct VerifyArgs {
     /// Verify every archive in BACKUP_DIR
     #[arg(long)]
     pub all: bool,
+    /// Check the contents of an archive that is not signed by a trusted key (it is reported as unsigned)
+    #[arg(long)]
+    pub allow_unsigned: bool,
     #[command(flatten)]
     pub keys: KeyArgs,
 }

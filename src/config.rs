@@ -15,6 +15,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::archive::Compression;
+pub use crate::archive::crypt::AgeKeys;
+pub use crate::logging::LogFormat;
+pub use crate::retention::RetentionPolicy;
 use crate::schedule::{Schedule, Zone};
 use crate::secret::{self, Secret};
 
@@ -210,42 +213,6 @@ pub enum Encryption {
     Age(AgeKeys),
 }
 
-/// The keys for age encryption: public keys to write to, a passphrase, and the
-/// identity file used when neither is given (and for reading).
-#[derive(Debug, Clone)]
-pub struct AgeKeys {
-    /// X25519 public keys (`age1...`).
-    pub recipients: Vec<String>,
-    /// A passphrase (scrypt).
-    pub passphrase: Option<Secret>,
-    /// The identity file: made on first use when no recipient or passphrase is set.
-    pub identity_file: PathBuf,
-}
-
-/// Log output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogFormat {
-    /// Human-readable lines.
-    Text,
-    /// One JSON object per line.
-    Json,
-}
-
-/// Retention rules, restic/borg style. An archive is kept if any rule keeps it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct RetentionPolicy {
-    /// Archives younger than this many days are kept (`BACKUP_RETENTION_DAYS`).
-    pub days: u32,
-    /// Keep the newest N archives.
-    pub keep_last: u32,
-    /// Keep the newest archive of each of the last N days that have one.
-    pub keep_daily: u32,
-    /// Keep the newest archive of each of the last N ISO weeks that have one.
-    pub keep_weekly: u32,
-    /// Keep the newest archive of each of the last N months that have one.
-    pub keep_monthly: u32,
-}
-
 /// A free-space threshold.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum MinFree {
@@ -278,6 +245,10 @@ pub struct Settings {
     pub encryption: Encryption,
     /// The identity file (for reading archives and for the default key).
     pub identity_file: PathBuf,
+    /// This installation's signing key (made on first use).
+    pub signing_key: PathBuf,
+    /// Extra trusted public keys (base64 or files), `BACKUP_TRUSTED_KEYS`.
+    pub trusted_keys: Vec<String>,
     /// Passphrase for reading archives (the same as for writing).
     pub passphrase: Option<Secret>,
     /// Compression of new archives.
@@ -345,24 +316,7 @@ impl Settings {
             )
         })?;
 
-        let mongodb_uri = match src
-            .get("BACKUP_MONGODB_URI")
-            .map(|v| ("BACKUP_MONGODB_URI", v.0))
-            .or_else(|| src.get("MONGODB_URI").map(|v| ("MONGODB_URI", v.0)))
-        {
-            None => None,
-            Some((var, uri)) => {
-                secret::register_uri(uri);
-                if !(uri.starts_with("mongodb://") || uri.starts_with("mongodb+srv://")) {
-                    return Err(invalid(
-                        var,
-                        &secret::redact_uri(uri),
-                        "a MongoDB connection string starting with mongodb:// or mongodb+srv://",
-                    ));
-                }
-                Some(Secret::unregistered(uri.to_owned()))
-            }
-        };
+        let mongodb_uri = resolve_mongodb_uri(src, &path_var)?;
 
         let compression = match src.get("BACKUP_COMPRESSION") {
             None => Compression::default(),
@@ -380,6 +334,13 @@ impl Settings {
                 .clone()
                 .unwrap_or_else(|| PathBuf::from("/"))
                 .join(".config/cofre/identity.txt")
+        });
+
+        let signing_key = path_var("BACKUP_SIGNING_KEY_FILE").unwrap_or_else(|| {
+            identity_file
+                .parent()
+                .unwrap_or(Path::new("/"))
+                .join("signing.key")
         });
 
         let passphrase = match (
@@ -483,6 +444,8 @@ impl Settings {
             retention,
             schedule,
             mongodb_uri,
+            signing_key,
+            trusted_keys: src.list("BACKUP_TRUSTED_KEYS"),
             mongodb_databases: src.list("BACKUP_MONGODB_DATABASES"),
             mongodb_collections: src.list("BACKUP_MONGODB_COLLECTIONS"),
             excludes: src.list("BACKUP_EXCLUDE"),
@@ -500,7 +463,70 @@ impl Settings {
     }
 }
 
+/// The MongoDB URI: `BACKUP_MONGODB_URI_FILE`, `BACKUP_MONGODB_URI` or
+/// `MONGODB_URI` (in that order; a file keeps the password out of the
+/// process list). Checked with the driver's own parser.
+fn resolve_mongodb_uri(
+    src: &Sources,
+    path_var: &dyn Fn(&str) -> Option<PathBuf>,
+) -> Result<Option<Secret>, ConfigError> {
+    let from_file = match path_var("BACKUP_MONGODB_URI_FILE") {
+        Some(path) => {
+            let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::File {
+                var: "BACKUP_MONGODB_URI_FILE".into(),
+                path: path.clone(),
+                source,
+            })?;
+            let uri = text.trim().to_owned();
+            if uri.is_empty() {
+                return Err(invalid(
+                    "BACKUP_MONGODB_URI_FILE",
+                    &path.display().to_string(),
+                    "a file holding a MongoDB connection string",
+                ));
+            }
+            Some(("BACKUP_MONGODB_URI_FILE", uri))
+        }
+        None => None,
+    };
+    let chosen = from_file.or_else(|| {
+        src.get("BACKUP_MONGODB_URI")
+            .map(|v| ("BACKUP_MONGODB_URI", v.0.to_owned()))
+            .or_else(|| {
+                src.get("MONGODB_URI")
+                    .map(|v| ("MONGODB_URI", v.0.to_owned()))
+            })
+    });
+    let Some((var, uri)) = chosen else {
+        return Ok(None);
+    };
+    // Registers the password (and secret options) before anything can print.
+    let shown = secret::redact_uri(&uri);
+    let scheme_ok = uri.starts_with("mongodb://") || uri.starts_with("mongodb+srv://");
+    if !scheme_ok || !secret::uri_parses(&uri) {
+        return Err(invalid(
+            var,
+            &shown,
+            "a MongoDB connection string, mongodb://[user:password@]host[:port][/database][?options] \
+             (or mongodb+srv://); percent-encode @ : / ? # % in the user name and password \
+             (@ is %40, / is %2F)",
+        ));
+    }
+    Ok(Some(Secret::unregistered(uri)))
+}
+
 fn check_recipient(var: &str, r: &str) -> Result<(), ConfigError> {
+    if r.trim().to_ascii_uppercase().starts_with("AGE-SECRET-KEY-") {
+        // A secret key where a public key belongs: never echo it.
+        secret::register(r.trim());
+        return Err(invalid(
+            var,
+            "AGE-SECRET-KEY-1***",
+            "age public keys (age1...); this is a secret key (an identity), which must not be \
+             on the server: put its public key here instead (`age-keygen -y` or the \
+             \"public key:\" line of the identity file prints it)",
+        ));
+    }
     r.parse::<age::x25519::Recipient>()
         .map(|_| ())
         .map_err(|_| {
@@ -676,11 +702,30 @@ mod tests {
 
     #[test]
     fn uri_password_never_in_the_error() {
-        let err = Settings::resolve(&sources(&[("MONGODB_URI", "postgres://u:topsecret1@h/db")]))
+        for uri in [
+            "postgres://u:topsecret1@h/db",
+            "mongodb://u:top/secret?2@h/db",
+            "mongodb://u:top@secret3@h:notaport/db",
+        ] {
+            let err = Settings::resolve(&sources(&[("MONGODB_URI", uri)]))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                !err.contains("topsecret") && !err.contains("secret"),
+                "{err}"
+            );
+            assert!(err.contains("MONGODB_URI"), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_secret_key_given_as_a_recipient_is_never_echoed() {
+        let key = "AGE-SECRET-KEY-1QQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQQ";
+        let err = Settings::resolve(&sources(&[("BACKUP_RECIPIENTS", key)]))
             .unwrap_err()
             .to_string();
-        assert!(!err.contains("topsecret1"), "{err}");
-        assert!(err.contains("MONGODB_URI"));
+        assert!(!err.contains("QQQQQQ"), "{err}");
+        assert!(err.contains("secret key"), "{err}");
     }
 
     #[test]

@@ -27,22 +27,47 @@
 
 pub mod archive;
 pub mod backup;
+pub mod beneath;
 pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod daemon;
+pub mod format;
 pub mod logging;
 pub mod mongo;
+pub mod open;
 pub mod prune;
 pub mod restore;
 pub mod retention;
 pub mod schedule;
 pub mod secret;
+pub mod sign;
+pub mod spool;
 pub mod state;
 pub mod store;
 pub mod walk;
 
-pub use commands::Outcome;
+/// How a command ended, when it did not fail outright.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Everything as asked. Exit 0.
+    Success,
+    /// Done, with warnings recorded (files skipped or changed). Exit 3.
+    Warnings,
+    /// A check failed and was reported (verify, status). Exit 1.
+    Failed,
+}
+
+impl Outcome {
+    /// The process exit code.
+    pub fn code(self) -> u8 {
+        match self {
+            Outcome::Success => 0,
+            Outcome::Failed => 1,
+            Outcome::Warnings => 3,
+        }
+    }
+}
 
 /// Runs a parsed command line.
 pub fn run(cli: &cli::Cli) -> Result<Outcome, anyhow::Error> {

@@ -18,12 +18,20 @@ use tracing_subscriber::filter::{FilterFn, LevelFilter};
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::prelude::*;
 
-use crate::config::LogFormat;
 use crate::secret;
 
 /// The target of the final error event: written to the log file and JSON
 /// output, but not to text stderr (where `main` prints it plainly).
 pub const EXIT_TARGET: &str = "cofre::exit";
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
 
 /// How chatty stderr is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -12,8 +12,22 @@ use std::collections::HashSet;
 
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
 
-use crate::config::RetentionPolicy;
 use crate::schedule::Zone;
+
+/// Retention rules, restic/borg style. An archive is kept if any rule keeps it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RetentionPolicy {
+    /// Archives younger than this many days are kept (`BACKUP_RETENTION_DAYS`).
+    pub days: u32,
+    /// Keep the newest N archives.
+    pub keep_last: u32,
+    /// Keep the newest archive of each of the last N days that have one.
+    pub keep_daily: u32,
+    /// Keep the newest archive of each of the last N ISO weeks that have one.
+    pub keep_weekly: u32,
+    /// Keep the newest archive of each of the last N months that have one.
+    pub keep_monthly: u32,
+}
 
 /// An archive to decide about.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,12 +1,19 @@
-//! Keeping secrets out of logs and error messages.
+//! Keeping secrets out of every output.
 //!
-//! Two layers: values that are secret are held in [`Secret`], whose `Debug`
-//! and `Display` print `***`; and every secret the configuration loads is
-//! registered here so that [`scrub`] can erase it from any text that leaves the
-//! process (log lines, the final error message), whatever library produced it.
+//! Two layers. Where a secret is shown at all (a MongoDB URI in a message
+//! or the manifest), it is shown through [`redact_uri`], the one routine
+//! that reads a URI, and it reads it exactly as the MongoDB driver does.
+//! And every secret the configuration loads is registered here, in each
+//! form it can take in text (as written, percent-encoded, JSON- and
+//! Debug-escaped), so that [`scrub`] erases it from anything that leaves the
+//! process (log lines, errors, state files, `status`), whatever library
+//! produced the text. Values that are secret are held in [`Secret`], whose
+//! `Debug` and `Display` print `***`.
 
 use std::fmt;
 use std::sync::{Mutex, OnceLock};
+
+use percent_encoding::{NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
 
 /// A value that must never be printed.
 #[derive(Clone, PartialEq, Eq)]
@@ -20,8 +27,8 @@ impl Secret {
     }
 
     /// Wraps a value that is not itself registered for [`scrub`] (a URI,
-    /// whose password part is registered on its own, so the rest of it can
-    /// still be shown).
+    /// whose secret parts are registered on their own by [`redact_uri`], so
+    /// the rest of it can still be shown).
     pub fn unregistered(value: String) -> Self {
         Secret(value)
     }
@@ -49,22 +56,34 @@ fn registry() -> &'static Mutex<Vec<String>> {
     REGISTRY.get_or_init(|| Mutex::new(Vec::new()))
 }
 
-/// Remembers `value` as a secret. Very short values are not registered: they
-/// would erase ordinary words from messages and protect nothing.
+fn insert(secrets: &mut Vec<String>, value: String) {
+    if value.len() >= 4 && !secrets.contains(&value) {
+        secrets.push(value);
+    }
+}
+
+/// Remembers `value` as a secret, in every form it can take in text. Very
+/// short values are not registered: they would erase ordinary words from
+/// messages and protect nothing.
 pub fn register(value: &str) {
     if value.len() < 4 {
         return;
     }
     let mut secrets = registry().lock().unwrap_or_else(|e| e.into_inner());
-    if !secrets.iter().any(|s| s == value) {
-        secrets.push(value.to_owned());
-        // Longest first, so a secret that contains another is erased whole.
-        secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
-    }
+    insert(&mut secrets, value.to_owned());
+    insert(
+        &mut secrets,
+        utf8_percent_encode(value, NON_ALPHANUMERIC).to_string(),
+    );
+    let json = serde_json::to_string(value).unwrap_or_default();
+    insert(&mut secrets, json[1..json.len() - 1].to_owned());
+    let debug = format!("{value:?}");
+    insert(&mut secrets, debug[1..debug.len() - 1].to_owned());
+    // Longest first, so a secret that contains another is erased whole.
+    secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
 }
 
-/// Returns `text` with every registered secret (and its percent-encoded form,
-/// as it appears inside a URI) replaced by `***`.
+/// Returns `text` with every registered secret replaced by `***`.
 pub fn scrub(text: &str) -> String {
     let secrets = registry().lock().unwrap_or_else(|e| e.into_inner());
     let mut out = text.to_owned();
@@ -76,75 +95,105 @@ pub fn scrub(text: &str) -> String {
     out
 }
 
-/// Registers the password of a MongoDB URI (decoded, and as written).
-pub fn register_uri(uri: &str) {
-    if let Some(p) = uri_password(uri) {
-        register(&p);
-    }
-    if let Some(raw) = raw_uri_password(uri) {
-        register(raw);
-    }
+/// URI options whose values are secrets.
+const SECRET_OPTIONS: &[&str] = &[
+    "tlscertificatekeyfilepassword",
+    "sslclientcertificatekeypassword",
+    "authmechanismproperties",
+    "password",
+];
+
+/// Redacts the values of secret options in `options` (`a=b&c=d`),
+/// registering them.
+fn redact_options(options: &str) -> String {
+    options
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((key, value)) if SECRET_OPTIONS.contains(&key.to_ascii_lowercase().as_str()) => {
+                register(value);
+                let decoded = percent_decode_str(value).decode_utf8_lossy().into_owned();
+                register(&decoded);
+                // authMechanismProperties=NAME:value,NAME:value
+                for prop in decoded.split(',') {
+                    if let Some((_, v)) = prop.split_once(':') {
+                        register(v);
+                    }
+                }
+                format!("{key}=***")
+            }
+            _ => pair.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join("&")
 }
 
-/// The password as it is written in the URI (still percent-encoded).
-fn raw_uri_password(uri: &str) -> Option<&str> {
-    let rest = &uri[uri.find("://")? + 3..];
-    let authority = &rest[..rest.find(['/', '?']).unwrap_or(rest.len())];
-    let userinfo = &authority[..authority.rfind('@')?];
-    userinfo.split_once(':').map(|(_, p)| p)
-}
-
-/// A MongoDB URI with its password replaced by `***`, for messages.
+/// A MongoDB URI for display: its password and secret options replaced by
+/// `***`, and all of them registered for [`scrub`].
+///
+/// The URI is split exactly as the MongoDB driver splits it (scheme at the
+/// first `://`, options at the first `?`, credentials before the last `@`,
+/// password after the first `:` of those), and the driver's own parser
+/// must accept it, so what is redacted is what the driver will use as the
+/// password. When the driver would not accept it, everything between `://`
+/// and the last `@` is redacted, whatever it holds.
 pub fn redact_uri(uri: &str) -> String {
-    let Some(scheme_end) = uri.find("://") else {
+    let Some((scheme, rest)) = uri.split_once("://") else {
         return uri.to_owned();
     };
-    let rest = &uri[scheme_end + 3..];
-    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let authority = &rest[..authority_end];
-    match authority.rfind('@') {
-        Some(at) => {
-            let userinfo = &authority[..at];
-            let user = userinfo.split(':').next().unwrap_or("");
-            let redacted = if userinfo.contains(':') {
-                format!("{user}:***")
-            } else {
-                user.to_owned()
+    let parses = mongodb::options::ConnectionString::parse(uri).is_ok();
+    if !parses {
+        return match uri.rfind('@') {
+            Some(at) if at > scheme.len() + 3 => {
+                let hidden = &uri[scheme.len() + 3..at];
+                register(hidden);
+                if let Some((_, pass)) = hidden.split_once(':') {
+                    register(pass);
+                }
+                let after = &uri[at + 1..];
+                let after = match after.split_once('?') {
+                    Some((hosts, opts)) => format!("{hosts}?{}", redact_options(opts)),
+                    None => after.to_owned(),
+                };
+                format!("{scheme}://***@{after}")
+            }
+            _ => match rest.split_once('?') {
+                Some((pre, opts)) => format!("{scheme}://{pre}?{}", redact_options(opts)),
+                None => uri.to_owned(),
+            },
+        };
+    }
+    let (pre_options, options) = match rest.split_once('?') {
+        Some((p, o)) => (p, Some(o)),
+        None => (rest, None),
+    };
+    let shown_pre = match pre_options.rsplit_once('@') {
+        Some((userinfo, hosts)) => {
+            let user = match userinfo.split_once(':') {
+                Some((user, pass)) => {
+                    register(pass);
+                    register(&percent_decode_str(pass).decode_utf8_lossy());
+                    format!("{user}:***")
+                }
+                None => userinfo.to_owned(),
             };
-            format!("{}://{}@{}", &uri[..scheme_end], redacted, &rest[at + 1..])
+            format!("{user}@{hosts}")
         }
-        None => uri.to_owned(),
+        None => pre_options.to_owned(),
+    };
+    match options {
+        Some(o) => format!("{scheme}://{shown_pre}?{}", redact_options(o)),
+        None => format!("{scheme}://{shown_pre}"),
     }
 }
 
-/// The password inside a MongoDB URI, decoded, if it has one.
-pub fn uri_password(uri: &str) -> Option<String> {
-    let rest = &uri[uri.find("://")? + 3..];
-    let authority = &rest[..rest.find(['/', '?']).unwrap_or(rest.len())];
-    let userinfo = &authority[..authority.rfind('@')?];
-    let (_, password) = userinfo.split_once(':')?;
-    Some(percent_decode(password))
+/// Whether the MongoDB driver accepts `uri` as a connection string.
+pub fn uri_parses(uri: &str) -> bool {
+    mongodb::options::ConnectionString::parse(uri).is_ok()
 }
 
-/// Percent-decoding of a URI component; kept here because it is eight lines
-/// and the only one the crate needs outside the MongoDB driver.
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%'
-            && i + 2 < bytes.len()
-            && let Ok(b) = u8::from_str_radix(&s[i + 1..i + 3], 16)
-        {
-            out.push(b);
-            i += 3;
-            continue;
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+/// Registers a URI's secrets without showing it.
+pub fn register_uri(uri: &str) {
+    let _ = redact_uri(uri);
 }
 
 #[cfg(test)]
@@ -159,26 +208,53 @@ mod tests {
         );
         assert_eq!(redact_uri("mongodb://db/app"), "mongodb://db/app");
         assert_eq!(
-            redact_uri("mongodb+srv://u:p%40ss@cluster.example/x"),
-            "mongodb+srv://u:***@cluster.example/x"
+            redact_uri("mongodb://u:p%40ss@cluster.example/x"),
+            "mongodb://u:***@cluster.example/x"
         );
     }
 
     #[test]
-    fn finds_the_decoded_password() {
-        assert_eq!(
-            uri_password("mongodb://u:p%40ss@h/x").as_deref(),
-            Some("p@ss")
-        );
-        assert_eq!(uri_password("mongodb://h/x"), None);
+    fn passwords_with_reserved_characters_never_show() {
+        for (uri, password) in [
+            ("mongodb://u:pa/ss?w#o:r@d1@db:27017/app", "pa/ss?w#o:r@d1"),
+            ("mongodb://u:p@ss@word9@db/app", "p@ss@word9"),
+            ("mongodb://u:sl/ash99@db/app", "sl/ash99"),
+            ("mongodb://u:qu?est9@db/app", "qu?est9"),
+            ("mongodb://u:ha#sh99@db/app", "ha#sh99"),
+        ] {
+            let shown = redact_uri(uri);
+            assert!(!shown.contains(password), "{uri} -> {shown}");
+            // Every fragment the driver might quote is scrubbed as well.
+            let noisy = format!("error: {uri} failed; parts {password}");
+            assert!(!scrub(&noisy).contains(password), "{}", scrub(&noisy));
+            assert!(shown.ends_with("/app"), "{shown}");
+        }
     }
 
     #[test]
-    fn scrub_erases_registered_secrets() {
-        register("hunter2-very-secret");
-        assert_eq!(
-            scrub("login with hunter2-very-secret failed"),
-            "login with *** failed"
+    fn secret_options_are_redacted() {
+        let uri = "mongodb://db/app?tls=true&tlsCertificateKeyFilePassword=k3ypass&authMechanismProperties=AWS_SESSION_TOKEN:tok3nvalue";
+        let shown = redact_uri(uri);
+        assert!(
+            !shown.contains("k3ypass") && !shown.contains("tok3nvalue"),
+            "{shown}"
         );
+        assert!(shown.contains("tls=true"), "{shown}");
+        assert!(!scrub("token tok3nvalue").contains("tok3nvalue"));
+    }
+
+    #[test]
+    fn scrub_erases_registered_secrets_in_every_form() {
+        register("hunter2/\"very@secret");
+        for form in [
+            "hunter2/\"very@secret",
+            "hunter2%2F%22very%40secret",
+            "hunter2/\\\"very@secret",
+        ] {
+            assert_eq!(
+                scrub(&format!("login with {form} failed")),
+                "login with *** failed"
+            );
+        }
     }
 }

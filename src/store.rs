@@ -10,7 +10,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, Write};
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -68,6 +68,20 @@ pub enum StoreError {
     /// `latest` was asked for in an empty directory.
     #[error("there are no archives in {0}; run `cofre backup` first or check BACKUP_DIR")]
     Empty(PathBuf),
+    /// A file cofre owns in `BACKUP_DIR` is a symlink.
+    #[error(
+        "{0} is a symlink; cofre never follows symlinks in its backup directory; \
+         remove it (someone with write access to BACKUP_DIR put it there)"
+    )]
+    Symlink(PathBuf),
+    /// The archive path is not a regular file.
+    #[error("{path} is {what}, not an archive file; check the path")]
+    NotAFile {
+        /// The path.
+        path: PathBuf,
+        /// What it is.
+        what: &'static str,
+    },
     /// Any other I/O failure, with the path it concerns.
     #[error("{what} {path}: {source}")]
     Io {
@@ -149,6 +163,8 @@ pub struct ArchiveEntry {
     pub parsed: ArchiveName,
     /// Size in bytes.
     pub size: u64,
+    /// Its signature file, when there is one (a regular file).
+    pub signature: Option<PathBuf>,
 }
 
 /// The backup directory.
@@ -205,7 +221,11 @@ impl Store {
     /// Opens an existing `dir` for reading.
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
         if !dir.is_dir() {
-            return Err(StoreError::Missing(dir.to_path_buf()));
+            return Err(if fs::symlink_metadata(dir).is_ok() {
+                StoreError::NotADirectory(dir.to_path_buf())
+            } else {
+                StoreError::Missing(dir.to_path_buf())
+            });
         }
         Ok(Store {
             dir: dir.to_path_buf(),
@@ -234,35 +254,37 @@ impl Store {
             if !meta.file_type().is_file() {
                 continue;
             }
+            let sig = crate::sign::sig_path(&entry.path());
+            let signature = fs::symlink_metadata(&sig)
+                .is_ok_and(|m| m.is_file())
+                .then_some(sig);
             out.push(ArchiveEntry {
                 path: entry.path(),
                 name,
                 parsed,
                 size: meta.len(),
+                signature,
             });
         }
         out.sort_by(|a, b| b.parsed.time.cmp(&a.parsed.time).then(b.name.cmp(&a.name)));
         Ok(out)
     }
 
-    /// Finds an archive by path, by name in this directory, or `latest`.
-    pub fn resolve(dir: &Path, arg: &str) -> Result<PathBuf, StoreError> {
-        if arg == "latest" {
-            let store = Store::open(dir)?;
-            return store
-                .list()?
-                .into_iter()
-                .next()
-                .map(|a| a.path)
-                .ok_or_else(|| StoreError::Empty(dir.to_path_buf()));
+    /// Finds an archive by path or by name in `dir`. (`latest` is chosen
+    /// by the caller from [`Store::list`], which knows what it trusts.)
+    /// Returns the path and whether it lies in `dir` (and so is opened
+    /// without following symlinks).
+    pub fn resolve(dir: &Path, arg: &str) -> Result<(PathBuf, bool), StoreError> {
+        let in_dir = dir.join(arg);
+        if !arg.contains('/') && fs::symlink_metadata(&in_dir).is_ok() {
+            return Ok((in_dir, true));
         }
         let as_path = Path::new(arg);
-        if as_path.is_file() {
-            return Ok(as_path.to_path_buf());
-        }
-        let in_dir = dir.join(arg);
-        if !arg.contains('/') && in_dir.is_file() {
-            return Ok(in_dir);
+        if fs::symlink_metadata(as_path).is_ok() {
+            let inside = as_path.parent().is_some_and(|p| {
+                p.canonicalize().ok() == dir.canonicalize().ok() && p.canonicalize().is_ok()
+            });
+            return Ok((as_path.to_path_buf(), inside));
         }
         Err(StoreError::NoSuchArchive(arg.to_owned(), dir.to_path_buf()))
     }
@@ -295,6 +317,23 @@ impl Store {
         Ok(dest)
     }
 
+    /// Writes an archive's signature (`NAME.minisig`) atomically: temporary
+    /// file, fsync, rename that never replaces a file. Done before the
+    /// archive itself gets its final name, so a final name is always signed.
+    pub fn write_signature(&self, name: &str, text: &str) -> Result<PathBuf, StoreError> {
+        let mut tmp = self.temp_file()?;
+        let dest = crate::sign::sig_path(&self.dir.join(name));
+        tmp.write_all(text.as_bytes())
+            .and_then(|()| tmp.as_file().sync_all())
+            .map_err(io_err("cannot write", &dest))?;
+        tmp.persist_noclobber(&dest).map_err(|e| StoreError::Io {
+            what: "cannot write",
+            path: dest.clone(),
+            source: e.error,
+        })?;
+        Ok(dest)
+    }
+
     /// fsync of the directory itself.
     pub fn sync(&self) -> Result<(), StoreError> {
         File::open(&self.dir)
@@ -312,8 +351,18 @@ impl Store {
         for entry in entries.flatten() {
             let name = entry.file_name();
             let is_temp = name.to_str().is_some_and(|n| n.starts_with(TEMP_PREFIX));
+            // A signature whose archive is gone (a crash between the two
+            // renames, or a deletion that stopped halfway).
+            let orphan_sig = name.to_str().is_some_and(|n| {
+                n.strip_suffix(crate::sign::SIG_SUFFIX)
+                    .is_some_and(|a| ArchiveName::parse(a).is_some())
+                    && fs::symlink_metadata(
+                        self.dir.join(&n[..n.len() - crate::sign::SIG_SUFFIX.len()]),
+                    )
+                    .is_err()
+            });
             let is_file = entry.metadata().is_ok_and(|m| m.is_file());
-            if is_temp && is_file && fs::remove_file(entry.path()).is_ok() {
+            if (is_temp || orphan_sig) && is_file && fs::remove_file(entry.path()).is_ok() {
                 removed.push(entry.path());
             }
         }
@@ -331,6 +380,12 @@ impl Store {
             return Err(StoreError::NoSuchArchive(name.to_owned(), self.dir.clone()));
         }
         fs::remove_file(&path).map_err(io_err("cannot delete", &path))?;
+        // The signature goes with it (after it: a signature without its
+        // archive is harmless and is cleaned up later).
+        let sig = crate::sign::sig_path(&path);
+        if fs::symlink_metadata(&sig).is_ok_and(|m| m.is_file()) {
+            fs::remove_file(&sig).map_err(io_err("cannot delete", &sig))?;
+        }
         Ok(())
     }
 
@@ -349,10 +404,17 @@ impl Store {
             .create(true)
             .truncate(false)
             .mode_0600()
+            .custom_flags(NOFOLLOW)
             .open(&path)
-            .map_err(|source| StoreError::NotWritable {
-                path: self.dir.clone(),
-                source,
+            .map_err(|source| {
+                if source.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) {
+                    StoreError::Symlink(path.clone())
+                } else {
+                    StoreError::NotWritable {
+                        path: self.dir.clone(),
+                        source,
+                    }
+                }
             })?;
         let deadline = wait.map(|w| Instant::now() + w);
         loop {
@@ -397,6 +459,61 @@ impl Store {
             st.f_blocks.saturating_mul(st.f_frsize),
         ))
     }
+}
+
+/// `O_NOFOLLOW` for `OpenOptions::custom_flags`.
+pub const NOFOLLOW: i32 = rustix::fs::OFlags::NOFOLLOW.bits() as i32;
+
+/// Opens an archive for reading. Inside `BACKUP_DIR` (`in_backup_dir`) a
+/// symlink is refused; anywhere, only a regular file is accepted (a
+/// directory, FIFO or device gets a clear error, and a FIFO never blocks).
+pub fn open_archive(path: &Path, in_backup_dir: bool) -> Result<File, StoreError> {
+    let mut flags = rustix::fs::OFlags::NONBLOCK.bits() as i32;
+    if in_backup_dir {
+        flags |= NOFOLLOW;
+    }
+    let file = OpenOptions::new()
+        .read(true)
+        .custom_flags(flags)
+        .open(path)
+        .map_err(|source| {
+            if in_backup_dir
+                && source.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error())
+            {
+                StoreError::Symlink(path.to_path_buf())
+            } else {
+                StoreError::Io {
+                    what: "cannot open",
+                    path: path.to_path_buf(),
+                    source,
+                }
+            }
+        })?;
+    let ft = file
+        .metadata()
+        .map_err(io_err("cannot inspect", path))?
+        .file_type();
+    use std::os::unix::fs::FileTypeExt;
+    let what = if ft.is_file() {
+        None
+    } else if ft.is_dir() {
+        Some("a directory")
+    } else if ft.is_fifo() {
+        Some("a FIFO (named pipe)")
+    } else if ft.is_socket() {
+        Some("a socket")
+    } else {
+        Some("a device")
+    };
+    if let Some(what) = what {
+        return Err(StoreError::NotAFile {
+            path: path.to_path_buf(),
+            what,
+        });
+    }
+    // Reads of a regular file never block; clear the flag all the same.
+    let _ = rustix::fs::fcntl_setfl(&file, rustix::fs::OFlags::empty());
+    Ok(file)
 }
 
 trait Mode0600 {

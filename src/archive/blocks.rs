@@ -38,9 +38,10 @@ pub enum Format {
     Zstd(u8),
 }
 
-/// The largest unit the reader accepts (a guard against a corrupt length
-/// asking for gigabytes).
-const MAX_UNIT: usize = 64 << 20;
+/// The largest zstd window a stream written by another tool may ask for
+/// (2^24 = 16 MiB; `zstd -19` uses 8 MiB, only `--long` and `--ultra`
+/// more): a hostile frame cannot make the decoder allocate more.
+const MAX_ZSTD_WINDOW_LOG: u32 = 24;
 const GZIP_HEADER: usize = 10 + 2 + 4 + 8;
 const ZSTD_HEADER: usize = 4 + 4 + 8;
 const FEXTRA: u8 = 0x04;
@@ -52,6 +53,13 @@ impl Format {
             Format::Gzip(_) => 1 << 20,
             Format::Zstd(_) => 4 << 20,
         }
+    }
+
+    /// The largest compressed unit the reader accepts: what a block of
+    /// [`Format::block_size`] can compress to in the worst case, with room.
+    /// A header that declares more is refused before anything is allocated.
+    fn max_unit(self) -> usize {
+        self.block_size() + self.block_size() / 16 + 4096
     }
 
     fn header_len(self) -> usize {
@@ -302,23 +310,36 @@ fn u32_at(b: &[u8], at: usize) -> usize {
     u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes")) as usize
 }
 
-/// The (unit length, uncompressed length) a cofre unit header announces.
-fn unit_lengths(format: Format, h: &[u8]) -> Option<(usize, usize)> {
-    let (total, plain) = match format {
+/// The (unit length, uncompressed length) a cofre unit header announces;
+/// `Ok(None)` when the header is not one of ours, an error when it is ours
+/// but declares sizes cofre never writes (damage, or a decompression bomb).
+fn unit_lengths(format: Format, h: &[u8]) -> io::Result<Option<(usize, usize)>> {
+    let Some((total, plain)) = (match format {
         Format::Gzip(_) => {
             let ours = h[..4] == [0x1f, 0x8b, 8, FEXTRA]
                 && h[10..12] == 12u16.to_le_bytes()
                 && &h[12..14] == b"CF"
                 && h[14..16] == 8u16.to_le_bytes();
-            ours.then(|| (u32_at(h, 16), u32_at(h, 20)))?
+            ours.then(|| (u32_at(h, 16), u32_at(h, 20)))
         }
         Format::Zstd(_) => {
             let ours = u32_at(h, 0) as u32 == SKIPPABLE_MAGIC && u32_at(h, 4) == 8;
-            ours.then(|| (u32_at(h, 8), u32_at(h, 12)))?
+            ours.then(|| (u32_at(h, 8), u32_at(h, 12)))
         }
+    }) else {
+        return Ok(None);
     };
     let min = format.header_len() + 8;
-    (total <= MAX_UNIT && plain <= MAX_UNIT && total >= min).then_some((total, plain))
+    if total <= format.max_unit() && plain <= format.block_size() && total >= min {
+        Ok(Some((total, plain)))
+    } else {
+        Err(corrupt(format!(
+            "a compressed block declares {total} bytes holding {plain}, \
+             outside what cofre writes (at most {} holding {})",
+            format.max_unit(),
+            format.block_size()
+        )))
+    }
 }
 
 fn gunzip_member(
@@ -402,7 +423,9 @@ fn fallback<R: Read>(rest: R, format: Format, order: &SyncSender<Reply>) {
     let rest = BufReader::with_capacity(1 << 16, rest);
     let mut decoder: Box<dyn Read> = match format {
         Format::Gzip(_) => Box::new(flate2::read::MultiGzDecoder::new(rest)),
-        Format::Zstd(_) => match zstd::stream::read::Decoder::with_buffer(rest) {
+        Format::Zstd(_) => match zstd::stream::read::Decoder::with_buffer(rest)
+            .and_then(|mut d| d.window_log_max(MAX_ZSTD_WINDOW_LOG).map(|()| d))
+        {
             Ok(d) => Box::new(d),
             Err(e) => {
                 ready(order, Err(e));
@@ -471,10 +494,19 @@ fn dispatch<R: Read>(mut input: R, format: Format, threads: usize, order: &SyncS
             ready(order, end);
             return;
         }
-        let Some((total, _)) = (got == header_len)
-            .then(|| unit_lengths(format, &header))
-            .flatten()
-        else {
+        let lengths = if got == header_len {
+            unit_lengths(format, &header)
+        } else {
+            Ok(None)
+        };
+        let lengths = match lengths {
+            Ok(l) => l,
+            Err(e) => {
+                ready(order, Err(e));
+                return;
+            }
+        };
+        let Some((total, _)) = lengths else {
             let looks_like_format = match format {
                 Format::Gzip(_) => header[..2] == [0x1f, 0x8b],
                 Format::Zstd(_) => {

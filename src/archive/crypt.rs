@@ -12,8 +12,13 @@ use std::str::FromStr;
 
 use age::secrecy::{ExposeSecret, SecretString};
 
-use crate::config::AgeKeys;
 use crate::secret::Secret;
+
+/// The largest scrypt work factor (log2 N) a passphrase archive may ask for.
+pub const MAX_SCRYPT_LOG_N: u8 = 20;
+/// The longest age header accepted; the header is read before anything is
+/// authenticated, so its size is capped (64 KiB holds hundreds of recipients).
+pub const MAX_HEADER: usize = 64 << 10;
 
 /// Key problems, each with what to check.
 #[derive(Debug, thiserror::Error)]
@@ -59,12 +64,12 @@ pub enum CryptError {
     WrongPassphrase(String),
     /// None of the identities matches.
     #[error(
-        "{0} cannot be decrypted with the keys given (it was encrypted to other public keys); \
-         pass the matching identity with --identity FILE or BACKUP_IDENTITY_FILE"
+        "{0} cannot be decrypted with the keys given (it was encrypted to other public keys, \
+         or its header is damaged); pass the matching identity with --identity FILE or BACKUP_IDENTITY_FILE"
     )]
     WrongKey(String),
     /// The age header is damaged.
-    #[error("{archive} is corrupt: its age header cannot be read ({why}); try another archive")]
+    #[error("{archive} is damaged: its age header cannot be read ({why}); try another archive")]
     BadHeader {
         /// The archive.
         archive: String,
@@ -74,6 +79,18 @@ pub enum CryptError {
     /// Encryption could not be set up.
     #[error("cannot set up age encryption: {0}")]
     Setup(String),
+}
+
+/// The keys for age encryption: public keys to write to, a passphrase, and the
+/// identity file used when neither is given (and for reading).
+#[derive(Debug, Clone)]
+pub struct AgeKeys {
+    /// X25519 public keys (`age1...`).
+    pub recipients: Vec<String>,
+    /// A passphrase (scrypt).
+    pub passphrase: Option<Secret>,
+    /// The identity file: made on first use when no recipient or passphrase is set.
+    pub identity_file: PathBuf,
 }
 
 /// How a new archive is encrypted, ready to use.
@@ -91,8 +108,9 @@ impl Encrypting {
 }
 
 /// Prepares encryption from the settings. When neither recipients nor a
-/// passphrase are set, the identity file is read, or made (returned `true`).
-pub fn encrypting(keys: &AgeKeys) -> Result<(Encrypting, bool), CryptError> {
+/// passphrase are set, the identity file is read, or made (returned
+/// `true`) with `note` (comment lines) in it.
+pub fn encrypting(keys: &AgeKeys, note: &str) -> Result<(Encrypting, bool), CryptError> {
     if let Some(pass) = &keys.passphrase {
         let encryptor =
             age::Encryptor::with_user_passphrase(SecretString::from(pass.expose().to_owned()));
@@ -105,7 +123,7 @@ pub fn encrypting(keys: &AgeKeys) -> Result<(Encrypting, bool), CryptError> {
         ));
     }
     let (recipients, created, describe) = if keys.recipients.is_empty() {
-        let (identity, created) = ensure_identity(&keys.identity_file)?;
+        let (identity, created) = ensure_identity(&keys.identity_file, note)?;
         (
             vec![identity.to_public()],
             created,
@@ -142,8 +160,12 @@ pub fn encrypting(keys: &AgeKeys) -> Result<(Encrypting, bool), CryptError> {
 }
 
 /// Reads the X25519 identity at `path`, making one (mode 0600, directory
-/// 0700) when the file does not exist. Returns whether it was made.
-pub fn ensure_identity(path: &Path) -> Result<(age::x25519::Identity, bool), CryptError> {
+/// 0700, with the comment lines `note`) when the file does not exist.
+/// Returns whether it was made.
+pub fn ensure_identity(
+    path: &Path,
+    note: &str,
+) -> Result<(age::x25519::Identity, bool), CryptError> {
     match fs::read_to_string(path) {
         Ok(text) => {
             let identity = text
@@ -159,7 +181,7 @@ pub fn ensure_identity(path: &Path) -> Result<(age::x25519::Identity, bool), Cry
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             let identity = age::x25519::Identity::generate();
-            write_identity(path, &identity)?;
+            write_identity(path, &identity, note)?;
             Ok((identity, true))
         }
         Err(e) => Err(CryptError::IdentityFile {
@@ -169,8 +191,13 @@ pub fn ensure_identity(path: &Path) -> Result<(age::x25519::Identity, bool), Cry
     }
 }
 
-/// Writes a new identity file (mode 0600); never replaces an existing file.
-pub fn write_identity(path: &Path, identity: &age::x25519::Identity) -> Result<(), CryptError> {
+/// Writes a new identity file (mode 0600) with the comment lines `note`;
+/// never replaces an existing file.
+pub fn write_identity(
+    path: &Path,
+    identity: &age::x25519::Identity,
+    note: &str,
+) -> Result<(), CryptError> {
     let err = |source| CryptError::CreateIdentity {
         path: path.to_path_buf(),
         source,
@@ -188,15 +215,16 @@ pub fn write_identity(path: &Path, identity: &age::x25519::Identity) -> Result<(
         .mode(0o600)
         .open(path)
         .map_err(err)?;
-    f.write_all(identity_text(identity).as_bytes())
+    f.write_all(identity_text(identity, note).as_bytes())
         .and_then(|()| f.sync_all())
         .map_err(err)
 }
 
-/// An identity in age-keygen's file format.
-pub fn identity_text(identity: &age::x25519::Identity) -> String {
+/// An identity in age-keygen's file format, with the comment lines `note`
+/// (each starting with `#`) after age-keygen's own.
+pub fn identity_text(identity: &age::x25519::Identity, note: &str) -> String {
     format!(
-        "# created: {}\n# public key: {}\n{}\n",
+        "# created: {}\n# public key: {}\n{note}{}\n",
         chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         identity.to_public(),
         identity.to_string().expose_secret()
@@ -227,7 +255,10 @@ pub fn decrypt<R: BufRead>(
             .passphrase
             .as_ref()
             .ok_or_else(|| CryptError::NeedPassphrase(archive.to_owned()))?;
-        let identity = age::scrypt::Identity::new(SecretString::from(pass.expose().to_owned()));
+        let mut identity = age::scrypt::Identity::new(SecretString::from(pass.expose().to_owned()));
+        // The archive chooses scrypt's cost; this is the most it may choose
+        // (2^20: about 1 GiB of memory and a few seconds, for this one step).
+        identity.set_max_work_factor(MAX_SCRYPT_LOG_N);
         return decryptor
             .decrypt(std::iter::once(&identity as &dyn age::Identity))
             .map_err(|e| match e {

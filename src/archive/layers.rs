@@ -149,22 +149,49 @@ fn peek<R: BufRead>(r: &mut R, n: usize) -> io::Result<Vec<u8>> {
     Ok(buf[..buf.len().min(n)].to_vec())
 }
 
+/// Reads up to `max` bytes (fewer only at the end of `input`).
+fn read_prefix(input: &mut impl Read, max: usize) -> io::Result<Vec<u8>> {
+    let mut buf = Vec::with_capacity(max.min(1 << 16));
+    input.take(max as u64).read_to_end(&mut buf)?;
+    Ok(buf)
+}
+
 /// Opens the layers of `input` (detected from magic bytes) and returns a
-/// reader of the tar stream, fed by other threads.
+/// reader of the tar stream, fed by other threads. `observer` sees the raw
+/// bytes of `input` as they are read, to the end (the signature check).
 pub fn open(
     input: impl Read + Send + 'static,
     keys: &ReadKeys,
     archive: &str,
     threads: usize,
+    observer: Option<pipe::Observer>,
 ) -> Result<(Box<dyn Read + Send>, Layers), OpenError> {
     let io_err = |source| OpenError::Io {
         archive: archive.to_owned(),
         source,
     };
+    let input: Box<dyn Read + Send> = match observer {
+        Some(o) => Box::new(pipe::spawn_observed(input, Some(o))),
+        None => Box::new(input),
+    };
     let mut outer = BufReader::with_capacity(1 << 16, input);
     let magic = peek(&mut outer, 32).map_err(io_err)?;
     let (mut plain, encrypted): (Box<dyn BufRead + Send>, bool) = if magic.starts_with(AGE_MAGIC) {
-        let reader = crypt::decrypt(outer, keys, archive)?;
+        // The header is parsed before anything is authenticated: it must
+        // end within MAX_HEADER bytes, so a huge one is never held.
+        let head = read_prefix(&mut outer, crypt::MAX_HEADER).map_err(io_err)?;
+        if !head.windows(4).any(|w| w == b"\n---") {
+            return Err(CryptError::BadHeader {
+                archive: archive.to_owned(),
+                why: format!(
+                    "no end of header within its first {} KiB",
+                    crypt::MAX_HEADER >> 10
+                ),
+            }
+            .into());
+        }
+        let rejoined = BufReader::with_capacity(1 << 16, io::Cursor::new(head).chain(outer));
+        let reader = crypt::decrypt(rejoined, keys, archive)?;
         // Decryption on its own thread: decompression (and, for zstd, the
         // tar reading after it) run beside it.
         (Box::new(pipe::spawn_reader(reader)), true)
@@ -201,20 +228,4 @@ pub fn archive_name(path: &std::path::Path) -> String {
         || path.display().to_string(),
         |n| n.to_string_lossy().into_owned(),
     )
-}
-
-/// Opens an archive file and its layers; returns the tar stream, what the
-/// layers were, and the archive's name for messages.
-pub fn open_file(
-    path: &std::path::Path,
-    keys: &ReadKeys,
-    threads: usize,
-) -> Result<(Box<dyn Read + Send>, Layers, String), OpenError> {
-    let name = archive_name(path);
-    let file = File::open(path).map_err(|source| OpenError::Io {
-        archive: name.clone(),
-        source,
-    })?;
-    let (stream, layers) = open(file, keys, &name, threads)?;
-    Ok((stream, layers, name))
 }

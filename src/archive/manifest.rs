@@ -7,9 +7,11 @@
 //! `entries` array one element at a time (a serde `DeserializeSeed` that
 //! calls back per entry) while everything else is collected normally.
 
+use std::cell::Cell;
 use std::fmt;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::rc::Rc;
 
 use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
@@ -277,25 +279,100 @@ impl ManifestWriter {
     }
 }
 
+/// The most bytes of JSON one entry (or one warning) may take.
+pub const MAX_ENTRY_JSON: u64 = 1 << 20;
+/// The most bytes of JSON everything but the entries and warnings may take
+/// together (options, totals, the database section with its collections).
+pub const MAX_INFO_JSON: u64 = 16 << 20;
+/// Warnings kept when reading (the rest are counted, not held).
+const MAX_WARNINGS_KEPT: usize = 1000;
+
+/// How many bytes the parser may still read before the current part of the
+/// manifest counts as too large. Shared between the reader below (which
+/// counts) and the visitors (which move from one part to the next).
+struct Budget {
+    used: Cell<u64>,
+    limit: Cell<u64>,
+    exceeded: Cell<bool>,
+}
+
+impl Budget {
+    /// Starts a new part with its own limit; returns the previous state.
+    fn enter(&self, limit: u64) -> (u64, u64) {
+        let saved = (self.used.get(), self.limit.get());
+        self.used.set(0);
+        self.limit.set(limit);
+        saved
+    }
+
+    fn restore(&self, saved: (u64, u64)) {
+        self.used.set(saved.0);
+        self.limit.set(saved.1);
+    }
+}
+
+/// A reader that fails once the budget's part has read more than its limit.
+struct Capped<R> {
+    inner: R,
+    budget: Rc<Budget>,
+}
+
+impl<R: Read> Read for Capped<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        let b = &self.budget;
+        b.used.set(b.used.get() + n as u64);
+        if b.used.get() > b.limit.get() {
+            b.exceeded.set(true);
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "a part of the manifest is larger than cofre accepts",
+            ));
+        }
+        Ok(n)
+    }
+}
+
 /// Parses a manifest, calling `on_entry` for each entry in order, without
 /// holding the entries. `on_entry` returns an error message to stop.
+///
+/// Memory stays bounded whatever the manifest says: each entry and each
+/// warning may take at most [`MAX_ENTRY_JSON`] bytes, everything else at
+/// most [`MAX_INFO_JSON`] together; unknown fields are skipped without
+/// being held; serde_json bounds the nesting depth.
 pub fn read_streaming<R: Read>(
     reader: R,
     mut on_entry: impl FnMut(Entry) -> Result<(), String>,
 ) -> Result<(ManifestInfo, u64), String> {
-    let mut de = serde_json::Deserializer::from_reader(BufReader::with_capacity(1 << 16, reader));
+    let budget = Rc::new(Budget {
+        used: Cell::new(0),
+        limit: Cell::new(MAX_INFO_JSON),
+        exceeded: Cell::new(false),
+    });
+    let capped = Capped {
+        inner: BufReader::with_capacity(1 << 16, reader),
+        budget: Rc::clone(&budget),
+    };
+    let mut de = serde_json::Deserializer::from_reader(capped);
     let seed = ManifestSeed {
         on_entry: &mut on_entry,
-        count: 0,
+        budget: &budget,
     };
-    let (info, count) = seed.deserialize(&mut de).map_err(|e| e.to_string())?;
-    de.end().map_err(|e| e.to_string())?;
-    Ok((info, count))
+    let result = seed.deserialize(&mut de).and_then(|v| de.end().map(|()| v));
+    match result {
+        Ok(v) => Ok(v),
+        Err(_) if budget.exceeded.get() => Err(format!(
+            "a part of it is larger than cofre accepts ({} bytes for one entry, {} for the rest); \
+             the archive is damaged or was made to exhaust memory",
+            MAX_ENTRY_JSON, MAX_INFO_JSON
+        )),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 struct ManifestSeed<'a> {
     on_entry: &'a mut dyn FnMut(Entry) -> Result<(), String>,
-    count: u64,
+    budget: &'a Budget,
 }
 
 impl<'de> DeserializeSeed<'de> for ManifestSeed<'_> {
@@ -313,35 +390,65 @@ impl<'de> Visitor<'de> for ManifestSeed<'_> {
         f.write_str("a cofre manifest object")
     }
 
-    fn visit_map<A: MapAccess<'de>>(mut self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut rest = serde_json::Map::new();
-        let mut saw_entries = false;
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut info = ManifestInfo::default();
+        let mut seen = std::collections::HashSet::new();
+        let mut count = None;
         while let Some(key) = map.next_key::<String>()? {
-            if key == "entries" {
-                saw_entries = true;
-                let n = map.next_value_seed(EntriesSeed {
-                    on_entry: &mut *self.on_entry,
-                })?;
-                self.count += n;
-            } else {
-                let value: serde_json::Value = map.next_value()?;
-                rest.insert(key, value);
+            if !seen.insert(key.clone()) {
+                return Err(de::Error::custom(format!("duplicate field {key:?}")));
+            }
+            match key.as_str() {
+                "entries" => {
+                    count = Some(map.next_value_seed(EachSeed {
+                        budget: self.budget,
+                        on_item: &mut |e: Entry| (self.on_entry)(e),
+                    })?);
+                }
+                "warnings" => {
+                    let kept = &mut info.warnings;
+                    map.next_value_seed(EachSeed {
+                        budget: self.budget,
+                        on_item: &mut |w: Warning| {
+                            if kept.len() < MAX_WARNINGS_KEPT {
+                                kept.push(w);
+                            }
+                            Ok(())
+                        },
+                    })?;
+                }
+                "format" => info.format = map.next_value()?,
+                "format_version" => info.format_version = map.next_value()?,
+                "tool" => info.tool = map.next_value()?,
+                "created_at" => info.created_at = map.next_value()?,
+                "finished_at" => info.finished_at = map.next_value()?,
+                "host" => info.host = map.next_value()?,
+                "source" => info.source = map.next_value()?,
+                "options" => info.options = map.next_value()?,
+                "mongodb" => info.mongodb = map.next_value()?,
+                "totals" => info.totals = map.next_value()?,
+                _ => {
+                    map.next_value::<de::IgnoredAny>()?;
+                }
             }
         }
-        if !saw_entries {
-            return Err(de::Error::missing_field("entries"));
+        for required in ["format", "format_version", "entries"] {
+            if !seen.contains(required) {
+                return Err(de::Error::missing_field(required));
+            }
         }
-        let info: ManifestInfo =
-            serde_json::from_value(serde_json::Value::Object(rest)).map_err(de::Error::custom)?;
-        Ok((info, self.count))
+        Ok((info, count.unwrap_or(0)))
     }
 }
 
-struct EntriesSeed<'a> {
-    on_entry: &'a mut dyn FnMut(Entry) -> Result<(), String>,
+/// An array whose elements are handed over one at a time, each within its
+/// own budget, none kept here.
+struct EachSeed<'a, T> {
+    budget: &'a Budget,
+    on_item: &'a mut dyn FnMut(T) -> Result<(), String>,
 }
 
-impl<'de> DeserializeSeed<'de> for EntriesSeed<'_> {
+impl<'de, T: Deserialize<'de>> DeserializeSeed<'de> for EachSeed<'_, T> {
     type Value = u64;
 
     fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<u64, D::Error> {
@@ -349,19 +456,25 @@ impl<'de> DeserializeSeed<'de> for EntriesSeed<'_> {
     }
 }
 
-impl<'de> Visitor<'de> for EntriesSeed<'_> {
+impl<'de, T: Deserialize<'de>> Visitor<'de> for EachSeed<'_, T> {
     type Value = u64;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("an array of entries")
+        f.write_str("an array")
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<u64, A::Error> {
+        let saved = self.budget.enter(MAX_ENTRY_JSON);
         let mut n = 0;
-        while let Some(entry) = seq.next_element::<Entry>()? {
-            (self.on_entry)(entry).map_err(de::Error::custom)?;
+        loop {
+            self.budget.enter(MAX_ENTRY_JSON);
+            let Some(item) = seq.next_element::<T>()? else {
+                break;
+            };
+            (self.on_item)(item).map_err(de::Error::custom)?;
             n += 1;
         }
+        self.budget.restore(saved);
         Ok(n)
     }
 }

@@ -21,6 +21,7 @@ pub mod manifest;
 pub mod pipe;
 pub mod reader;
 pub mod tarenc;
+pub mod tarread;
 pub mod writer;
 
 use std::fmt;

@@ -73,8 +73,20 @@ impl Read for ChannelReader {
     }
 }
 
+/// Sees every chunk a pipe passes on (`Some`), then the end (`None`); the
+/// end is not seen when reading failed.
+pub type Observer = Box<dyn FnMut(Option<&[u8]>) + Send>;
+
 /// Runs `reader` on a new thread and returns a `Read` of its output.
-pub fn spawn_reader<R: Read + Send + 'static>(mut reader: R) -> ChannelReader {
+pub fn spawn_reader<R: Read + Send + 'static>(reader: R) -> ChannelReader {
+    spawn_observed(reader, None)
+}
+
+/// The same, showing every chunk to `observer` as it passes.
+pub fn spawn_observed<R: Read + Send + 'static>(
+    mut reader: R,
+    mut observer: Option<Observer>,
+) -> ChannelReader {
     let (tx, rx) = sync_channel(DEPTH);
     let (recycle, recycled) = channel::<Vec<u8>>();
     thread::Builder::new()
@@ -97,6 +109,14 @@ pub fn spawn_reader<R: Read + Send + 'static>(mut reader: R) -> ChannelReader {
                     }
                 };
                 let end = filled == 0;
+                if let Some(o) = observer.as_mut() {
+                    if filled > 0 {
+                        o(Some(&chunk[..filled]));
+                    }
+                    if end && result.is_ok() {
+                        o(None);
+                    }
+                }
                 if filled > 0 && tx.send(Ok((chunk, filled))).is_err() {
                     return;
                 }

@@ -14,6 +14,8 @@ use std::io::{self, Read};
 
 use tar::EntryType;
 
+use super::tarread::{RawEntry, TarReader};
+
 use super::manifest::{self, Entry, EntrySpool, ManifestInfo};
 use super::tarenc::Kind;
 use super::{FILES_PREFIX, MANIFEST_NAME, MONGO_PREFIX};
@@ -182,30 +184,6 @@ fn kind_of(t: EntryType) -> Option<Kind> {
     }
 }
 
-/// Parses a pax `mtime` value (`secs[.frac]`, possibly negative).
-fn parse_pax_time(v: &str) -> Option<(i64, u32)> {
-    let (neg, v) = match v.strip_prefix('-') {
-        Some(rest) => (true, rest),
-        None => (false, v),
-    };
-    let (whole, frac) = v.split_once('.').unwrap_or((v, ""));
-    let whole: i64 = whole.parse().ok()?;
-    let digits: String = frac.chars().take(9).collect();
-    let nsec: u32 = if digits.is_empty() {
-        0
-    } else {
-        format!("{digits:0<9}").parse().ok()?
-    };
-    if !neg {
-        return Some((whole, nsec));
-    }
-    if nsec == 0 {
-        Some((-whole, 0))
-    } else {
-        Some((-whole - 1, 1_000_000_000 - nsec))
-    }
-}
-
 struct Hashing<'a, R> {
     inner: R,
     hasher: &'a mut blake3::Hasher,
@@ -274,6 +252,183 @@ fn difference(recorded: &Entry, computed: &Entry) -> Option<String> {
     None
 }
 
+/// One read of one archive: the entries recomputed so far, and how to name
+/// the archive in errors.
+struct Pass<'a> {
+    archive: &'a str,
+    spool: EntrySpool,
+    bytes: u64,
+}
+
+impl Pass<'_> {
+    fn io_err(&self, source: io::Error) -> ReadError {
+        ReadError::Io {
+            archive: self.archive.to_owned(),
+            source,
+        }
+    }
+
+    fn unsafe_entry(&self, path: &[u8], why: &str) -> ReadError {
+        ReadError::Unsafe {
+            archive: self.archive.to_owned(),
+            path: String::from_utf8_lossy(path).into_owned(),
+            why: why.to_owned(),
+        }
+    }
+
+    /// Checks an entry's header and turns it into what visitors see.
+    fn entry_info(&self, raw: RawEntry, path: Vec<u8>) -> Result<EntryInfo, ReadError> {
+        let top_ok = path.starts_with(FILES_PREFIX.as_bytes())
+            || path.starts_with(MONGO_PREFIX.as_bytes())
+            || path == b"files"
+            || path == b"mongodb";
+        if !top_ok {
+            return Err(self.unsafe_entry(&path, "outside files/ and mongodb/"));
+        }
+        let kind = kind_of(raw.entry_type).ok_or_else(|| {
+            self.unsafe_entry(
+                &path,
+                &format!("unsupported entry type {:?}", raw.entry_type),
+            )
+        })?;
+        let link = match kind {
+            Kind::Symlink => {
+                let l = raw
+                    .link
+                    .filter(|l| !l.is_empty())
+                    .ok_or_else(|| self.unsafe_entry(&path, "symlink without a target"))?;
+                if l.contains(&0) {
+                    return Err(self.unsafe_entry(&path, "NUL byte in a symlink target"));
+                }
+                Some(l)
+            }
+            Kind::Hardlink => {
+                let l = raw
+                    .link
+                    .ok_or_else(|| self.unsafe_entry(&path, "hard link without a target"))?;
+                let target = normalize(&l)
+                    .map_err(|why| self.unsafe_entry(&path, &format!("hard link target: {why}")))?;
+                if !target.starts_with(FILES_PREFIX.as_bytes()) {
+                    return Err(self.unsafe_entry(&path, "hard link to outside files/"));
+                }
+                Some(target)
+            }
+            _ => None,
+        };
+        Ok(EntryInfo {
+            path,
+            kind,
+            size: if kind == Kind::File { raw.size } else { 0 },
+            mode: raw.mode,
+            mtime: raw.mtime.0,
+            mtime_nsec: raw.mtime.1,
+            uid: raw.uid,
+            gid: raw.gid,
+            link,
+        })
+    }
+
+    /// Hands one entry to the visitor, hashing its data, and spools its
+    /// recomputed record.
+    fn visit<R: Read>(
+        &mut self,
+        info: &EntryInfo,
+        data: &mut R,
+        visitor: &mut dyn Visitor,
+    ) -> Result<(), ReadError> {
+        let mut hasher = blake3::Hasher::new();
+        let mut hashing = Hashing {
+            inner: data,
+            hasher: &mut hasher,
+            read: 0,
+        };
+        visitor.entry(info, &mut hashing)?;
+        io::copy(&mut hashing, &mut io::sink()).map_err(|e| corrupt(self.archive, &e))?;
+        if hashing.read != info.size {
+            return Err(ReadError::Corrupt {
+                archive: self.archive.to_owned(),
+                detail: format!("entry {} is cut short", info.display()),
+            });
+        }
+        self.bytes += info.size;
+        let meta = super::tarenc::EntryMeta {
+            path: &info.path,
+            kind: info.kind,
+            size: info.size,
+            mode: info.mode,
+            mtime: info.mtime,
+            mtime_nsec: info.mtime_nsec,
+            uid: info.uid,
+            gid: info.gid,
+            link: info.link.as_deref(),
+        };
+        let hash = (info.kind == Kind::File).then(|| hasher.finalize().to_hex().to_string());
+        self.spool
+            .push(&Entry::from_meta(&meta, hash))
+            .map_err(|e| self.io_err(e))
+    }
+
+    /// Parses the manifest and compares it, entry by entry, with what was read.
+    fn check_manifest(&mut self, manifest: impl Read) -> Result<(ManifestInfo, u64), ReadError> {
+        let archive = self.archive;
+        let fresh = EntrySpool::new().map_err(|e| self.io_err(e))?;
+        let spool = std::mem::replace(&mut self.spool, fresh);
+        let mut computed = spool.read_back().map_err(|e| self.io_err(e))?;
+        let mut failure: Option<ReadError> = None;
+        let parsed = manifest::read_streaming(manifest, |recorded| {
+            let found = match computed.next() {
+                Some(Ok(e)) => e,
+                Some(Err(e)) => {
+                    failure = Some(ReadError::Io {
+                        archive: archive.to_owned(),
+                        source: e,
+                    });
+                    return Err("spool".into());
+                }
+                None => {
+                    failure = Some(ReadError::Mismatch {
+                        archive: archive.to_owned(),
+                        path: recorded.path,
+                        what: "listed in the manifest but missing from the archive".into(),
+                    });
+                    return Err("missing".into());
+                }
+            };
+            if let Some(what) = difference(&recorded, &found) {
+                failure = Some(ReadError::Mismatch {
+                    archive: archive.to_owned(),
+                    path: found.path.clone(),
+                    what,
+                });
+                return Err("mismatch".into());
+            }
+            Ok(())
+        });
+        if let Some(f) = failure {
+            return Err(f);
+        }
+        let parsed = parsed.map_err(|detail| ReadError::BadManifest {
+            archive: archive.to_owned(),
+            detail,
+        })?;
+        if let Some(extra) = computed.next() {
+            let extra = extra.map_err(|e| self.io_err(e))?;
+            return Err(ReadError::Mismatch {
+                archive: archive.to_owned(),
+                path: extra.path,
+                what: "in the archive but not in its manifest".into(),
+            });
+        }
+        if parsed.0.format != manifest::FORMAT {
+            return Err(ReadError::BadManifest {
+                archive: archive.to_owned(),
+                detail: format!("unknown format {:?}", parsed.0.format),
+            });
+        }
+        Ok(parsed)
+    }
+}
+
 /// Reads a whole tar stream, driving `visitor`, and checks it against its
 /// manifest. `archive` names the archive in errors.
 pub fn read_archive(
@@ -281,189 +436,43 @@ pub fn read_archive(
     visitor: &mut dyn Visitor,
     archive: &str,
 ) -> Result<ReadSummary, ReadError> {
-    let io_err = |source| ReadError::Io {
-        archive: archive.to_owned(),
-        source,
+    let mut pass = Pass {
+        archive,
+        spool: EntrySpool::new().map_err(|source| ReadError::Io {
+            archive: archive.to_owned(),
+            source,
+        })?,
+        bytes: 0,
     };
-    let unsafe_entry = |path: &[u8], why: &str| ReadError::Unsafe {
-        archive: archive.to_owned(),
-        path: String::from_utf8_lossy(path).into_owned(),
-        why: why.to_owned(),
-    };
-    let mut spool = EntrySpool::new().map_err(io_err)?;
-    let mut tar = tar::Archive::new(stream);
-    let mut bytes = 0u64;
+    let mut tar = TarReader::new(stream);
     let mut info: Option<(ManifestInfo, u64)> = None;
-    {
-        let entries = tar.entries().map_err(|e| corrupt(archive, &e))?;
-        for entry in entries {
-            let mut entry = entry.map_err(|e| corrupt(archive, &e))?;
-            let etype = entry.header().entry_type();
-            if matches!(etype, EntryType::XGlobalHeader) {
-                continue;
-            }
-            let raw_path = entry.path_bytes().into_owned();
-            // The archive root (`./`), as other tar writers store it: nothing to do.
-            if etype == EntryType::Directory
-                && raw_path.iter().all(|&b| b == b'.' || b == b'/')
-                && raw_path.first() == Some(&b'.')
-            {
-                continue;
-            }
-            let path = normalize(&raw_path).map_err(|why| unsafe_entry(&raw_path, why))?;
-            if info.is_some() {
-                return Err(ReadError::Corrupt {
-                    archive: archive.to_owned(),
-                    detail: format!(
-                        "entry {} follows the manifest",
-                        String::from_utf8_lossy(&path)
-                    ),
-                });
-            }
-            if path == MANIFEST_NAME.as_bytes() {
-                if kind_of(etype) != Some(Kind::File) {
-                    return Err(unsafe_entry(&path, "the manifest is not a regular file"));
-                }
-                let mut computed =
-                    std::mem::replace(&mut spool, EntrySpool::new().map_err(io_err)?)
-                        .read_back()
-                        .map_err(io_err)?;
-                let mut failure: Option<ReadError> = None;
-                let parsed = manifest::read_streaming(&mut entry, |recorded| {
-                    let found = match computed.next() {
-                        Some(Ok(e)) => e,
-                        Some(Err(e)) => {
-                            failure = Some(io_err(e));
-                            return Err("spool".into());
-                        }
-                        None => {
-                            failure = Some(ReadError::Mismatch {
-                                archive: archive.to_owned(),
-                                path: recorded.path,
-                                what: "listed in the manifest but missing from the archive".into(),
-                            });
-                            return Err("missing".into());
-                        }
-                    };
-                    if let Some(what) = difference(&recorded, &found) {
-                        failure = Some(ReadError::Mismatch {
-                            archive: archive.to_owned(),
-                            path: found.path.clone(),
-                            what,
-                        });
-                        return Err("mismatch".into());
-                    }
-                    Ok(())
-                });
-                if let Some(f) = failure {
-                    return Err(f);
-                }
-                let parsed = parsed.map_err(|detail| ReadError::BadManifest {
-                    archive: archive.to_owned(),
-                    detail,
-                })?;
-                if let Some(extra) = computed.next() {
-                    let extra = extra.map_err(io_err)?;
-                    return Err(ReadError::Mismatch {
-                        archive: archive.to_owned(),
-                        path: extra.path,
-                        what: "in the archive but not in its manifest".into(),
-                    });
-                }
-                if parsed.0.format != manifest::FORMAT {
-                    return Err(ReadError::BadManifest {
-                        archive: archive.to_owned(),
-                        detail: format!("unknown format {:?}", parsed.0.format),
-                    });
-                }
-                info = Some(parsed);
-                continue;
-            }
-            let top_ok = path.starts_with(FILES_PREFIX.as_bytes())
-                || path.starts_with(MONGO_PREFIX.as_bytes())
-                || path == b"files"
-                || path == b"mongodb";
-            if !top_ok {
-                return Err(unsafe_entry(&path, "outside files/ and mongodb/"));
-            }
-            let kind = kind_of(etype)
-                .ok_or_else(|| unsafe_entry(&path, &format!("unsupported entry type {etype:?}")))?;
-            let header = entry.header();
-            let mut mtime = (header.mtime().unwrap_or(0) as i64, 0u32);
-            let mode = header.mode().unwrap_or(0o644) & 0o7777;
-            let uid = header.uid().unwrap_or(0);
-            let gid = header.gid().unwrap_or(0);
-            let size = if kind == Kind::File { entry.size() } else { 0 };
-            if let Ok(Some(pax)) = entry.pax_extensions() {
-                for ext in pax.flatten() {
-                    if ext.key() == Ok("mtime")
-                        && let Some(t) = ext.value().ok().and_then(parse_pax_time)
-                    {
-                        mtime = t;
-                    }
-                }
-            }
-            let link = match kind {
-                Kind::Symlink => Some(
-                    entry
-                        .link_name_bytes()
-                        .ok_or_else(|| unsafe_entry(&path, "symlink without a target"))?
-                        .into_owned(),
-                ),
-                Kind::Hardlink => {
-                    let raw = entry
-                        .link_name_bytes()
-                        .ok_or_else(|| unsafe_entry(&path, "hard link without a target"))?
-                        .into_owned();
-                    let target = normalize(&raw)
-                        .map_err(|why| unsafe_entry(&path, &format!("hard link target: {why}")))?;
-                    if !target.starts_with(FILES_PREFIX.as_bytes()) {
-                        return Err(unsafe_entry(&path, "hard link to outside files/"));
-                    }
-                    Some(target)
-                }
-                _ => None,
-            };
-            let info_entry = EntryInfo {
-                path,
-                kind,
-                size,
-                mode,
-                mtime: mtime.0,
-                mtime_nsec: mtime.1,
-                uid,
-                gid,
-                link,
-            };
-            let mut hasher = blake3::Hasher::new();
-            let mut data = Hashing {
-                inner: &mut entry,
-                hasher: &mut hasher,
-                read: 0,
-            };
-            visitor.entry(&info_entry, &mut data)?;
-            io::copy(&mut data, &mut io::sink()).map_err(|e| corrupt(archive, &e))?;
-            if data.read != size {
-                return Err(ReadError::Corrupt {
-                    archive: archive.to_owned(),
-                    detail: format!("entry {} is cut short", info_entry.display()),
-                });
-            }
-            bytes += size;
-            let meta = super::tarenc::EntryMeta {
-                path: &info_entry.path,
-                kind,
-                size,
-                mode,
-                mtime: mtime.0,
-                mtime_nsec: mtime.1,
-                uid,
-                gid,
-                link: info_entry.link.as_deref(),
-            };
-            let hash = (kind == Kind::File).then(|| hasher.finalize().to_hex().to_string());
-            spool.push(&Entry::from_meta(&meta, hash)).map_err(io_err)?;
+    while let Some(raw) = tar.next_entry().map_err(|e| corrupt(archive, &e))? {
+        // The archive root (`./`), as other tar writers store it: nothing to do.
+        if raw.entry_type == EntryType::Directory
+            && raw.path.iter().all(|&b| b == b'.' || b == b'/')
+            && raw.path.first() == Some(&b'.')
+        {
+            continue;
         }
+        let path = normalize(&raw.path).map_err(|why| pass.unsafe_entry(&raw.path, why))?;
+        if info.is_some() {
+            return Err(ReadError::Corrupt {
+                archive: archive.to_owned(),
+                detail: format!(
+                    "entry {} follows the manifest",
+                    String::from_utf8_lossy(&path)
+                ),
+            });
+        }
+        if path == MANIFEST_NAME.as_bytes() {
+            if kind_of(raw.entry_type) != Some(Kind::File) {
+                return Err(pass.unsafe_entry(&path, "the manifest is not a regular file"));
+            }
+            info = Some(pass.check_manifest(tar.data())?);
+            continue;
+        }
+        let entry = pass.entry_info(raw, path)?;
+        pass.visit(&entry, &mut tar.data(), visitor)?;
     }
     let Some((info, entries)) = info else {
         return Err(ReadError::NoManifest(archive.to_owned()));
@@ -473,7 +482,7 @@ pub fn read_archive(
     Ok(ReadSummary {
         info,
         entries,
-        bytes,
+        bytes: pass.bytes,
     })
 }
 
@@ -498,16 +507,5 @@ mod tests {
                 String::from_utf8_lossy(bad)
             );
         }
-    }
-
-    #[test]
-    fn pax_times() {
-        assert_eq!(
-            parse_pax_time("1764201600.5"),
-            Some((1_764_201_600, 500_000_000))
-        );
-        assert_eq!(parse_pax_time("12"), Some((12, 0)));
-        assert_eq!(parse_pax_time("-1.25"), Some((-2, 750_000_000)));
-        assert_eq!(parse_pax_time("x"), None);
     }
 }

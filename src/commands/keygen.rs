@@ -21,7 +21,7 @@ pub fn run(args: &KeygenArgs) -> Result<Outcome, anyhow::Error> {
                     path.display()
                 );
             }
-            crypt::write_identity(path, &identity)?;
+            crypt::write_identity(path, &identity, "")?;
             eprintln!("Public key: {public}");
             eprintln!(
                 "Wrote the identity to {} (mode 0600). Keep it off the server; put the public key in BACKUP_RECIPIENTS.",
@@ -30,7 +30,7 @@ pub fn run(args: &KeygenArgs) -> Result<Outcome, anyhow::Error> {
         }
         None => {
             let mut out = std::io::stdout().lock();
-            out.write_all(crypt::identity_text(&identity).as_bytes())?;
+            out.write_all(crypt::identity_text(&identity, "").as_bytes())?;
             eprintln!("Public key: {public}");
         }
     }

@@ -6,9 +6,9 @@ use chrono::Utc;
 use serde::Serialize;
 
 use crate::archive::crypt;
-use crate::backup::human;
 use crate::cli::ListArgs;
 use crate::config::Settings;
+use crate::format::{age_text, human};
 use crate::state::State;
 use crate::store::Store;
 
@@ -27,27 +27,15 @@ struct Row {
     bytes: Option<u64>,
     collections: Option<u64>,
     documents: Option<u64>,
-}
-
-/// A short human age: `3d 4h`, `12m`.
-pub fn age_text(secs: i64) -> String {
-    let secs = secs.max(0);
-    let (d, h, m) = (secs / 86_400, secs % 86_400 / 3600, secs % 3600 / 60);
-    if d > 0 {
-        format!("{d}d {h}h")
-    } else if h > 0 {
-        format!("{h}h {m}m")
-    } else if m > 0 {
-        format!("{m}m")
-    } else {
-        format!("{secs}s")
-    }
+    signature: &'static str,
 }
 
 /// Runs `cofre list`.
 pub fn run(args: &ListArgs, settings: &Settings) -> Result<Outcome, anyhow::Error> {
     let store = Store::open(&settings.backup_dir)?;
     let state = State::load(store.dir());
+    let keys = super::read_keys(settings, &crate::cli::KeyArgs::default());
+    let trusted = super::trusted_keys(settings, &keys)?;
     let now = Utc::now();
     let rows: Vec<Row> = store
         .list()?
@@ -62,7 +50,20 @@ pub fn run(args: &ListArgs, settings: &Settings) -> Result<Outcome, anyhow::Erro
             } else {
                 "none".into()
             };
+            let signature = match &a.signature {
+                None => "missing",
+                Some(_) => match crate::sign::read_sig(&a.path)
+                    .ok()
+                    .flatten()
+                    .map(|t| crate::sign::prepare(&a.name, Some(&t), &trusted))
+                {
+                    Some(Ok(_)) => "trusted",
+                    Some(Err(crate::sign::SignError::Untrusted { .. })) => "untrusted",
+                    _ => "damaged",
+                },
+            };
             Row {
+                signature,
                 path: a.path.display().to_string(),
                 created_at: a.parsed.time.to_rfc3339(),
                 age_seconds: (now - a.parsed.time).num_seconds(),
@@ -90,18 +91,19 @@ pub fn run(args: &ListArgs, settings: &Settings) -> Result<Outcome, anyhow::Erro
         return Ok(Outcome::Success);
     }
     println!(
-        "{:<40} {:>10} {:>8} {:>8} {:>9}  ENCRYPTION",
-        "ARCHIVE", "SIZE", "AGE", "FILES", "DOCUMENTS"
+        "{:<40} {:>10} {:>8} {:>8} {:>9}  {:<9}  ENCRYPTION",
+        "ARCHIVE", "SIZE", "AGE", "FILES", "DOCUMENTS", "SIGNATURE"
     );
     for r in &rows {
         let opt = |v: Option<u64>| v.map_or_else(|| "-".to_owned(), |n| n.to_string());
         println!(
-            "{:<40} {:>10} {:>8} {:>8} {:>9}  {}",
+            "{:<40} {:>10} {:>8} {:>8} {:>9}  {:<9}  {}",
             r.name,
             human(r.size),
             age_text(r.age_seconds),
             opt(r.files),
             opt(r.documents),
+            r.signature,
             r.encryption
         );
     }

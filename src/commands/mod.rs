@@ -22,27 +22,7 @@ use crate::cli::{ArchiveOptions, Cli, Command, KeyArgs, MongoSelect};
 use crate::config::{self, ConfigError, Settings, Sources};
 use crate::logging::{self, Verbosity};
 
-/// How a command ended, when it did not fail outright.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    /// Everything as asked. Exit 0.
-    Success,
-    /// Done, with warnings recorded (files skipped or changed). Exit 3.
-    Warnings,
-    /// A check failed and was reported (verify, status). Exit 1.
-    Failed,
-}
-
-impl Outcome {
-    /// The process exit code.
-    pub fn code(self) -> u8 {
-        match self {
-            Outcome::Success => 0,
-            Outcome::Failed => 1,
-            Outcome::Warnings => 3,
-        }
-    }
-}
+pub use crate::Outcome;
 
 fn archive_flags(s: &mut Sources, a: &ArchiveOptions) {
     s.flag("BACKUP_COMPRESSION", a.compression.clone());
@@ -98,6 +78,19 @@ pub fn read_keys(settings: &Settings, keys: &KeyArgs) -> ReadKeys {
         identity_files,
         passphrase: settings.passphrase.clone(),
     }
+}
+
+/// The keys whose signatures are trusted: this installation's signing key,
+/// keys named in the identity files used to decrypt, `BACKUP_TRUSTED_KEYS`.
+pub fn trusted_keys(
+    settings: &Settings,
+    keys: &ReadKeys,
+) -> Result<crate::sign::TrustedKeys, crate::sign::SignError> {
+    crate::sign::TrustedKeys::load(
+        &settings.signing_key,
+        &keys.identity_files,
+        &settings.trusted_keys,
+    )
 }
 
 /// Parses a `--wait`/`--max-age` style duration flag.

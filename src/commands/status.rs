@@ -4,13 +4,12 @@
 use chrono::Utc;
 use serde::Serialize;
 
-use crate::backup::human;
 use crate::cli::StatusArgs;
 use crate::config::Settings;
+use crate::format::{age_text, human};
 use crate::state::{DaemonState, State};
 use crate::store::Store;
 
-use super::list::age_text;
 use super::{Outcome, duration_flag};
 
 #[derive(Serialize)]
@@ -29,6 +28,7 @@ struct Status {
     archives_bytes: u64,
     free_bytes: Option<u64>,
     total_bytes: Option<u64>,
+    signing_public_key: Option<String>,
 }
 
 /// Runs `cofre status`.
@@ -91,9 +91,15 @@ pub fn run(args: &StatusArgs, settings: &Settings) -> Result<Outcome, anyhow::Er
         archives_bytes: archives.iter().map(|a| a.size).sum(),
         free_bytes: space.map(|s| s.0),
         total_bytes: space.map(|s| s.1),
+        signing_public_key: crate::sign::SigningKey::load(&settings.signing_key)
+            .ok()
+            .map(|k| k.public_base64()),
     };
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&status)?);
+        println!(
+            "{}",
+            crate::secret::scrub(&serde_json::to_string_pretty(&status)?)
+        );
     } else {
         println!("backup directory  {}", status.backup_dir);
         match &status.last_success {
@@ -141,6 +147,9 @@ pub fn run(args: &StatusArgs, settings: &Settings) -> Result<Outcome, anyhow::Er
                     0.0
                 }
             );
+        }
+        if let Some(k) = &status.signing_public_key {
+            println!("signing key       {k} (trust it where you restore: BACKUP_TRUSTED_KEYS)");
         }
         println!(
             "health            {}",

@@ -19,9 +19,7 @@ use mongodb::error::ErrorKind;
 use mongodb::{Client, Database};
 
 use super::{MongoError, connect, metadata, unescape_name};
-use crate::cli::RestoreArgs;
-use crate::commands::Outcome;
-use crate::config::Settings;
+use crate::Outcome;
 use crate::secret::Secret;
 
 /// The largest BSON document accepted from a dump (the server's limit plus
@@ -40,24 +38,6 @@ pub struct Target {
     pub to_db: Option<String>,
     /// Replace collections that exist.
     pub drop: bool,
-}
-
-impl Target {
-    /// The target a `restore` command line asks for.
-    pub fn from_args(args: &RestoreArgs, settings: &Settings) -> Target {
-        let uri = match &args.mongo_uri {
-            Some(u) => {
-                crate::secret::register_uri(u);
-                Some(Secret::unregistered(u.clone()))
-            }
-            None => settings.mongodb_uri.clone(),
-        };
-        Target {
-            uri,
-            to_db: args.to_db.clone(),
-            drop: args.drop,
-        }
-    }
 }
 
 /// What happened to one collection.
@@ -92,36 +72,11 @@ pub struct Report {
     pub notes: Vec<String>,
     /// Whether this was a dry run.
     pub dry_run: bool,
-    drop: bool,
+    /// Whether existing collections were (or would be) replaced.
+    pub drop: bool,
 }
 
 impl Report {
-    /// Prints one line per collection.
-    pub fn print(&self) {
-        for (ns, fate) in &self.collections {
-            match fate {
-                Fate::Restored { documents, indexes } => {
-                    println!("restored collection {ns}: {documents} documents, {indexes} indexes");
-                }
-                Fate::Exists => println!(
-                    "left alone collection {ns}: it already exists (pass --drop to replace it)"
-                ),
-                Fate::WouldRestore { documents, exists } => {
-                    let how = match (exists, self.drop) {
-                        (false, _) => "",
-                        (true, true) => " (exists: would be replaced)",
-                        (true, false) => " (exists: would be left alone without --drop)",
-                    };
-                    println!("would restore collection {ns}: {documents} documents{how}");
-                }
-                Fate::Skipped(why) => println!("skipped {ns}: {why}"),
-            }
-        }
-        for n in &self.notes {
-            println!("note: {n}");
-        }
-    }
-
     /// Success, or warnings when something was left alone or skipped.
     pub fn outcome(&self) -> Outcome {
         let partial = self
@@ -215,8 +170,7 @@ fn scan(root: &Path, notes: &mut Vec<String>) -> Result<Vec<Found>, MongoError> 
             let bson = bson.is_file().then_some(bson);
             let meta_path = dir.join(format!("{stem}.metadata.json"));
             let metadata = if meta_path.is_file() {
-                let text = fs::read_to_string(&meta_path)
-                    .map_err(|e| dump_err(&meta_path, format!("cannot read it ({e})")))?;
+                let text = read_metadata(&meta_path)?;
                 metadata::parse(&text).map_err(|e| {
                     dump_err(
                         &meta_path,
@@ -229,19 +183,46 @@ fn scan(root: &Path, notes: &mut Vec<String>) -> Result<Vec<Found>, MongoError> 
                     ..Default::default()
                 }
             };
-            if name.starts_with("system.") || (db.is_empty() && name == "oplog") {
+            // The name the collection will get is the metadata's when it
+            // has one; that name (and the file's) decides what is a system
+            // collection, so a renamed file cannot smuggle one in.
+            let name = metadata.name.clone().unwrap_or(name);
+            let system = |n: &str| n.starts_with("system.") || n == "oplog.rs";
+            if system(&name) || system(&unescape_name(stem)) || db == "admin" && name == "users" {
                 notes.push(format!("{db}.{name} is a system collection; not restored"));
                 continue;
             }
             found.push(Found {
                 db: db.clone(),
-                name: metadata.name.clone().unwrap_or(name),
+                name,
                 bson,
                 metadata,
             });
         }
     }
     Ok(found)
+}
+
+/// The largest `.metadata.json` accepted (mongodump's are a few KiB; this
+/// leaves room for hundreds of indexes and a large validator).
+const MAX_METADATA: u64 = 16 << 20;
+
+fn read_metadata(path: &Path) -> Result<String, MongoError> {
+    let f = File::open(path).map_err(|e| dump_err(path, format!("cannot read it ({e})")))?;
+    let mut text = String::new();
+    f.take(MAX_METADATA + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| dump_err(path, format!("cannot read it ({e})")))?;
+    if text.len() as u64 > MAX_METADATA {
+        return Err(dump_err(
+            path,
+            format!(
+                "is larger than {} MiB; the dump is damaged",
+                MAX_METADATA >> 20
+            ),
+        ));
+    }
+    Ok(text)
 }
 
 /// Reads the BSON documents of a dump file one by one, checking each.

@@ -5,7 +5,7 @@
 use std::fs;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::OpenOptionsExt;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -406,41 +406,6 @@ fn prune_explains_and_never_deletes_the_newest_or_foreign_files() {
         "{out}"
     );
     assert!(old2.exists() && !old1.exists());
-}
-
-/// Mounts a small tmpfs (root only; otherwise says why it is skipped).
-struct SmallDisk {
-    path: std::path::PathBuf,
-}
-
-impl SmallDisk {
-    fn mount(env: &Env, size: &str) -> Option<SmallDisk> {
-        if !is_root() {
-            eprintln!("skipped: mounting a small filesystem needs root");
-            return None;
-        }
-        let path = env.path("small-disk");
-        fs::create_dir_all(&path).unwrap();
-        let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(&path)
-            .output()
-            .unwrap();
-        if !out.status.success() {
-            eprintln!(
-                "skipped: cannot mount a tmpfs here: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            return None;
-        }
-        Some(SmallDisk { path })
-    }
-}
-
-impl Drop for SmallDisk {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.path).status();
-    }
 }
 
 #[test]

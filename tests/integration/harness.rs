@@ -132,6 +132,43 @@ impl Env {
     pub fn identity(&self) -> PathBuf {
         self.home.join(".config/cofre/identity.txt")
     }
+
+    /// This environment's signing key (made with the minisign CLI when
+    /// cofre has not made one yet).
+    pub fn signing_key(&self) -> PathBuf {
+        let key = self.home.join(".config/cofre/signing.key");
+        if !key.exists() {
+            fs::create_dir_all(key.parent().unwrap()).unwrap();
+            sh(&format!(
+                "minisign -G -W -s '{}' -p '{}' </dev/null >/dev/null",
+                key.display(),
+                key.with_extension("pub").display()
+            ));
+        }
+        key
+    }
+
+    /// The public half of this environment's signing key (`RW...`).
+    pub fn signing_public(&self) -> String {
+        let key = self.signing_key();
+        let text = fs::read_to_string(key.with_extension("pub")).unwrap();
+        text.lines().nth(1).unwrap().trim().to_owned()
+    }
+
+    /// Signs `file` with this environment's key, as cofre would, in the
+    /// signature file beside it: what an insider holding the key could do.
+    pub fn sign(&self, file: &Path) {
+        let key = self.signing_key();
+        let name = file.file_name().unwrap().to_str().unwrap();
+        let sig = format!("{}.minisig", file.display());
+        let _ = fs::remove_file(&sig);
+        sh(&format!(
+            "minisign -S -s '{}' -m '{}' -x '{}' -t \"$(printf 'timestamp:0\\tfile:{name}')\" </dev/null >/dev/null",
+            key.display(),
+            file.display(),
+            sig
+        ));
+    }
 }
 
 /// Archives (by name pattern) in `dir`, oldest first.
@@ -141,9 +178,11 @@ pub fn archives_in(dir: &Path) -> Vec<PathBuf> {
             rd.flatten()
                 .map(|e| e.path())
                 .filter(|p| {
-                    p.file_name()
-                        .and_then(|n| n.to_str())
-                        .is_some_and(|n| n.starts_with("backup_") && !n.ends_with(".partial"))
+                    p.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
+                        n.starts_with("backup_")
+                            && !n.ends_with(".partial")
+                            && !n.ends_with(".minisig")
+                    })
                 })
                 .collect()
         })
@@ -466,4 +505,44 @@ pub fn is_root() -> bool {
     fs::metadata("/proc/self")
         .map(|m| m.uid() == 0)
         .unwrap_or(false)
+}
+
+/// Mounts a small tmpfs (root only; otherwise says why it is skipped).
+pub struct SmallDisk {
+    pub path: std::path::PathBuf,
+}
+
+impl SmallDisk {
+    pub fn mount(env: &Env, size: &str) -> Option<SmallDisk> {
+        Self::mount_at(&env.path("small-disk"), size)
+    }
+
+    /// Mounts it at `path` (created when missing).
+    pub fn mount_at(path: &Path, size: &str) -> Option<SmallDisk> {
+        if !is_root() {
+            eprintln!("skipped: mounting a small filesystem needs root");
+            return None;
+        }
+        let path = path.to_path_buf();
+        fs::create_dir_all(&path).unwrap();
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        if !out.status.success() {
+            eprintln!(
+                "skipped: cannot mount a tmpfs here: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            return None;
+        }
+        Some(SmallDisk { path })
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.path).status();
+    }
 }

@@ -71,11 +71,24 @@ fn cofre_restores_layers_written_by_the_age_and_gzip_clis() {
         by_age.display()
     ));
     let t1 = env.path("t1");
+    // Not written by cofre, so not signed: refused unless asked for.
+    let msg = env.fails(
+        &[
+            "restore",
+            by_age.to_str().unwrap(),
+            "--to",
+            t1.to_str().unwrap(),
+        ],
+        1,
+    );
+    assert!(msg.contains("--allow-unsigned"), "{msg}");
+    assert!(!t1.exists());
     env.ok(&[
         "restore",
         by_age.to_str().unwrap(),
         "--to",
         t1.to_str().unwrap(),
+        "--allow-unsigned",
     ]);
     assert_same(&expected, &snapshot(&t1, |_| false));
 
@@ -93,6 +106,7 @@ fn cofre_restores_layers_written_by_the_age_and_gzip_clis() {
         by_gzip.to_str().unwrap(),
         "--to",
         t2.to_str().unwrap(),
+        "--allow-unsigned",
     ]);
     assert_same(&expected, &snapshot(&t2, |_| false));
 
@@ -110,6 +124,7 @@ fn cofre_restores_layers_written_by_the_age_and_gzip_clis() {
         by_zstd.to_str().unwrap(),
         "--to",
         t3.to_str().unwrap(),
+        "--allow-unsigned",
     ]);
     assert_same(&expected, &snapshot(&t3, |_| false));
 }

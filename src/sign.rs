@@ -1,0 +1,670 @@
+//! Authenticity: every archive is signed, and only archives signed by a
+//! trusted key are read without being told otherwise.
+//!
+//! age says nothing about who wrote a file: anyone who knows the public key
+//! can encrypt to it. So cofre signs what it writes with an Ed25519 key of
+//! its own, in minisign's format, in a file beside the archive
+//! (`ARCHIVE.minisig`), which anyone can check without cofre:
+//! `minisign -Vm ARCHIVE -P KEY`. The key is made on first use beside the age
+//! identity (`signing.key`, 0600, and `signing.pub`).
+//!
+//! The signed ("trusted") comment names the archive file and the bytes it
+//! will restore, so a signed archive renamed to pass for a newer one is
+//! refused, and a restore can check free space before it writes.
+//!
+//! Trusted keys: this installation's own, `# cofre signing key: RW...`
+//! lines in the identity files used to decrypt (cofre writes one into the
+//! identity file it makes, so that file alone is enough for a disaster
+//! recovery), and `BACKUP_TRUSTED_KEYS`.
+//!
+//! The `minisign` crate makes keys and signs; `minisign-verify` checks a
+//! signature against a stream, on its own thread, fed with the archive's
+//! bytes as they are read for restoring (so the bytes checked are the bytes
+//! restored).
+
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::thread::JoinHandle;
+
+use minisign_verify::{PublicKey, Signature};
+
+/// The suffix of signature files.
+pub const SIG_SUFFIX: &str = ".minisig";
+/// The prefix of the identity-file comment line that carries a trusted key.
+pub const IDENTITY_LINE: &str = "# cofre signing key: ";
+/// The largest signature file read (they are a few hundred bytes).
+const MAX_SIG_FILE: u64 = 64 << 10;
+
+/// Signature problems, each with what to check.
+#[derive(Debug, thiserror::Error)]
+pub enum SignError {
+    /// The signing key cannot be read or made.
+    #[error(
+        "cannot use the signing key {path}: {why}; check BACKUP_SIGNING_KEY_FILE and its directory"
+    )]
+    Key {
+        /// The key file.
+        path: PathBuf,
+        /// Why.
+        why: String,
+    },
+    /// A trusted key does not parse.
+    #[error(
+        "invalid trusted key {value:?} in {origin}: expected a minisign public key (RW...) or a file holding one"
+    )]
+    BadTrustedKey {
+        /// Where it came from.
+        origin: String,
+        /// The value.
+        value: String,
+    },
+    /// No signature beside the archive.
+    #[error(
+        "{archive} is not signed (no {archive}.minisig beside it); \
+         restore it only if you know where it came from, with --allow-unsigned"
+    )]
+    Missing {
+        /// The archive's name.
+        archive: String,
+    },
+    /// The signature file is damaged.
+    #[error(
+        "the signature of {archive} cannot be read ({why}); \
+         the signature file is damaged; restore it anyway only with --allow-unsigned"
+    )]
+    Broken {
+        /// The archive's name.
+        archive: String,
+        /// Why.
+        why: String,
+    },
+    /// Signed by a key that is not trusted.
+    #[error(
+        "{archive} is signed by key {key_id}, which is not trusted here; if you trust it, \
+         add its public key to BACKUP_TRUSTED_KEYS (or restore once with --allow-unsigned)"
+    )]
+    Untrusted {
+        /// The archive's name.
+        archive: String,
+        /// The signing key's id.
+        key_id: String,
+    },
+    /// The signature is for another file name.
+    #[error(
+        "the signature beside {archive} was made for {signed_for}: the archive was renamed \
+         or replaced; refusing it (use the original name, or --allow-unsigned)"
+    )]
+    OtherFile {
+        /// The archive's name.
+        archive: String,
+        /// The name in the signed comment.
+        signed_for: String,
+    },
+    /// The contents do not match the signature.
+    #[error(
+        "{archive} does not match its signature: it was changed after it was signed; do not trust it"
+    )]
+    Mismatch {
+        /// The archive's name.
+        archive: String,
+    },
+    /// The archive was not read to its end, so the signature was not checked.
+    #[error("{archive} was not read to its end, so its signature could not be checked")]
+    Incomplete {
+        /// The archive's name.
+        archive: String,
+    },
+    /// Writing a signature failed.
+    #[error("cannot write the signature of {archive}: {why}; check BACKUP_DIR")]
+    Write {
+        /// The archive's name.
+        archive: String,
+        /// Why.
+        why: String,
+    },
+}
+
+/// This installation's signing key.
+pub struct SigningKey {
+    sk: minisign::SecretKey,
+    pk: minisign::PublicKey,
+}
+
+impl std::fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the secret bytes (the crate's own Debug prints them).
+        write!(f, "SigningKey({})", self.public_base64())
+    }
+}
+
+/// Where the public half of a signing key lives: beside it, `.pub`.
+pub fn public_path(key_file: &Path) -> PathBuf {
+    key_file.with_extension("pub")
+}
+
+fn write_new(path: &Path, text: &str) -> io::Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
+    }
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+        .open(path)?;
+    f.write_all(text.as_bytes())?;
+    f.sync_all()
+}
+
+fn read_small(path: &Path, max: u64) -> io::Result<String> {
+    let f = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+        .open(path)?;
+    let mut text = String::new();
+    f.take(max).read_to_string(&mut text)?;
+    Ok(text)
+}
+
+impl SigningKey {
+    /// Reads the key at `path`.
+    pub fn load(path: &Path) -> Result<SigningKey, SignError> {
+        let err = |why: String| SignError::Key {
+            path: path.to_path_buf(),
+            why,
+        };
+        let text = read_small(path, MAX_SIG_FILE).map_err(|e| err(e.to_string()))?;
+        let sk = minisign::SecretKeyBox::from_string(&text)
+            .and_then(minisign::SecretKeyBox::into_unencrypted_secret_key)
+            .or_else(|e| cli_unencrypted_key(&text).ok_or(e))
+            .map_err(|e| {
+                err(format!(
+                    "it is not an unencrypted minisign secret key ({e}); \
+                     `minisign -G -W` makes one"
+                ))
+            })?;
+        let pk = minisign::PublicKey::from_secret_key(&sk).map_err(|e| err(e.to_string()))?;
+        Ok(SigningKey { sk, pk })
+    }
+
+    /// Reads the key at `path`, or makes one there (0600, and its public
+    /// half beside it) when there is none. Returns whether it was made.
+    pub fn ensure(path: &Path) -> Result<(SigningKey, bool), SignError> {
+        match fs::symlink_metadata(path) {
+            Ok(_) => return Ok((Self::load(path)?, false)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(SignError::Key {
+                    path: path.to_path_buf(),
+                    why: e.to_string(),
+                });
+            }
+        }
+        let err = |why: String| SignError::Key {
+            path: path.to_path_buf(),
+            why,
+        };
+        let pair =
+            minisign::KeyPair::generate_unencrypted_keypair().map_err(|e| err(e.to_string()))?;
+        let sk_text = pair
+            .sk
+            .to_box(Some("cofre signing key (keep it secret)"))
+            .map_err(|e| err(e.to_string()))?
+            .to_string();
+        write_new(path, &sk_text).map_err(|e| err(e.to_string()))?;
+        let key = SigningKey {
+            sk: pair.sk,
+            pk: pair.pk,
+        };
+        let pub_text = format!(
+            "untrusted comment: cofre signing public key {}\n{}\n",
+            key.key_id(),
+            key.public_base64()
+        );
+        // The public half is a convenience copy; the secret file holds both.
+        let _ = write_new(&public_path(path), &pub_text);
+        Ok((key, true))
+    }
+
+    /// The public key, base64 (`RW...`), as minisign prints it.
+    pub fn public_base64(&self) -> String {
+        self.pk.to_base64()
+    }
+
+    /// The key id, as minisign prints it.
+    pub fn key_id(&self) -> String {
+        key_id_hex(self.pk.keynum())
+    }
+
+    /// Signs the file `data` (read from its start) for the archive `name`;
+    /// `bytes` is what the archive restores. Returns the `.minisig` text.
+    pub fn sign(&self, data: impl Read, name: &str, bytes: u64) -> Result<String, SignError> {
+        let comment = Claim {
+            file: name.to_owned(),
+            bytes: Some(bytes),
+        }
+        .to_comment(chrono::Utc::now().timestamp());
+        let sig = minisign::sign(
+            Some(&self.pk),
+            &self.sk,
+            data,
+            Some(&comment),
+            Some(&format!("signature from cofre key {}", self.key_id())),
+        )
+        .map_err(|e| SignError::Write {
+            archive: name.to_owned(),
+            why: e.to_string(),
+        })?;
+        Ok(sig.into_string())
+    }
+}
+
+/// A key made by the minisign CLI with `-W` (no password): the CLI leaves
+/// its checksum empty, which the `minisign` crate refuses; its bytes are
+/// otherwise the same, so they are read directly.
+fn cli_unencrypted_key(text: &str) -> Option<minisign::SecretKey> {
+    use ct_codecs::{Base64, Decoder};
+    let line = text
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty() && !l.starts_with("untrusted comment:"))?;
+    let bytes = Base64::decode_to_vec(line, None).ok()?;
+    // Signature algorithm "Ed", no key derivation, and an empty checksum.
+    let unencrypted = bytes.len() == 158 && &bytes[..4] == b"Ed\0\0";
+    let empty_checksum = bytes[126..].iter().all(|&b| b == 0);
+    if !(unencrypted && empty_checksum) {
+        return None;
+    }
+    minisign::SecretKey::from_bytes(&bytes).ok()
+}
+
+fn key_id_hex(keynum: &[u8]) -> String {
+    let mut le = [0u8; 8];
+    le.copy_from_slice(&keynum[..8]);
+    format!("{:016X}", u64::from_le_bytes(le))
+}
+
+/// What the signed comment says about the archive.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claim {
+    /// The archive's file name.
+    pub file: String,
+    /// Bytes of files and database the archive restores.
+    pub bytes: Option<u64>,
+}
+
+impl Claim {
+    fn to_comment(&self, timestamp: i64) -> String {
+        let mut s = format!("timestamp:{timestamp}\tfile:{}", self.file);
+        if let Some(b) = self.bytes {
+            s.push_str(&format!("\tbytes:{b}"));
+        }
+        s
+    }
+
+    fn parse(comment: &str) -> Claim {
+        let mut claim = Claim {
+            file: String::new(),
+            bytes: None,
+        };
+        for field in comment.split('\t') {
+            if let Some(f) = field.strip_prefix("file:") {
+                claim.file = f.to_owned();
+            } else if let Some(b) = field.strip_prefix("bytes:") {
+                claim.bytes = b.parse().ok();
+            }
+        }
+        claim
+    }
+}
+
+/// One trusted public key.
+#[derive(Debug, Clone)]
+pub struct TrustedKey {
+    key: PublicKey,
+    /// Where it came from, for messages.
+    pub origin: String,
+}
+
+/// The keys whose signatures are trusted.
+#[derive(Debug, Clone, Default)]
+pub struct TrustedKeys {
+    keys: Vec<TrustedKey>,
+}
+
+/// A public key written as base64 or in a minisign `.pub` file.
+fn parse_public(text: &str) -> Option<PublicKey> {
+    let line = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with("untrusted comment:"))
+        .find(|l| !l.starts_with('#'))?;
+    PublicKey::from_base64(line).ok()
+}
+
+impl TrustedKeys {
+    /// Builds the trusted set: the public half of `own_key` (when it
+    /// exists), `# cofre signing key:` lines in `identity_files`, and
+    /// `extra` (each a base64 key or the path of a `.pub` file).
+    pub fn load(
+        own_key: &Path,
+        identity_files: &[PathBuf],
+        extra: &[String],
+    ) -> Result<TrustedKeys, SignError> {
+        let mut keys = Vec::new();
+        if let Ok(own) = SigningKey::load(own_key)
+            && let Ok(key) = PublicKey::from_base64(&own.public_base64())
+        {
+            keys.push(TrustedKey {
+                key,
+                origin: format!("this installation ({})", own_key.display()),
+            });
+        }
+        for id in identity_files {
+            let Ok(text) = read_small(id, 1 << 20) else {
+                continue;
+            };
+            for line in text.lines() {
+                if let Some(b64) = line.trim().strip_prefix(IDENTITY_LINE.trim_end()) {
+                    let key = PublicKey::from_base64(b64.trim()).map_err(|_| {
+                        SignError::BadTrustedKey {
+                            origin: id.display().to_string(),
+                            value: b64.trim().to_owned(),
+                        }
+                    })?;
+                    keys.push(TrustedKey {
+                        key,
+                        origin: id.display().to_string(),
+                    });
+                }
+            }
+        }
+        for value in extra {
+            let key = parse_public(value)
+                .or_else(|| {
+                    read_small(Path::new(value), 1 << 20)
+                        .ok()
+                        .and_then(|t| parse_public(&t))
+                })
+                .ok_or_else(|| SignError::BadTrustedKey {
+                    origin: "BACKUP_TRUSTED_KEYS".into(),
+                    value: value.clone(),
+                })?;
+            keys.push(TrustedKey {
+                key,
+                origin: "BACKUP_TRUSTED_KEYS".into(),
+            });
+        }
+        Ok(TrustedKeys { keys })
+    }
+
+    /// How many keys are trusted.
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// Whether no key is trusted.
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    fn find(&self, sig: &Signature) -> Option<&TrustedKey> {
+        self.keys.iter().find(|k| {
+            !matches!(
+                k.key.verify_stream(sig),
+                Err(minisign_verify::Error::UnexpectedKeyId)
+            )
+        })
+    }
+}
+
+/// A signature that names this archive and a trusted key; its check against
+/// the contents happens while they are read ([`Checker`]).
+pub struct Prepared {
+    archive: String,
+    key: PublicKey,
+    sig: Signature,
+    /// What the signed comment claims (checked for good once the contents
+    /// verified).
+    pub claim: Claim,
+}
+
+/// The path of an archive's signature.
+pub fn sig_path(archive: &Path) -> PathBuf {
+    let mut s = archive.as_os_str().to_owned();
+    s.push(SIG_SUFFIX);
+    PathBuf::from(s)
+}
+
+/// Reads an archive's signature file, if there is one (never following a
+/// symlink, at most 64 KiB).
+pub fn read_sig(archive: &Path) -> io::Result<Option<String>> {
+    match read_small(&sig_path(archive), MAX_SIG_FILE) {
+        Ok(t) => Ok(Some(t)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Checks what can be checked before reading the archive: a signature is
+/// there, parses, is by a trusted key, and was made for this file name.
+pub fn prepare(
+    name: &str,
+    sig_text: Option<&str>,
+    trusted: &TrustedKeys,
+) -> Result<Prepared, SignError> {
+    let text = sig_text.ok_or_else(|| SignError::Missing {
+        archive: name.to_owned(),
+    })?;
+    let broken = |why: &str| SignError::Broken {
+        archive: name.to_owned(),
+        why: why.to_owned(),
+    };
+    let sig = Signature::decode(text).map_err(|e| broken(&e.to_string()))?;
+    let Some(found) = trusted.find(&sig) else {
+        let key_id = minisign::SignatureBox::from_string(text)
+            .map(|b| key_id_hex(b.keynum()))
+            .unwrap_or_else(|_| "?".into());
+        return Err(SignError::Untrusted {
+            archive: name.to_owned(),
+            key_id,
+        });
+    };
+    if found.key.verify_stream(&sig).is_err() {
+        return Err(broken("it is not a prehashed (minisign 0.8+) signature"));
+    }
+    let claim = Claim::parse(sig.trusted_comment());
+    if claim.file != name {
+        return Err(SignError::OtherFile {
+            archive: name.to_owned(),
+            signed_for: if claim.file.is_empty() {
+                "no file name".into()
+            } else {
+                claim.file
+            },
+        });
+    }
+    Ok(Prepared {
+        archive: name.to_owned(),
+        key: found.key.clone(),
+        sig,
+        claim,
+    })
+}
+
+/// Where a [`Checker`]'s bytes go: chunks in order, `None` at the end.
+type Feed = SyncSender<Option<Vec<u8>>>;
+
+/// Checks a signature against bytes handed to it as they are read, on a
+/// thread of its own.
+pub struct Checker {
+    archive: String,
+    tx: Option<Feed>,
+    handle: Option<JoinHandle<Result<(), SignError>>>,
+}
+
+impl Prepared {
+    /// Starts checking: feed the archive's bytes in order to the returned
+    /// [`Checker`], then call [`Checker::finish`].
+    pub fn start(self) -> Checker {
+        let (tx, rx): (Feed, Receiver<Option<Vec<u8>>>) = sync_channel(4);
+        let archive = self.archive.clone();
+        let handle = std::thread::Builder::new()
+            .name("cofre-signature".into())
+            .spawn(move || {
+                let Prepared {
+                    archive, key, sig, ..
+                } = self;
+                let mut v = key.verify_stream(&sig).map_err(|e| SignError::Broken {
+                    archive: archive.clone(),
+                    why: e.to_string(),
+                })?;
+                for msg in rx {
+                    match msg {
+                        Some(chunk) => v.update(&chunk),
+                        None => {
+                            return v.finalize().map_err(|_| SignError::Mismatch { archive });
+                        }
+                    }
+                }
+                Err(SignError::Incomplete { archive })
+            })
+            .expect("spawning a thread");
+        Checker {
+            archive,
+            tx: Some(tx),
+            handle: Some(handle),
+        }
+    }
+}
+
+impl Checker {
+    /// A function that feeds the checker: `Some(bytes)` in order, `None`
+    /// at the end of the file.
+    pub fn feeder(&mut self) -> impl FnMut(Option<&[u8]>) + Send + 'static {
+        let tx = self.tx.take();
+        move |chunk| {
+            if let Some(tx) = &tx {
+                let _ = tx.send(chunk.map(<[u8]>::to_vec));
+            }
+        }
+    }
+
+    /// Waits for the verdict.
+    pub fn finish(mut self) -> Result<(), SignError> {
+        self.tx = None;
+        match self.handle.take().map(JoinHandle::join) {
+            Some(Ok(r)) => r,
+            _ => Err(SignError::Incomplete {
+                archive: self.archive.clone(),
+            }),
+        }
+    }
+}
+
+/// Checks a whole file against its signature (for tests and small files).
+pub fn verify_file(prepared: Prepared, mut file: File) -> Result<(), SignError> {
+    let mut checker = prepared.start();
+    let mut feed = checker.feeder();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buf).map_err(|_| SignError::Incomplete {
+            archive: checker.archive.clone(),
+        })?;
+        if n == 0 {
+            feed(None);
+            break;
+        }
+        feed(Some(&buf[..n]));
+    }
+    drop(feed);
+    checker.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn setup() -> (tempfile::TempDir, SigningKey, TrustedKeys) {
+        let dir = tempfile::tempdir().unwrap();
+        let key_path = dir.path().join("keys/signing.key");
+        let (key, created) = SigningKey::ensure(&key_path).unwrap();
+        assert!(created);
+        let (_, again) = SigningKey::ensure(&key_path).unwrap();
+        assert!(!again);
+        let trusted = TrustedKeys::load(&key_path, &[], &[]).unwrap();
+        assert_eq!(trusted.len(), 1);
+        (dir, key, trusted)
+    }
+
+    #[test]
+    fn signs_and_verifies_streams() {
+        let (dir, key, trusted) = setup();
+        let data: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 253) as u8).collect();
+        let sig = key.sign(&data[..], "backup_x.tar.gz", 42).unwrap();
+        let prepared = prepare("backup_x.tar.gz", Some(&sig), &trusted).unwrap();
+        assert_eq!(prepared.claim.bytes, Some(42));
+        let p = dir.path().join("data");
+        fs::write(&p, &data).unwrap();
+        verify_file(prepared, File::open(&p).unwrap()).unwrap();
+        // One changed byte.
+        let mut bad = data;
+        bad[1_000_000] ^= 1;
+        fs::write(&p, &bad).unwrap();
+        let prepared = prepare("backup_x.tar.gz", Some(&sig), &trusted).unwrap();
+        assert!(matches!(
+            verify_file(prepared, File::open(&p).unwrap()),
+            Err(SignError::Mismatch { .. })
+        ));
+    }
+
+    #[test]
+    fn refuses_missing_untrusted_renamed_and_damaged_signatures() {
+        let (dir, key, trusted) = setup();
+        let sig = key.sign(&b"abc"[..], "backup_a.tar.gz", 3).unwrap();
+        assert!(matches!(
+            prepare("backup_a.tar.gz", None, &trusted),
+            Err(SignError::Missing { .. })
+        ));
+        assert!(matches!(
+            prepare("backup_b.tar.gz", Some(&sig), &trusted),
+            Err(SignError::OtherFile { .. })
+        ));
+        assert!(matches!(
+            prepare("backup_a.tar.gz", Some("garbage"), &trusted),
+            Err(SignError::Broken { .. })
+        ));
+        let (other, _) = SigningKey::ensure(&dir.path().join("other.key")).unwrap();
+        let foreign = other.sign(&b"abc"[..], "backup_a.tar.gz", 3).unwrap();
+        assert!(matches!(
+            prepare("backup_a.tar.gz", Some(&foreign), &trusted),
+            Err(SignError::Untrusted { .. })
+        ));
+        // Trusted once named in BACKUP_TRUSTED_KEYS, or in an identity file.
+        let more = TrustedKeys::load(
+            &dir.path().join("keys/signing.key"),
+            &[],
+            &[other.public_base64()],
+        )
+        .unwrap();
+        assert!(prepare("backup_a.tar.gz", Some(&foreign), &more).is_ok());
+        let id = dir.path().join("identity.txt");
+        fs::write(
+            &id,
+            format!(
+                "# x\n{IDENTITY_LINE}{}\nAGE-SECRET-KEY-1X\n",
+                other.public_base64()
+            ),
+        )
+        .unwrap();
+        let via_identity = TrustedKeys::load(Path::new("/nonexistent"), &[id], &[]).unwrap();
+        assert!(prepare("backup_a.tar.gz", Some(&foreign), &via_identity).is_ok());
+        assert!(TrustedKeys::load(Path::new("/x"), &[], &["RWnotakey".into()]).is_err());
+    }
+}
