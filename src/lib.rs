@@ -80,6 +80,10 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
         e.is::<config::ConfigError>()
             || e.is::<walk::PatternError>()
             || matches!(
+                e.downcast_ref::<store::StoreError>(),
+                Some(store::StoreError::NotADirectory(_))
+            )
+            || matches!(
                 e.downcast_ref::<backup::BackupError>(),
                 Some(backup::BackupError::Pattern(_))
             )

@@ -8,6 +8,7 @@
 
 use std::fs::OpenOptions;
 use std::io::{self, IsTerminal, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -115,39 +116,43 @@ pub fn init(format: LogFormat, log_file: Option<&Path>, verbosity: Verbosity, da
             .with_filter(FilterFn::new(ours))
     });
     let mut file_error = None;
-    let file_layer =
-        log_file.and_then(
-            |path| match OpenOptions::new().create(true).append(true).open(path) {
-                Ok(f) => {
-                    let writer = Scrubbing {
-                        inner: Arc::new(Mutex::new(f)),
-                    };
-                    let level = if debug { Level::DEBUG } else { Level::INFO };
-                    Some(match format {
-                        LogFormat::Text => tracing_subscriber::fmt::layer()
-                            .with_writer(writer)
-                            .with_ansi(false)
-                            .with_target(false)
-                            .with_filter(LevelFilter::from_level(level))
-                            .with_filter(FilterFn::new(ours))
-                            .boxed(),
-                        LogFormat::Json => tracing_subscriber::fmt::layer()
-                            .json()
-                            .with_writer(writer)
-                            .with_filter(LevelFilter::from_level(level))
-                            .with_filter(FilterFn::new(ours))
-                            .boxed(),
-                    })
-                }
-                Err(e) => {
-                    file_error = Some(format!(
-                        "cannot append to BACKUP_LOG_FILE {}: {e}; logging to stderr only",
-                        path.display()
-                    ));
-                    None
-                }
-            },
-        );
+    let file_layer = log_file.and_then(|path| {
+        match OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(path)
+        {
+            Ok(f) => {
+                let writer = Scrubbing {
+                    inner: Arc::new(Mutex::new(f)),
+                };
+                let level = if debug { Level::DEBUG } else { Level::INFO };
+                Some(match format {
+                    LogFormat::Text => tracing_subscriber::fmt::layer()
+                        .with_writer(writer)
+                        .with_ansi(false)
+                        .with_target(false)
+                        .with_filter(LevelFilter::from_level(level))
+                        .with_filter(FilterFn::new(ours))
+                        .boxed(),
+                    LogFormat::Json => tracing_subscriber::fmt::layer()
+                        .json()
+                        .with_writer(writer)
+                        .with_filter(LevelFilter::from_level(level))
+                        .with_filter(FilterFn::new(ours))
+                        .boxed(),
+                })
+            }
+            Err(e) => {
+                file_error = Some(format!(
+                    "cannot append to BACKUP_LOG_FILE {}: {e}; logging to stderr only",
+                    path.display()
+                ));
+                None
+            }
+        }
+    });
     let _ = tracing_subscriber::registry()
         .with(text_stderr)
         .with(json_stderr)

@@ -3,16 +3,20 @@
 use crate::cli::PruneArgs;
 use crate::config::Settings;
 use crate::prune;
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 
 use super::{Outcome, duration_flag};
 
 /// Runs `cofre prune`.
 pub fn run(args: &PruneArgs, settings: &Settings) -> Result<Outcome, anyhow::Error> {
     let wait = duration_flag("--wait", args.lock.wait.as_deref())?;
-    let Ok(store) = Store::open(&settings.backup_dir) else {
-        println!("no archives in {}", settings.backup_dir.display());
-        return Ok(Outcome::Success);
+    let store = match Store::open(&settings.backup_dir) {
+        Ok(s) => s,
+        Err(StoreError::Missing(_)) => {
+            println!("no archives in {}", settings.backup_dir.display());
+            return Ok(Outcome::Success);
+        }
+        Err(e) => return Err(e.into()),
     };
     let _lock = if args.dry_run {
         None

@@ -8,7 +8,7 @@ use crate::cli::StatusArgs;
 use crate::config::Settings;
 use crate::format::{age_text, human};
 use crate::state::{DaemonState, State};
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 
 use super::{Outcome, duration_flag};
 
@@ -35,7 +35,11 @@ struct Status {
 pub fn run(args: &StatusArgs, settings: &Settings) -> Result<Outcome, anyhow::Error> {
     let max_age = duration_flag("--max-age", args.max_age.as_deref())?;
     let now = Utc::now();
-    let store = Store::open(&settings.backup_dir).ok();
+    let store = match Store::open(&settings.backup_dir) {
+        Ok(s) => Some(s),
+        Err(StoreError::Missing(_)) => None,
+        Err(e) => return Err(e.into()),
+    };
     let state = store
         .as_ref()
         .map(|s| State::load(s.dir()))

@@ -431,3 +431,70 @@ fn not_an_archive() {
         "{msg}"
     );
 }
+
+#[test]
+fn odd_things_given_as_archives_or_directories_get_clear_errors() {
+    let mut env = small_env();
+    env.ok(&["backup"]);
+    let dir = env.path("a-directory");
+    fs::create_dir_all(&dir).unwrap();
+    let msg = env.fails(&["verify", dir.to_str().unwrap(), "--allow-unsigned"], 1);
+    assert!(msg.contains("is a directory, not an archive file"), "{msg}");
+    let fifo = env.path("a-fifo");
+    sh(&format!("mkfifo '{}'", fifo.display()));
+    let msg = env.fails(&["verify", fifo.to_str().unwrap(), "--allow-unsigned"], 1);
+    assert!(msg.contains("FIFO"), "{msg}");
+
+    // A bad --include pattern is a usage error, like a bad --exclude.
+    let msg = env.fails(
+        &[
+            "restore",
+            "latest",
+            "--to",
+            env.path("t").to_str().unwrap(),
+            "--include",
+            "src/{a,b",
+        ],
+        2,
+    );
+    assert!(msg.contains("--include"), "{msg}");
+
+    // Restore errors name the archive file.
+    let archive = env.archive();
+    let name = archive.file_name().unwrap().to_str().unwrap().to_owned();
+    let copy = env.path(&name);
+    fs::copy(&archive, &copy).unwrap();
+    fs::copy(
+        format!("{}.minisig", archive.display()),
+        format!("{}.minisig", copy.display()),
+    )
+    .unwrap();
+    // A damaged age header says so (it is not a wrong key).
+    let mut bytes = fs::read(&copy).unwrap();
+    let at = bytes.windows(4).position(|w| w == b"\n---").unwrap() + 6;
+    bytes[at] ^= 0x10;
+    fs::write(&copy, &bytes).unwrap();
+    env.sign(&copy);
+    let msg = env.fails(
+        &[
+            "restore",
+            copy.to_str().unwrap(),
+            "--to",
+            env.path("t").to_str().unwrap(),
+        ],
+        1,
+    );
+    assert!(msg.contains(&name) && msg.contains("damaged"), "{msg}");
+
+    // BACKUP_DIR that is a file: a configuration error for every command.
+    let file = env.path("not-a-dir");
+    fs::write(&file, "x").unwrap();
+    env.set("BACKUP_DIR", &file);
+    for cmd in ["prune", "status", "list"] {
+        let msg = env.fails(&[cmd], 2);
+        assert!(
+            msg.contains("not a directory") && msg.contains("BACKUP_DIR"),
+            "{cmd}: {msg}"
+        );
+    }
+}

@@ -9,5 +9,7 @@ mod daemon;
 mod hostile;
 mod interop;
 mod mongo;
+mod property;
 mod restore;
 mod round_trip;
+mod secrets;
