@@ -251,8 +251,11 @@ pub fn run(req: &Request<'_>) -> Result<BackupReport, BackupError> {
         }
     };
     let file = tmp.as_file().try_clone().map_err(write_err)?;
+    // Every byte that reaches the file is signed as it goes.
+    let mut signer = signing.start(&name);
+    let bottom = layers::TeeSink::new(Box::new(FileSink::new(file)), Box::new(signer.feeder()));
     let sink = layers::writer(
-        Box::new(FileSink::new(file)),
+        Box::new(bottom),
         encryption,
         settings.compression,
         arch::worker_threads(),
@@ -338,7 +341,7 @@ pub fn run(req: &Request<'_>) -> Result<BackupReport, BackupError> {
     progress.finish_and_clear();
     // Signed before it gets its final name: a final name is always signed.
     let bytes_in = info.totals.bytes + info.totals.mongo_bytes;
-    let signature = signing.sign(FromStart::new(tmp.as_file()), &name, bytes_in)?;
+    let signature = signer.finish(bytes_in)?;
     let sig_path = store.write_signature(&name, &signature)?;
     let path = match store.persist(tmp, &name) {
         Ok(p) => p,
@@ -401,28 +404,6 @@ pub fn run(req: &Request<'_>) -> Result<BackupReport, BackupError> {
         info,
         duration,
     })
-}
-
-/// Reads a file from its start through its own handle (never reopened by
-/// path, so what is signed is what was written).
-struct FromStart<'a> {
-    file: &'a fs::File,
-    pos: u64,
-}
-
-impl<'a> FromStart<'a> {
-    fn new(file: &'a fs::File) -> Self {
-        FromStart { file, pos: 0 }
-    }
-}
-
-impl io::Read for FromStart<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        use std::os::unix::fs::FileExt;
-        let n = self.file.read_at(buf, self.pos)?;
-        self.pos += n as u64;
-        Ok(n)
-    }
 }
 
 /// This installation's signing key, made (loudly) on first use.

@@ -8,9 +8,11 @@
 //! `minisign -Vm ARCHIVE -P KEY`. The key is made on first use beside the age
 //! identity (`signing.key`, 0600, and `signing.pub`).
 //!
-//! The signed ("trusted") comment names the archive file and the bytes it
-//! will restore, so a signed archive renamed to pass for a newer one is
-//! refused, and a restore can check free space before it writes.
+//! The signed ("trusted") comment names the archive file, so a signed
+//! archive renamed to pass for a newer one is refused; the comment line
+//! beside it says how many bytes the archive restores, so a restore can
+//! check free space before it writes. The signature is computed on its own
+//! thread from the bytes as they are written.
 //!
 //! Trusted keys: this installation's own, `# cofre signing key: RW...`
 //! lines in the identity files used to decrypt (cofre writes one into the
@@ -242,26 +244,135 @@ impl SigningKey {
         key_id_hex(self.pk.keynum())
     }
 
-    /// Signs the file `data` (read from its start) for the archive `name`;
-    /// `bytes` is what the archive restores. Returns the `.minisig` text.
-    pub fn sign(&self, data: impl Read, name: &str, bytes: u64) -> Result<String, SignError> {
-        let comment = Claim {
+    /// Starts signing the archive `name` on a thread of its own: feed it
+    /// the archive's bytes as they are written ([`Signer::feeder`]), then
+    /// [`Signer::finish`] gives the `.minisig` text. Hashing runs beside
+    /// compression instead of after it.
+    pub fn start(&self, name: &str) -> Signer {
+        let (tx, rx): (Feed, Receiver<Option<Vec<u8>>>) = sync_channel(16);
+        let sk = self.sk.clone();
+        let pk = self.pk.clone();
+        let trusted = Claim {
             file: name.to_owned(),
-            bytes: Some(bytes),
+            bytes: None,
         }
         .to_comment(chrono::Utc::now().timestamp());
-        let sig = minisign::sign(
-            Some(&self.pk),
-            &self.sk,
-            data,
-            Some(&comment),
-            Some(&format!("signature from cofre key {}", self.key_id())),
-        )
-        .map_err(|e| SignError::Write {
-            archive: name.to_owned(),
-            why: e.to_string(),
-        })?;
-        Ok(sig.into_string())
+        let archive = name.to_owned();
+        let handle = std::thread::Builder::new()
+            .name("cofre-sign".into())
+            .spawn(move || {
+                let mut input = ChunkReader {
+                    rx,
+                    current: Vec::new(),
+                    pos: 0,
+                    ended: false,
+                };
+                let sig = minisign::sign(Some(&pk), &sk, &mut input, Some(&trusted), None)
+                    .map_err(|e| e.to_string())?;
+                if !input.ended {
+                    return Err("the archive was not written to its end".to_owned());
+                }
+                Ok(sig.into_string())
+            })
+            .expect("spawning a thread");
+        Signer {
+            archive,
+            key_id: self.key_id(),
+            tx: Some(tx),
+            handle: Some(handle),
+        }
+    }
+
+    /// Signs `data` (read to its end) for the archive `name`, which restores
+    /// `bytes` bytes; returns the `.minisig` text.
+    pub fn sign(&self, mut data: impl Read, name: &str, bytes: u64) -> Result<String, SignError> {
+        let mut signer = self.start(name);
+        let mut feed = signer.feeder();
+        let mut buf = vec![0u8; 1 << 16];
+        loop {
+            let n = data.read(&mut buf).map_err(|e| SignError::Write {
+                archive: name.to_owned(),
+                why: e.to_string(),
+            })?;
+            if n == 0 {
+                feed(None);
+                break;
+            }
+            feed(Some(&buf[..n]));
+        }
+        drop(feed);
+        signer.finish(bytes)
+    }
+}
+
+/// A `Read` over chunks arriving through a channel (`None` ends it).
+struct ChunkReader {
+    rx: Receiver<Option<Vec<u8>>>,
+    current: Vec<u8>,
+    pos: usize,
+    ended: bool,
+}
+
+impl Read for ChunkReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.pos >= self.current.len() {
+            if self.ended {
+                return Ok(0);
+            }
+            match self.rx.recv() {
+                Ok(Some(chunk)) => {
+                    self.current = chunk;
+                    self.pos = 0;
+                }
+                Ok(None) => self.ended = true,
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len() - self.pos);
+        buf[..n].copy_from_slice(&self.current[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+/// A signature being computed as an archive is written.
+pub struct Signer {
+    archive: String,
+    key_id: String,
+    tx: Option<Feed>,
+    handle: Option<JoinHandle<Result<String, String>>>,
+}
+
+impl Signer {
+    /// A function that feeds the signer: `Some(bytes)` in order, `None`
+    /// once the archive is complete.
+    pub fn feeder(&mut self) -> impl FnMut(Option<&[u8]>) + Send + 'static {
+        let tx = self.tx.take();
+        move |chunk| {
+            if let Some(tx) = &tx {
+                let _ = tx.send(chunk.map(<[u8]>::to_vec));
+            }
+        }
+    }
+
+    /// The `.minisig` text, once the archive was fed to its end. `bytes`
+    /// (what the archive restores) goes into the comment line outside the
+    /// signature, which a restore reads to check free space before writing.
+    pub fn finish(mut self, bytes: u64) -> Result<String, SignError> {
+        self.tx = None;
+        let fail = |why: String| SignError::Write {
+            archive: self.archive.clone(),
+            why,
+        };
+        let text = match self.handle.take().map(JoinHandle::join) {
+            Some(Ok(r)) => r.map_err(fail)?,
+            _ => return Err(fail("the signing thread stopped".into())),
+        };
+        let body = text.split_once('\n').map_or("", |(_, rest)| rest);
+        Ok(format!(
+            "untrusted comment: signature from cofre key {}; restores {bytes} bytes\n{body}",
+            self.key_id
+        ))
     }
 }
 
@@ -295,7 +406,8 @@ fn key_id_hex(keynum: &[u8]) -> String {
 pub struct Claim {
     /// The archive's file name.
     pub file: String,
-    /// Bytes of files and database the archive restores.
+    /// Bytes of files and database the archive restores (from the signed
+    /// comment, or from the comment line beside it).
     pub bytes: Option<u64>,
 }
 
@@ -322,6 +434,14 @@ impl Claim {
         }
         claim
     }
+}
+
+/// The size a signature's comment line says the archive restores. That
+/// line is outside the signature: it only decides whether a restore starts
+/// (free space), never what is written.
+fn untrusted_bytes(comment: &str) -> Option<u64> {
+    let (_, rest) = comment.split_once("restores ")?;
+    rest.split_whitespace().next()?.parse().ok()
 }
 
 /// One trusted public key.
@@ -479,7 +599,10 @@ pub fn prepare(
     if found.key.verify_stream(&sig).is_err() {
         return Err(broken("it is not a prehashed (minisign 0.8+) signature"));
     }
-    let claim = Claim::parse(sig.trusted_comment());
+    let mut claim = Claim::parse(sig.trusted_comment());
+    if claim.bytes.is_none() {
+        claim.bytes = untrusted_bytes(sig.untrusted_comment());
+    }
     if claim.file != name {
         return Err(SignError::OtherFile {
             archive: name.to_owned(),
@@ -513,7 +636,7 @@ impl Prepared {
     /// Starts checking: feed the archive's bytes in order to the returned
     /// [`Checker`], then call [`Checker::finish`].
     pub fn start(self) -> Checker {
-        let (tx, rx): (Feed, Receiver<Option<Vec<u8>>>) = sync_channel(4);
+        let (tx, rx): (Feed, Receiver<Option<Vec<u8>>>) = sync_channel(2);
         let archive = self.archive.clone();
         let handle = std::thread::Builder::new()
             .name("cofre-signature".into())

@@ -27,7 +27,7 @@ use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 
-use super::layers::Sink;
+use super::Sink;
 
 /// The two block formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -449,6 +449,12 @@ fn fallback<R: Read>(rest: R, format: Format, order: &SyncSender<Reply>) {
             Err(e) => {
                 let e = if e.kind() == io::ErrorKind::UnexpectedEof {
                     corrupt("the compressed stream ends early (truncated)")
+                } else if e.to_string().contains("too much memory") {
+                    corrupt(format!(
+                        "its zstd frames ask for a window larger than the {} MiB cofre accepts \
+                         (written with zstd --long or --ultra?); decompress it with zstd -d first",
+                        1 << (MAX_ZSTD_WINDOW_LOG - 20)
+                    ))
                 } else {
                     e
                 };
@@ -590,7 +596,33 @@ impl Read for ParallelReader {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::archive::layers::MemorySink;
+
+    /// An in-memory sink, for the pipeline without files.
+    #[derive(Clone)]
+    struct MemorySink(Arc<Mutex<Vec<u8>>>);
+
+    impl MemorySink {
+        fn new() -> (MemorySink, Arc<Mutex<Vec<u8>>>) {
+            let buf = Arc::new(Mutex::new(Vec::new()));
+            (MemorySink(Arc::clone(&buf)), buf)
+        }
+    }
+
+    impl Write for MemorySink {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0.lock().expect("not poisoned").extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Sink for MemorySink {
+        fn finish(self: Box<Self>) -> io::Result<()> {
+            Ok(())
+        }
+    }
 
     fn sample(n: usize) -> Vec<u8> {
         let mut v = Vec::with_capacity(n);

@@ -7,18 +7,11 @@
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Write};
-use std::sync::{Arc, Mutex};
 
-use super::Compression;
+use super::{Compression, Sink};
 use super::blocks::{Format, ParallelReader, ParallelWriter};
 use super::crypt::{self, CryptError, Encrypting, ReadKeys};
 use super::pipe;
-
-/// A `Write` that must be finished to be complete.
-pub trait Sink: Write + Send {
-    /// Flushes everything, closes the format, syncs to disk where there is one.
-    fn finish(self: Box<Self>) -> io::Result<()>;
-}
 
 /// The file at the bottom of the stack; `finish` fsyncs it.
 pub struct FileSink {
@@ -47,30 +40,39 @@ impl Sink for FileSink {
     }
 }
 
-/// An in-memory sink, for tests of the pipeline without files.
-#[derive(Clone)]
-pub struct MemorySink(Arc<Mutex<Vec<u8>>>);
+/// A sink that shows every byte written through it to an observer (the
+/// signature), and the end once everything below finished.
+pub struct TeeSink {
+    inner: Box<dyn Sink>,
+    observer: pipe::Observer,
+}
 
-impl MemorySink {
-    /// A sink and a handle to what it receives.
-    pub fn new() -> (MemorySink, Arc<Mutex<Vec<u8>>>) {
-        let buf = Arc::new(Mutex::new(Vec::new()));
-        (MemorySink(Arc::clone(&buf)), buf)
+impl TeeSink {
+    /// Wraps `inner`.
+    pub fn new(inner: Box<dyn Sink>, observer: pipe::Observer) -> Self {
+        TeeSink { inner, observer }
     }
 }
 
-impl Write for MemorySink {
+impl Write for TeeSink {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.lock().expect("not poisoned").extend_from_slice(buf);
-        Ok(buf.len())
+        let n = self.inner.write(buf)?;
+        (self.observer)(Some(&buf[..n]));
+        Ok(n)
     }
     fn flush(&mut self) -> io::Result<()> {
-        Ok(())
+        self.inner.flush()
     }
 }
 
-impl Sink for MemorySink {
+impl Sink for TeeSink {
     fn finish(self: Box<Self>) -> io::Result<()> {
+        let TeeSink {
+            inner,
+            mut observer,
+        } = *self;
+        inner.finish()?;
+        observer(None);
         Ok(())
     }
 }

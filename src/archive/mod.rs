@@ -5,7 +5,7 @@
 //! manifest, which becomes the last entry; the tar bytes go into a
 //! compressor that uses every core ([`blocks::ParallelWriter`], gzip or
 //! zstd), then into age ([`crypt`]), then into the temporary file. Each layer is a
-//! [`layers::Sink`]: a `Write` that is explicitly finished, so an unfinished
+//! [`Sink`]: a `Write` that is explicitly finished, so an unfinished
 //! archive can never be mistaken for a complete one.
 //!
 //! Reading is the mirror image ([`layers::open`]): the layers are detected
@@ -25,6 +25,14 @@ pub mod tarread;
 pub mod writer;
 
 use std::fmt;
+use std::io;
+
+/// A `Write` that must be finished to be complete: each layer of a new
+/// archive is one (compression, encryption, the file at the bottom).
+pub trait Sink: io::Write + Send {
+    /// Flushes everything, closes the format, syncs to disk where there is one.
+    fn finish(self: Box<Self>) -> io::Result<()>;
+}
 
 /// The compression layer of new archives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

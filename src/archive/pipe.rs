@@ -12,6 +12,9 @@ use std::thread;
 
 /// Chunk size of the pipe.
 const CHUNK: usize = 1 << 20;
+/// Chunk size of an observed pipe (the raw file under the signature check):
+/// the observer copies each chunk, so they are kept small.
+const OBSERVED_CHUNK: usize = 256 << 10;
 /// Chunks in flight.
 const DEPTH: usize = 4;
 
@@ -87,20 +90,27 @@ pub fn spawn_observed<R: Read + Send + 'static>(
     mut reader: R,
     mut observer: Option<Observer>,
 ) -> ChannelReader {
+    let chunk_size = if observer.is_some() {
+        OBSERVED_CHUNK
+    } else {
+        CHUNK
+    };
     let (tx, rx) = sync_channel(DEPTH);
     let (recycle, recycled) = channel::<Vec<u8>>();
     thread::Builder::new()
         .name("cofre-read".into())
         .spawn(move || {
             loop {
-                let mut chunk = recycled.try_recv().unwrap_or_else(|_| vec![0u8; CHUNK]);
+                let mut chunk = recycled
+                    .try_recv()
+                    .unwrap_or_else(|_| vec![0u8; chunk_size]);
                 let mut filled = 0;
                 let result = loop {
                     match reader.read(&mut chunk[filled..]) {
                         Ok(0) => break Ok(()),
                         Ok(n) => {
                             filled += n;
-                            if filled == CHUNK {
+                            if filled == chunk_size {
                                 break Ok(());
                             }
                         }

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use indicatif::ProgressBar;
 
-use super::layers::Sink;
+use super::Sink;
 use super::manifest::{Entry, ManifestInfo, ManifestWriter, Totals, Warning};
 use super::tarenc::{EntryMeta, Kind, TarEncoder};
 use super::{FILES_PREFIX, MANIFEST_NAME};
