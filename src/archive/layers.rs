@@ -8,10 +8,10 @@
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Write};
 
-use super::{Compression, Sink};
 use super::blocks::{Format, ParallelReader, ParallelWriter};
 use super::crypt::{self, CryptError, Encrypting, ReadKeys};
 use super::pipe;
+use super::{Compression, Sink};
 
 /// The file at the bottom of the stack; `finish` fsyncs it.
 pub struct FileSink {

@@ -628,24 +628,19 @@ pub fn restore_dir(dir: &Path, target: &Target, dry_run: bool) -> Result<Report,
 mod tests {
     use super::*;
 
-    fn fixture(name: &str) -> Option<PathBuf> {
-        let p = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../shared/fixtures/bson")
-            .join(name);
-        p.is_file().then_some(p)
+    fn fixture(name: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/bson")
+            .join(name)
     }
 
     #[test]
     fn reads_good_fixtures_and_refuses_corrupt_ones() {
-        let Some(good) = fixture("all_types.bson") else {
-            eprintln!("skipped: ../shared/fixtures is not here");
-            return;
-        };
-        assert!(count_docs(&good).unwrap() > 0);
-        assert!(count_docs(&fixture("deep_nested.bson").unwrap()).unwrap() > 0);
-        assert!(count_docs(&fixture("sample.bson").unwrap()).unwrap() > 0);
+        assert!(count_docs(&fixture("all_types.bson")).unwrap() > 0);
+        assert!(count_docs(&fixture("deep_nested.bson")).unwrap() > 0);
+        assert!(count_docs(&fixture("sample.bson")).unwrap() > 0);
         for bad in ["bad_type.bson", "broken_array.bson", "random_bytes.bson"] {
-            let err = count_docs(&fixture(bad).unwrap()).unwrap_err().to_string();
+            let err = count_docs(&fixture(bad)).unwrap_err().to_string();
             assert!(
                 err.contains("not valid BSON") || err.contains("ends inside"),
                 "{bad}: {err}"

@@ -519,20 +519,15 @@ fn files_and_database_restore_together() {
     m.drop_db(&db);
 }
 
-fn fixtures() -> Option<PathBuf> {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/mongodump");
-    if p.is_dir() {
-        Some(p)
-    } else {
-        eprintln!("skipped: ../shared/fixtures/mongodump is not here (it is on CI)");
-        None
-    }
+/// The mongodump fixtures kept in the repository.
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mongodump")
 }
 
 #[test]
 fn dumps_written_by_mongodump_restore() {
     let Some(m) = mongo() else { return };
-    let Some(fx) = fixtures() else { return };
+    let fx = fixtures();
     // (dump root, database in it, collection, documents, index names besides _id_)
     let cases: &[(&str, &str, &str, usize, &[&str])] = &[
         ("coll_with_index", "test", "foo", 1, &["f_1"]),
@@ -740,6 +735,9 @@ fn secantusd() -> Option<String> {
     Some(bin)
 }
 
+/// A password with every character a URI reserves.
+const SPECIAL_PASS: &str = "Sp/ec?i#al:P@ss%1";
+
 fn auth_server() -> Option<OwnServer> {
     let bin = secantusd()?;
     let dir = tempfile::tempdir().unwrap();
@@ -754,6 +752,10 @@ fn auth_server() -> Option<OwnServer> {
             .run_command(
                 doc! { "createUser": "backup", "pwd": "Right-Pass-123", "roles": ["root"] },
             )
+            .await
+            .unwrap();
+        m.db("admin")
+            .run_command(doc! { "createUser": "special", "pwd": SPECIAL_PASS, "roles": ["root"] })
             .await
             .unwrap();
         m.db("authdb")
@@ -798,6 +800,80 @@ fn authentication_failure_is_clear_and_never_shows_the_password() {
     let out = env.ok(&["backup", "-v"]);
     assert!(!text(&out).contains("Right-Pass-123"));
     assert_eq!(env.archives().len(), 1);
+
+    // A password holding every reserved character, percent-encoded as the
+    // driver requires: it works, and appears in no output, log, state file,
+    // status or manifest, decoded or as written.
+    let encoded = "Sp%2Fec%3Fi%23al%3AP%40ss%251";
+    env.set(
+        "MONGODB_URI",
+        format!(
+            "mongodb://special:{encoded}@127.0.0.1:{}/authdb?directConnection=true&authSource=admin",
+            server.port
+        ),
+    );
+    env.set("BACKUP_LOG_FILE", env.path("app.log"));
+    env.set("BACKUP_LOG_FORMAT", "json");
+    let out = env.ok(&["backup", "-v"]);
+    let archive = env.archives().pop().unwrap();
+    let manifest = manifest_of(&env, &archive);
+    assert_eq!(
+        manifest["mongodb"]["uri"].as_str().unwrap(),
+        format!(
+            "mongodb://special:***@127.0.0.1:{}/authdb?directConnection=true&authSource=admin",
+            server.port
+        )
+    );
+    let mut all = text(&out);
+    all.push_str(&manifest.to_string());
+    all.push_str(&fs::read_to_string(env.path("app.log")).unwrap());
+    all.push_str(&fs::read_to_string(env.backups.join(".cofre-state.json")).unwrap());
+    all.push_str(&text(&env.run(&["status", "--json"])));
+    for leak in [SPECIAL_PASS, encoded, "ec?i#al", "P@ss%1"] {
+        assert!(!all.contains(leak), "{leak} leaked:\n{all}");
+    }
+}
+
+#[test]
+fn system_collections_are_never_restored_whatever_the_file_is_called() {
+    let Some(m) = mongo() else { return };
+    let env = Env::new();
+    let dir = env.path("dump/app");
+    fs::create_dir_all(&dir).unwrap();
+    let doc = mongodb::bson::rawdoc! { "_id": 1, "code": "function() { return 1 }" };
+    // An innocent file name whose metadata names a system collection.
+    fs::write(dir.join("innocent.bson"), doc.as_bytes()).unwrap();
+    fs::write(
+        dir.join("innocent.metadata.json"),
+        r#"{"options":{},"indexes":[],"collectionName":"system.js","type":"collection"}"#,
+    )
+    .unwrap();
+    fs::write(dir.join("plain.bson"), doc.as_bytes()).unwrap();
+    fs::write(
+        dir.join("plain.metadata.json"),
+        r#"{"options":{},"indexes":[],"collectionName":"plain","type":"collection"}"#,
+    )
+    .unwrap();
+    let db = unique("sysnames");
+    m.drop_db(&db);
+    let out = env.ok(&[
+        "restore",
+        "--mongo-dir",
+        env.path("dump").to_str().unwrap(),
+        "--mongo-uri",
+        &m.uri("", ""),
+        "--to-db",
+        &db,
+    ]);
+    assert!(
+        stdout(&out).contains("system collection; not restored"),
+        "{}",
+        text(&out)
+    );
+    let names = m.collections(&db);
+    assert!(names.contains_key("plain"), "{names:?}");
+    assert!(!names.keys().any(|n| n.starts_with("system.")), "{names:?}");
+    m.drop_db(&db);
 }
 
 #[test]
@@ -879,7 +955,7 @@ fn damaged_dump_directories_are_refused_before_writing() {
 #[test]
 fn corrupt_bson_in_a_dump_is_refused() {
     let Some(m) = mongo() else { return };
-    let Some(fx) = fixtures() else { return };
+    let fx = fixtures();
     let bson = fx.join("../bson");
     let env = Env::new();
     let uri = m.uri("", "");
