@@ -68,7 +68,7 @@ fn main() {
                 let spool = || async {
                     let t = Instant::now();
                     let mut out = BufWriter::with_capacity(1 << 20, tempfile::tempfile().unwrap());
-                    let d = cofre::mongo::dump::drain_collection(&db, coll, None, &mut out, None)
+                    let d = cofre::parts::drain_collection(&db, coll, None, &mut out, None)
                         .await
                         .unwrap();
                     out.flush().unwrap();

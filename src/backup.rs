@@ -10,17 +10,19 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use ignore::WalkState;
+use indicatif::ProgressBar;
+use tempfile::NamedTempFile;
 
 use crate::archive::crypt::{self, CryptError};
 use crate::archive::layers::{self, FileSink};
-use crate::archive::manifest::{self, ManifestInfo, Options};
+use crate::archive::manifest::{self, ManifestInfo, MongoSection, Options};
 use crate::archive::writer::{ArchiveWriter, files_path};
 use crate::archive::{self as arch};
 use crate::config::{Encryption, MinFree, Settings};
 use crate::format::human;
 use crate::logging::{self, Verbosity};
 use crate::mongo::{self, MongoError};
-use crate::sign::{self, SignError, SigningKey};
+use crate::sign::{self, SignError, Signer, SigningKey};
 use crate::state::{State, Success, Summary};
 use crate::store::{ArchiveName, Store, StoreError};
 use crate::walk::{self, Item, PatternError};
@@ -106,12 +108,8 @@ pub struct BackupReport {
     pub path: PathBuf,
     /// Its file name.
     pub name: String,
-    /// Its size.
-    pub size: u64,
     /// Its manifest (without entries).
     pub info: ManifestInfo,
-    /// Wall time.
-    pub duration: Duration,
 }
 
 /// How to run one backup.
@@ -195,16 +193,11 @@ fn archive_name(store: &Store, settings: &Settings) -> (DateTime<Utc>, String) {
 }
 
 /// Runs one backup.
+#[tracing::instrument(name = "backup", skip_all)]
 pub fn run(req: &Request<'_>) -> Result<BackupReport, BackupError> {
     let settings = req.settings;
     let clock = Instant::now();
-    let source = match settings.source.canonicalize() {
-        Ok(s) => s,
-        Err(_) => return Err(BackupError::NoSource(settings.source.clone())),
-    };
-    if !source.is_dir() {
-        return Err(BackupError::SourceNotDir(source));
-    }
+    let source = check_source(&settings.source)?;
     let matcher = walk::matcher(&source, &settings.excludes)?;
     let store = Store::create(&settings.backup_dir)?;
     let _lock = store.lock(req.wait)?;
@@ -222,13 +215,11 @@ pub fn run(req: &Request<'_>) -> Result<BackupReport, BackupError> {
         estimate(&state, &source, &matcher, skip_dir.clone()),
         settings.min_free,
     )?;
-
     let signing = signing_key(settings)?;
     let encryption = encryption(settings, &store, &signing)?;
     let encryption_desc = encryption
         .as_ref()
         .map_or_else(|| "none".to_owned(), |e| e.describe.clone());
-
     let (started_at, name) = archive_name(&store, settings);
     tracing::info!(
         source = %source.display(),
@@ -237,86 +228,185 @@ pub fn run(req: &Request<'_>) -> Result<BackupReport, BackupError> {
         encryption = %encryption_desc,
         "backup started"
     );
+    let job = Job { req, store: &store };
     let tmp = store.temp_file()?;
-    let cancelled = || {
-        req.cancel
-            .as_ref()
-            .is_some_and(|c| c.load(Ordering::Relaxed))
-    };
-    let write_err = |e: io::Error| {
-        if cancelled() {
-            BackupError::Cancelled
-        } else {
-            BackupError::write(store.dir(), e)
-        }
-    };
-    let file = tmp.as_file().try_clone().map_err(write_err)?;
-    // Every byte that reaches the file is signed as it goes.
-    let mut signer = signing.start(&name);
-    let bottom = layers::TeeSink::new(Box::new(FileSink::new(file)), Box::new(signer.feeder()));
-    let sink = layers::writer(
-        Box::new(bottom),
-        encryption,
-        settings.compression,
-        arch::worker_threads(),
-    )
-    .map_err(write_err)?;
-    let progress = logging::progress(req.verbosity, "backing up");
-    let mut aw = ArchiveWriter::new(sink, store.dir(), progress.clone()).map_err(write_err)?;
-    if let Some(c) = &req.cancel {
-        aw.set_cancel(Arc::clone(c));
-    }
-
+    let (mut aw, signer, progress) = job.open_writer(&tmp, &name, &signing, encryption)?;
     // The database first: a server that is down fails the backup before
     // any time is spent on the files, and the dump's point in time is
     // close to the archive's start time.
-    let mongodb = match &settings.mongodb_uri {
-        Some(uri) => Some(
-            mongo::dump::dump_into(
-                &mut aw,
-                uri,
-                &mongo::Selection::from_settings(settings),
-                store.dir(),
-                req.cancel.as_deref(),
-            )
-            .map_err(|e| match e {
-                MongoError::Cancelled => BackupError::Cancelled,
-                MongoError::Io { source, .. } if source.kind() == io::ErrorKind::StorageFull => {
-                    BackupError::write(store.dir(), source)
-                }
-                other => BackupError::Mongo(other),
-            })?,
-        ),
-        None => None,
-    };
-    if cancelled() {
-        return Err(BackupError::Cancelled);
+    let mongodb = job.dump_database(&mut aw)?;
+    job.add_files(&mut aw, &source, matcher, skip_dir)?;
+    let info = manifest_info(settings, &source, started_at, &encryption_desc, mongodb);
+    let (sink, info) = aw.finish(info).map_err(|e| job.write_err(e))?;
+    sink.finish().map_err(|e| job.write_err(e))?;
+    progress.finish_and_clear();
+    let path = job.seal(tmp, &name, signer, &info)?;
+    let size = fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+    let duration = clock.elapsed();
+    record_success(
+        &mut state,
+        &store,
+        &name,
+        started_at,
+        size,
+        &info,
+        encryption_desc,
+    );
+    log_summary(&name, &info, size, duration);
+    Ok(BackupReport { path, name, info })
+}
+
+/// The project directory, which must exist and be a directory.
+fn check_source(source: &Path) -> Result<PathBuf, BackupError> {
+    let canonical = source
+        .canonicalize()
+        .map_err(|_| BackupError::NoSource(source.to_path_buf()))?;
+    if !canonical.is_dir() {
+        return Err(BackupError::SourceNotDir(canonical));
     }
-    let mut stopped = false;
-    walk::walk(&source, matcher, skip_dir, |item| {
-        if cancelled() {
-            stopped = true;
-            return Ok(WalkState::Quit);
-        }
-        match item {
-            Item::Dir { rel, meta } => aw.add_dir(&files_path(&rel), &meta)?,
-            Item::File { rel, path } => {
-                let shown = String::from_utf8_lossy(&rel).into_owned();
-                aw.add_file(&files_path(&rel), &path, &shown)?;
-            }
-            Item::Symlink { rel, target, meta } => {
-                aw.add_symlink(&files_path(&rel), &target, &meta)?;
-            }
-            Item::Skipped { rel, why } => aw.warn(&rel, why),
-        }
-        Ok(WalkState::Continue)
-    })
-    .map_err(write_err)?;
-    if stopped {
-        return Err(BackupError::Cancelled);
+    Ok(canonical)
+}
+
+/// One backup in progress: where it writes and whether it was told to stop.
+struct Job<'a> {
+    req: &'a Request<'a>,
+    store: &'a Store,
+}
+
+impl Job<'_> {
+    fn cancelled(&self) -> bool {
+        self.req
+            .cancel
+            .as_ref()
+            .is_some_and(|c| c.load(Ordering::Relaxed))
     }
 
-    let info = ManifestInfo {
+    /// A write failure, or the cancellation that caused it.
+    fn write_err(&self, e: io::Error) -> BackupError {
+        if self.cancelled() {
+            BackupError::Cancelled
+        } else {
+            BackupError::write(self.store.dir(), e)
+        }
+    }
+
+    /// The layers over the temporary file: tar, compression, encryption,
+    /// and a signer that sees every byte that reaches the file.
+    fn open_writer(
+        &self,
+        tmp: &NamedTempFile,
+        name: &str,
+        signing: &SigningKey,
+        encryption: Option<crypt::Encrypting>,
+    ) -> Result<(ArchiveWriter, Signer, ProgressBar), BackupError> {
+        let file = tmp.as_file().try_clone().map_err(|e| self.write_err(e))?;
+        let mut signer = signing.start(name);
+        let bottom = layers::TeeSink::new(Box::new(FileSink::new(file)), Box::new(signer.feeder()));
+        let sink = layers::writer(
+            Box::new(bottom),
+            encryption,
+            self.req.settings.compression,
+            arch::worker_threads(),
+        )
+        .map_err(|e| self.write_err(e))?;
+        let progress = logging::progress(self.req.verbosity, "backing up");
+        let mut aw = ArchiveWriter::new(sink, self.store.dir(), progress.clone())
+            .map_err(|e| self.write_err(e))?;
+        if let Some(c) = &self.req.cancel {
+            aw.set_cancel(Arc::clone(c));
+        }
+        Ok((aw, signer, progress))
+    }
+
+    /// Dumps the database into the archive, when one is configured.
+    fn dump_database(&self, aw: &mut ArchiveWriter) -> Result<Option<MongoSection>, BackupError> {
+        let settings = self.req.settings;
+        let Some(uri) = &settings.mongodb_uri else {
+            return Ok(None);
+        };
+        let section = mongo::dump::dump_into(
+            aw,
+            uri,
+            &mongo::Selection::from_settings(settings),
+            self.store.dir(),
+            self.req.cancel.as_deref(),
+        )
+        .map_err(|e| match e {
+            MongoError::Cancelled => BackupError::Cancelled,
+            MongoError::Io { source, .. } if source.kind() == io::ErrorKind::StorageFull => {
+                BackupError::write(self.store.dir(), source)
+            }
+            other => BackupError::Mongo(other),
+        })?;
+        if self.cancelled() {
+            return Err(BackupError::Cancelled);
+        }
+        Ok(Some(section))
+    }
+
+    /// Adds the project's files, walked in a stable order.
+    fn add_files(
+        &self,
+        aw: &mut ArchiveWriter,
+        source: &Path,
+        matcher: ignore::gitignore::Gitignore,
+        skip_dir: Option<PathBuf>,
+    ) -> Result<(), BackupError> {
+        let mut stopped = false;
+        walk::walk(source, matcher, skip_dir, |item| {
+            if self.cancelled() {
+                stopped = true;
+                return Ok(WalkState::Quit);
+            }
+            match item {
+                Item::Dir { rel, meta } => aw.add_dir(&files_path(&rel), &meta)?,
+                Item::File { rel, path } => {
+                    let shown = String::from_utf8_lossy(&rel).into_owned();
+                    aw.add_file(&files_path(&rel), &path, &shown)?;
+                }
+                Item::Symlink { rel, target, meta } => {
+                    aw.add_symlink(&files_path(&rel), &target, &meta)?;
+                }
+                Item::Skipped { rel, why } => aw.warn(&rel, why),
+            }
+            Ok(WalkState::Continue)
+        })
+        .map_err(|e| self.write_err(e))?;
+        if stopped {
+            return Err(BackupError::Cancelled);
+        }
+        Ok(())
+    }
+
+    /// Signs the finished archive and gives it its final name (signature
+    /// first: a final name is always signed).
+    fn seal(
+        &self,
+        tmp: NamedTempFile,
+        name: &str,
+        signer: Signer,
+        info: &ManifestInfo,
+    ) -> Result<PathBuf, BackupError> {
+        let bytes_in = info.totals.bytes + info.totals.mongo_bytes;
+        let signature = signer.finish(bytes_in)?;
+        let sig_path = self.store.write_signature(name, &signature)?;
+        self.store.persist(tmp, name).map_err(|e| {
+            let _ = fs::remove_file(&sig_path);
+            e.into()
+        })
+    }
+}
+
+/// The manifest's description of this backup (its entries are added by
+/// the writer).
+fn manifest_info(
+    settings: &Settings,
+    source: &Path,
+    started_at: DateTime<Utc>,
+    encryption: &str,
+    mongodb: Option<MongoSection>,
+) -> ManifestInfo {
+    ManifestInfo {
         format: manifest::FORMAT.into(),
         format_version: manifest::FORMAT_VERSION,
         tool: format!("cofre {}", env!("CARGO_PKG_VERSION")),
@@ -329,47 +419,42 @@ pub fn run(req: &Request<'_>) -> Result<BackupReport, BackupError> {
         source: source.display().to_string(),
         options: Options {
             compression: settings.compression.to_string(),
-            encryption: encryption_desc.clone(),
+            encryption: encryption.to_owned(),
             excludes: settings.excludes.clone(),
             hash: "blake3".into(),
         },
         mongodb,
         ..Default::default()
-    };
-    let (sink, info) = aw.finish(info).map_err(write_err)?;
-    sink.finish().map_err(write_err)?;
-    progress.finish_and_clear();
-    // Signed before it gets its final name: a final name is always signed.
-    let bytes_in = info.totals.bytes + info.totals.mongo_bytes;
-    let signature = signer.finish(bytes_in)?;
-    let sig_path = store.write_signature(&name, &signature)?;
-    let path = match store.persist(tmp, &name) {
-        Ok(p) => p,
-        Err(e) => {
-            let _ = fs::remove_file(&sig_path);
-            return Err(e.into());
-        }
-    };
-    let size = fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-    let duration = clock.elapsed();
+    }
+}
 
+/// Records the success and what the archive holds in the state file.
+fn record_success(
+    state: &mut State,
+    store: &Store,
+    name: &str,
+    started_at: DateTime<Utc>,
+    size: u64,
+    info: &ManifestInfo,
+    encryption: String,
+) {
     let totals = &info.totals;
     state.last_success = Some(Success {
-        archive: name.clone(),
+        archive: name.to_owned(),
         started_at,
         finished_at: Utc::now(),
         size,
         warnings: info.warnings.len(),
     });
     state.archives.insert(
-        name.clone(),
+        name.to_owned(),
         Summary {
             files: totals.files,
             bytes: totals.bytes,
             collections: totals.collections,
             documents: totals.documents,
             warnings: info.warnings.len(),
-            encryption: encryption_desc,
+            encryption,
         },
     );
     if let Err(e) = state.save(store.dir()) {
@@ -378,6 +463,10 @@ pub fn run(req: &Request<'_>) -> Result<BackupReport, BackupError> {
             store.dir().display()
         );
     }
+}
+
+fn log_summary(name: &str, info: &ManifestInfo, size: u64, duration: Duration) {
+    let totals = &info.totals;
     let bytes_in = totals.bytes + totals.mongo_bytes;
     tracing::info!(
         archive = %name,
@@ -397,13 +486,6 @@ pub fn run(req: &Request<'_>) -> Result<BackupReport, BackupError> {
         human(size),
         duration.as_secs_f64()
     );
-    Ok(BackupReport {
-        path,
-        name,
-        size,
-        info,
-        duration,
-    })
 }
 
 /// This installation's signing key, made (loudly) on first use.

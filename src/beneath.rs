@@ -152,12 +152,6 @@ impl Dir {
         })
     }
 
-    /// An `O_PATH` handle on `rel` (whatever it is, a symlink itself
-    /// included), for `fstat` and identity checks.
-    pub fn open_path(&self, rel: &[u8]) -> io::Result<OwnedFd> {
-        self.open_beneath(rel, OFlags::PATH, Mode::empty())
-    }
-
     /// `lstat` of one name in this directory; `None` when it does not exist.
     pub fn stat(&self, name: &[u8]) -> io::Result<Option<Stat>> {
         check_name(name)?;
@@ -223,12 +217,6 @@ impl Dir {
     pub fn unlink(&self, name: &[u8]) -> io::Result<()> {
         check_name(name)?;
         Ok(rustix::fs::unlinkat(&self.fd, name, AtFlags::empty())?)
-    }
-
-    /// Removes the empty directory `name`.
-    pub fn rmdir(&self, name: &[u8]) -> io::Result<()> {
-        check_name(name)?;
-        Ok(rustix::fs::unlinkat(&self.fd, name, AtFlags::REMOVEDIR)?)
     }
 
     /// Renames `name` here to `to_name` in `to`, with `renameat2` flags

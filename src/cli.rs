@@ -1,19 +1,23 @@
 //! The command line as clap sees it: raw flags, not yet validated.
 //!
-//! Every flag that has a `BACKUP_*` twin is handed to [`crate::config`] under
-//! that variable's name, so a flag, the environment and the project's `.env`
-//! are resolved and validated by one piece of code with one precedence
-//! (flag > environment > `.env` > default).
+//! Every flag that stands for a setting takes its name, placeholder and help
+//! from [`crate::vars`], and is handed to [`crate::config`] as that setting,
+//! so a flag, the environment and the project's `.env` are resolved and
+//! validated by one piece of code with one precedence (flag > environment >
+//! `.env` > default).
 
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
+
+use crate::vars;
 
 /// Automatic backups of an application's files and MongoDB database.
 #[derive(Debug, Parser)]
 #[command(
     name = "cofre",
     version,
+    after_long_help = vars::environment_help(),
     about = "Back up a project directory and its MongoDB database into one compressed, encrypted archive",
     long_about = "cofre backs up a project directory (and its MongoDB database when MONGODB_URI is set) \
 into one archive: tar inside gzip or zstd inside age. Archives are standard formats: \
@@ -36,17 +40,13 @@ pub struct Cli {
 /// Options every command accepts.
 #[derive(Debug, Args)]
 pub struct GlobalArgs {
-    /// Project directory to back up [env: BACKUP_SOURCE] [default: current directory]
-    #[arg(long, global = true, value_name = "DIR")]
+    #[arg(long = vars::SOURCE.flag, global = true, value_name = vars::SOURCE.value_name, help = vars::SOURCE.help_text())]
     pub source: Option<PathBuf>,
-    /// Where archives live [env: BACKUP_DIR] [default: backups, inside the project]
-    #[arg(long, global = true, value_name = "DIR")]
+    #[arg(long = vars::DIR.flag, global = true, value_name = vars::DIR.value_name, help = vars::DIR.help_text())]
     pub backup_dir: Option<PathBuf>,
-    /// Also append log lines to this file [env: BACKUP_LOG_FILE]
-    #[arg(long, global = true, value_name = "FILE")]
+    #[arg(long = vars::LOG_FILE.flag, global = true, value_name = vars::LOG_FILE.value_name, help = vars::LOG_FILE.help_text())]
     pub log_file: Option<PathBuf>,
-    /// Log format: text or json [env: BACKUP_LOG_FORMAT]
-    #[arg(long, global = true, value_name = "FORMAT")]
+    #[arg(long = vars::LOG_FORMAT.flag, global = true, value_name = vars::LOG_FORMAT.value_name, help = vars::LOG_FORMAT.help_text())]
     pub log_format: Option<String>,
     /// Print progress and informational lines even when stderr is not a terminal
     #[arg(short, long, global = true, conflicts_with = "quiet")]
@@ -101,23 +101,17 @@ put the printed public key in BACKUP_RECIPIENTS"
 /// Options that shape what goes into an archive.
 #[derive(Debug, Args, Default)]
 pub struct ArchiveOptions {
-    /// gzip or zstd, optionally with a level: gzip:1..9, zstd:1..19 [env: BACKUP_COMPRESSION]
-    #[arg(long, value_name = "ALGO[:LEVEL]")]
+    #[arg(long = vars::COMPRESSION.flag, value_name = vars::COMPRESSION.value_name, help = vars::COMPRESSION.help_text())]
     pub compression: Option<String>,
-    /// age or none [env: BACKUP_ENCRYPTION]
-    #[arg(long, value_name = "MODE")]
+    #[arg(long = vars::ENCRYPTION.flag, value_name = vars::ENCRYPTION.value_name, help = vars::ENCRYPTION.help_text())]
     pub encryption: Option<String>,
-    /// age public key to encrypt to; repeat for several [env: BACKUP_RECIPIENTS]
-    #[arg(long = "recipient", value_name = "AGE1...")]
+    #[arg(long = vars::RECIPIENTS.flag, value_name = vars::RECIPIENTS.value_name, help = vars::RECIPIENTS.help_text())]
     pub recipients: Vec<String>,
-    /// File of age public keys, one per line [env: BACKUP_RECIPIENTS_FILE]
-    #[arg(long, value_name = "FILE")]
+    #[arg(long = vars::RECIPIENTS_FILE.flag, value_name = vars::RECIPIENTS_FILE.value_name, help = vars::RECIPIENTS_FILE.help_text())]
     pub recipients_file: Option<PathBuf>,
-    /// File holding the passphrase [env: BACKUP_PASSPHRASE_FILE]
-    #[arg(long, value_name = "FILE")]
+    #[arg(long = vars::PASSPHRASE_FILE.flag, value_name = vars::PASSPHRASE_FILE.value_name, help = vars::PASSPHRASE_FILE.help_text())]
     pub passphrase_file: Option<PathBuf>,
-    /// Extra gitignore-style pattern to leave out; repeat for several [env: BACKUP_EXCLUDE]
-    #[arg(long = "exclude", value_name = "PATTERN")]
+    #[arg(long = vars::EXCLUDE.flag, value_name = vars::EXCLUDE.value_name, help = vars::EXCLUDE.help_text())]
     pub excludes: Vec<String>,
 }
 
@@ -138,14 +132,11 @@ pub struct BackupArgs {
 /// Which MongoDB server and databases to dump.
 #[derive(Debug, Args, Default)]
 pub struct MongoSelect {
-    /// MongoDB connection string [env: BACKUP_MONGODB_URI, MONGODB_URI]
-    #[arg(long, value_name = "URI")]
+    #[arg(long = vars::BACKUP_MONGODB_URI.flag, value_name = vars::BACKUP_MONGODB_URI.value_name, help = vars::BACKUP_MONGODB_URI.help_text())]
     pub mongo_uri: Option<String>,
-    /// Dump only this database; repeat for several [env: BACKUP_MONGODB_DATABASES]
-    #[arg(long = "db", value_name = "NAME")]
+    #[arg(long = vars::MONGODB_DATABASES.flag, value_name = vars::MONGODB_DATABASES.value_name, help = vars::MONGODB_DATABASES.help_text())]
     pub databases: Vec<String>,
-    /// Dump only this collection (DB.COLLECTION or COLLECTION); repeat for several
-    #[arg(long = "collection", value_name = "NAME")]
+    #[arg(long = vars::MONGODB_COLLECTIONS.flag, value_name = vars::MONGODB_COLLECTIONS.value_name, help = vars::MONGODB_COLLECTIONS.help_text())]
     pub collections: Vec<String>,
 }
 
@@ -163,8 +154,7 @@ pub struct KeyArgs {
     /// age identity file to decrypt with; repeat for several [env: BACKUP_IDENTITY_FILE]
     #[arg(short = 'i', long = "identity", value_name = "FILE")]
     pub identities: Vec<PathBuf>,
-    /// File holding the passphrase [env: BACKUP_PASSPHRASE_FILE]
-    #[arg(long, value_name = "FILE")]
+    #[arg(long = vars::PASSPHRASE_FILE.flag, value_name = vars::PASSPHRASE_FILE.value_name, help = vars::PASSPHRASE_FILE.help_text())]
     pub passphrase_file: Option<PathBuf>,
 }
 
@@ -263,8 +253,7 @@ pub struct DaemonArgs {
     pub archive: ArchiveOptions,
     #[command(flatten)]
     pub mongo: MongoSelect,
-    /// Cron expression (5 fields, or 6 with seconds) [env: BACKUP_SCHEDULE]
-    #[arg(long, value_name = "CRON")]
+    #[arg(long = vars::SCHEDULE.flag, value_name = vars::SCHEDULE.value_name, help = vars::SCHEDULE.help_text())]
     pub schedule: Option<String>,
 }
 

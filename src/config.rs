@@ -20,6 +20,7 @@ pub use crate::logging::LogFormat;
 pub use crate::retention::RetentionPolicy;
 use crate::schedule::{Schedule, Zone};
 use crate::secret::{self, Secret};
+use crate::vars::{self, Var};
 
 /// A configuration value that cannot be used. Exit code 2.
 #[derive(Debug, thiserror::Error)]
@@ -110,23 +111,33 @@ impl Sources {
         })
     }
 
-    /// Adds a flag value under its variable name, when given.
-    pub fn flag(&mut self, var: &str, value: Option<impl Into<OsString>>) {
+    /// Adds a flag value for its setting, when given.
+    pub fn flag(&mut self, var: &Var, value: Option<impl Into<OsString>>) {
         if let Some(v) = value {
             let v: OsString = v.into();
             self.flags
-                .insert(var.to_owned(), v.to_string_lossy().into_owned());
+                .insert(var.name.to_owned(), v.to_string_lossy().into_owned());
         }
     }
 
-    /// Adds a repeatable flag's values under its variable name, when any.
-    pub fn flag_list(&mut self, var: &str, values: &[String]) {
+    /// Adds a repeatable flag's values for its setting, when any.
+    pub fn flag_list(&mut self, var: &Var, values: &[String]) {
         if !values.is_empty() {
-            self.flag_lists.insert(var.to_owned(), values.to_vec());
+            self.flag_lists.insert(var.name.to_owned(), values.to_vec());
         }
     }
 
-    fn get(&self, var: &str) -> Option<(&str, Origin)> {
+    /// The value of `var` and where it came from; its literal default when
+    /// nothing sets it.
+    fn value(&self, var: &Var) -> Option<&str> {
+        self.get(var).map(|(v, _)| v).or(var.default_value())
+    }
+
+    fn get(&self, var: &Var) -> Option<(&str, Origin)> {
+        self.get_named(var.name)
+    }
+
+    fn get_named(&self, var: &str) -> Option<(&str, Origin)> {
         fn nonempty<'m>(m: &'m HashMap<String, String>, var: &str) -> Option<&'m str> {
             m.get(var)
                 .map(String::as_str)
@@ -143,8 +154,8 @@ impl Sources {
         nonempty(&self.dotenv, var).map(|v| (v, Origin::DotEnv))
     }
 
-    fn list(&self, var: &str) -> Vec<String> {
-        if let Some(values) = self.flag_lists.get(var) {
+    fn list(&self, var: &Var) -> Vec<String> {
+        if let Some(values) = self.flag_lists.get(var.name) {
             return values.clone();
         }
         self.get(var)
@@ -158,11 +169,28 @@ impl Sources {
             .unwrap_or_default()
     }
 
+    /// A path setting, made absolute: a flag's relative to the current
+    /// directory, the environment's to the project, the `.env`'s to its
+    /// directory.
+    fn path(&self, var: &Var, source: &Path) -> Option<PathBuf> {
+        self.get(var).map(|(v, origin)| {
+            let base = match origin {
+                Origin::Flag => self.cwd.clone(),
+                Origin::Env => source.to_path_buf(),
+                Origin::DotEnv => self
+                    .dotenv_dir
+                    .clone()
+                    .unwrap_or_else(|| source.to_path_buf()),
+            };
+            absolute(&base, Path::new(v))
+        })
+    }
+
     /// The project directory as flags and environment give it (the `.env`
     /// lives there, so it cannot come from the `.env` itself, except as a
     /// fallback when nothing else names one).
     fn source_dir(&self) -> PathBuf {
-        match self.get("BACKUP_SOURCE") {
+        match self.get(&vars::SOURCE) {
             Some((v, Origin::DotEnv)) => absolute(
                 self.dotenv_dir.as_deref().unwrap_or(&self.cwd),
                 Path::new(v),
@@ -272,194 +300,190 @@ impl Settings {
     /// variables name (recipients, passphrase).
     pub fn resolve(src: &Sources) -> Result<Settings, ConfigError> {
         let source = src.source_dir();
-        let path_var = |var: &str| -> Option<PathBuf> {
-            src.get(var).map(|(v, origin)| {
-                let base = match origin {
-                    Origin::Flag => src.cwd.clone(),
-                    Origin::Env => source.clone(),
-                    Origin::DotEnv => src.dotenv_dir.clone().unwrap_or_else(|| source.clone()),
-                };
-                absolute(&base, Path::new(v))
-            })
-        };
-
-        let backup_dir = path_var("BACKUP_DIR").unwrap_or_else(|| source.join("backups"));
-
-        let days = parse_u32(src, "BACKUP_RETENTION_DAYS", 7, 0, 100_000)?;
-        let retention = RetentionPolicy {
-            days,
-            keep_last: parse_u32(src, "BACKUP_KEEP_LAST", 0, 0, 1_000_000)?,
-            keep_daily: parse_u32(src, "BACKUP_KEEP_DAILY", 0, 0, 1_000_000)?,
-            keep_weekly: parse_u32(src, "BACKUP_KEEP_WEEKLY", 0, 0, 1_000_000)?,
-            keep_monthly: parse_u32(src, "BACKUP_KEEP_MONTHLY", 0, 0, 1_000_000)?,
-        };
-
-        let zone = match src.get("BACKUP_TIMEZONE").or_else(|| src.get("TZ")) {
-            None => Zone::Local,
-            Some((v, _)) => Zone::parse(v).ok_or_else(|| {
-                invalid(
-                    "BACKUP_TIMEZONE",
-                    v,
-                    "an IANA time zone name such as Europe/Lisbon or UTC",
-                )
-            })?,
-        };
-        let schedule_text = src.get("BACKUP_SCHEDULE").map_or("0 0 * * *", |(v, _)| v);
-        let schedule = Schedule::parse(schedule_text, zone).map_err(|why| {
-            invalid(
-                "BACKUP_SCHEDULE",
-                schedule_text,
-                format!(
-                    "a cron expression with 5 fields (minute hour day month weekday) \
-                     or 6 (with seconds first), e.g. \"0 3 * * *\" ({why})"
-                ),
-            )
-        })?;
-
-        let mongodb_uri = resolve_mongodb_uri(src, &path_var)?;
-
-        let compression = match src.get("BACKUP_COMPRESSION") {
-            None => Compression::default(),
-            Some((v, _)) => Compression::parse(v).ok_or_else(|| {
-                invalid(
-                    "BACKUP_COMPRESSION",
-                    v,
-                    "gzip or zstd, optionally with a level: gzip:1..9 or zstd:1..19",
-                )
-            })?,
-        };
-
-        let identity_file = path_var("BACKUP_IDENTITY_FILE").unwrap_or_else(|| {
+        let path_var = |var: &Var| src.path(var, &source);
+        let identity_file = path_var(&vars::IDENTITY_FILE).unwrap_or_else(|| {
             src.home
                 .clone()
                 .unwrap_or_else(|| PathBuf::from("/"))
                 .join(".config/cofre/identity.txt")
         });
-
-        let signing_key = path_var("BACKUP_SIGNING_KEY_FILE").unwrap_or_else(|| {
+        let signing_key = path_var(&vars::SIGNING_KEY_FILE).unwrap_or_else(|| {
             identity_file
                 .parent()
                 .unwrap_or(Path::new("/"))
                 .join("signing.key")
         });
+        let passphrase = passphrase(src, &source)?;
+        let recipients = recipients(src, &source)?;
+        Ok(Settings {
+            backup_dir: path_var(&vars::DIR).unwrap_or_else(|| source.join("backups")),
+            retention: retention(src)?,
+            schedule: schedule(src)?,
+            mongodb_uri: resolve_mongodb_uri(src, &path_var)?,
+            signing_key,
+            trusted_keys: src.list(&vars::TRUSTED_KEYS),
+            mongodb_databases: src.list(&vars::MONGODB_DATABASES),
+            mongodb_collections: src.list(&vars::MONGODB_COLLECTIONS),
+            excludes: src.list(&vars::EXCLUDE),
+            encryption: encryption(src, passphrase.as_ref(), recipients, &identity_file)?,
+            identity_file,
+            passphrase,
+            compression: choice(
+                src,
+                &vars::COMPRESSION,
+                Compression::parse,
+                "gzip or zstd, optionally with a level: gzip:1..9 or zstd:1..19",
+            )?,
+            log_file: path_var(&vars::LOG_FILE),
+            log_format: choice(src, &vars::LOG_FORMAT, LogFormat::parse, "text or json")?,
+            catch_up: parse_bool(src, &vars::CATCH_UP)?,
+            retries: parse_u32(src, &vars::RETRIES, 0, 100)?,
+            shutdown_grace: parse_duration(src, &vars::SHUTDOWN_GRACE)?,
+            min_free: choice(
+                src,
+                &vars::MIN_FREE,
+                parse_min_free,
+                "a percentage such as 10% or a size such as 5G or 500M",
+            )?,
+            source,
+        })
+    }
+}
 
-        let passphrase = match (
-            src.get("BACKUP_PASSPHRASE"),
-            path_var("BACKUP_PASSPHRASE_FILE"),
-        ) {
-            (Some(_), Some(_)) => {
+/// A setting whose text `parse` turns into a value (its literal default
+/// when unset), or an error that says what was `expected`.
+fn choice<T>(
+    src: &Sources,
+    var: &Var,
+    parse: impl Fn(&str) -> Option<T>,
+    expected: &str,
+) -> Result<T, ConfigError> {
+    let v = src.value(var).unwrap_or_default();
+    parse(v).ok_or_else(|| invalid(var.name, v, expected))
+}
+
+fn retention(src: &Sources) -> Result<RetentionPolicy, ConfigError> {
+    Ok(RetentionPolicy {
+        days: parse_u32(src, &vars::RETENTION_DAYS, 0, 100_000)?,
+        keep_last: parse_u32(src, &vars::KEEP_LAST, 0, 1_000_000)?,
+        keep_daily: parse_u32(src, &vars::KEEP_DAILY, 0, 1_000_000)?,
+        keep_weekly: parse_u32(src, &vars::KEEP_WEEKLY, 0, 1_000_000)?,
+        keep_monthly: parse_u32(src, &vars::KEEP_MONTHLY, 0, 1_000_000)?,
+    })
+}
+
+/// The time zone (`BACKUP_TIMEZONE`, else `TZ`, else local).
+fn zone(src: &Sources) -> Result<Zone, ConfigError> {
+    match src.get(&vars::TIMEZONE).or_else(|| src.get_named("TZ")) {
+        None => Ok(Zone::Local),
+        Some((v, _)) => Zone::parse(v).ok_or_else(|| {
+            invalid(
+                vars::TIMEZONE.name,
+                v,
+                "an IANA time zone name such as Europe/Lisbon or UTC",
+            )
+        }),
+    }
+}
+
+fn schedule(src: &Sources) -> Result<Schedule, ConfigError> {
+    let text = src.value(&vars::SCHEDULE).unwrap_or_default();
+    Schedule::parse(text, zone(src)?).map_err(|why| {
+        invalid(
+            vars::SCHEDULE.name,
+            text,
+            format!(
+                "a cron expression with 5 fields (minute hour day month weekday) \
+                 or 6 (with seconds first), e.g. \"0 3 * * *\" ({why})"
+            ),
+        )
+    })
+}
+
+/// Reads a small file a setting names.
+fn read_setting_file(var: &Var, path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|source| ConfigError::File {
+        var: var.name.into(),
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+fn passphrase(src: &Sources, source: &Path) -> Result<Option<Secret>, ConfigError> {
+    match (
+        src.get(&vars::PASSPHRASE),
+        src.path(&vars::PASSPHRASE_FILE, source),
+    ) {
+        (Some(_), Some(_)) => Err(ConfigError::Conflict(
+            "both BACKUP_PASSPHRASE and BACKUP_PASSPHRASE_FILE are set; set only one".into(),
+        )),
+        (Some((v, _)), None) => Ok(Some(Secret::new(v.to_owned()))),
+        (None, Some(path)) => {
+            let text = read_setting_file(&vars::PASSPHRASE_FILE, &path)?;
+            let pass = text.trim_end_matches(['\n', '\r']).to_owned();
+            if pass.is_empty() {
+                return Err(invalid(
+                    vars::PASSPHRASE_FILE.name,
+                    &path.display().to_string(),
+                    "a file holding a non-empty passphrase",
+                ));
+            }
+            Ok(Some(Secret::new(pass)))
+        }
+        (None, None) => Ok(None),
+    }
+}
+
+/// Public keys from `BACKUP_RECIPIENTS` and `BACKUP_RECIPIENTS_FILE`.
+fn recipients(src: &Sources, source: &Path) -> Result<Vec<String>, ConfigError> {
+    let mut recipients = src.list(&vars::RECIPIENTS);
+    for r in &recipients {
+        check_recipient(vars::RECIPIENTS.name, r)?;
+    }
+    if let Some(path) = src.path(&vars::RECIPIENTS_FILE, source) {
+        let text = read_setting_file(&vars::RECIPIENTS_FILE, &path)?;
+        let before = recipients.len();
+        for line in text.lines().map(str::trim) {
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            check_recipient(vars::RECIPIENTS_FILE.name, line)?;
+            recipients.push(line.to_owned());
+        }
+        if recipients.len() == before {
+            return Err(invalid(
+                vars::RECIPIENTS_FILE.name,
+                &path.display().to_string(),
+                "a file with at least one age public key (age1...) per line",
+            ));
+        }
+    }
+    Ok(recipients)
+}
+
+fn encryption(
+    src: &Sources,
+    passphrase: Option<&Secret>,
+    recipients: Vec<String>,
+    identity_file: &Path,
+) -> Result<Encryption, ConfigError> {
+    match src.value(&vars::ENCRYPTION).unwrap_or_default() {
+        "age" => {
+            if passphrase.is_some() && !recipients.is_empty() {
                 return Err(ConfigError::Conflict(
-                    "both BACKUP_PASSPHRASE and BACKUP_PASSPHRASE_FILE are set; set only one"
+                    "BACKUP_PASSPHRASE cannot be combined with BACKUP_RECIPIENTS: an age file \
+                     is encrypted either to public keys or to one passphrase; set only one"
                         .into(),
                 ));
             }
-            (Some((v, _)), None) => Some(Secret::new(v.to_owned())),
-            (None, Some(path)) => {
-                let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::File {
-                    var: "BACKUP_PASSPHRASE_FILE".into(),
-                    path: path.clone(),
-                    source,
-                })?;
-                let pass = text.trim_end_matches(['\n', '\r']).to_owned();
-                if pass.is_empty() {
-                    return Err(invalid(
-                        "BACKUP_PASSPHRASE_FILE",
-                        &path.display().to_string(),
-                        "a file holding a non-empty passphrase",
-                    ));
-                }
-                Some(Secret::new(pass))
-            }
-            (None, None) => None,
-        };
-
-        let mut recipients = src.list("BACKUP_RECIPIENTS");
-        for r in &recipients {
-            check_recipient("BACKUP_RECIPIENTS", r)?;
+            Ok(Encryption::Age(AgeKeys {
+                recipients,
+                passphrase: passphrase.cloned(),
+                identity_file: identity_file.to_path_buf(),
+            }))
         }
-        if let Some(path) = path_var("BACKUP_RECIPIENTS_FILE") {
-            let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::File {
-                var: "BACKUP_RECIPIENTS_FILE".into(),
-                path: path.clone(),
-                source,
-            })?;
-            let before = recipients.len();
-            for line in text.lines().map(str::trim) {
-                if line.is_empty() || line.starts_with('#') {
-                    continue;
-                }
-                check_recipient("BACKUP_RECIPIENTS_FILE", line)?;
-                recipients.push(line.to_owned());
-            }
-            if recipients.len() == before {
-                return Err(invalid(
-                    "BACKUP_RECIPIENTS_FILE",
-                    &path.display().to_string(),
-                    "a file with at least one age public key (age1...) per line",
-                ));
-            }
-        }
-
-        let encryption = match src.get("BACKUP_ENCRYPTION").map_or("age", |(v, _)| v) {
-            "age" => {
-                if passphrase.is_some() && !recipients.is_empty() {
-                    return Err(ConfigError::Conflict(
-                        "BACKUP_PASSPHRASE cannot be combined with BACKUP_RECIPIENTS: an age file \
-                         is encrypted either to public keys or to one passphrase; set only one"
-                            .into(),
-                    ));
-                }
-                Encryption::Age(AgeKeys {
-                    recipients,
-                    passphrase: passphrase.clone(),
-                    identity_file: identity_file.clone(),
-                })
-            }
-            "none" => Encryption::None,
-            other => return Err(invalid("BACKUP_ENCRYPTION", other, "age or none")),
-        };
-
-        let log_format = match src.get("BACKUP_LOG_FORMAT").map_or("text", |(v, _)| v) {
-            "text" => LogFormat::Text,
-            "json" => LogFormat::Json,
-            other => return Err(invalid("BACKUP_LOG_FORMAT", other, "text or json")),
-        };
-
-        let min_free = match src.get("BACKUP_MIN_FREE") {
-            None => MinFree::Percent(10.0),
-            Some((v, _)) => parse_min_free(v).ok_or_else(|| {
-                invalid(
-                    "BACKUP_MIN_FREE",
-                    v,
-                    "a percentage such as 10% or a size such as 5G or 500M",
-                )
-            })?,
-        };
-
-        let log_file = path_var("BACKUP_LOG_FILE");
-
-        Ok(Settings {
-            source,
-            backup_dir,
-            retention,
-            schedule,
-            mongodb_uri,
-            signing_key,
-            trusted_keys: src.list("BACKUP_TRUSTED_KEYS"),
-            mongodb_databases: src.list("BACKUP_MONGODB_DATABASES"),
-            mongodb_collections: src.list("BACKUP_MONGODB_COLLECTIONS"),
-            excludes: src.list("BACKUP_EXCLUDE"),
-            encryption,
-            identity_file,
-            passphrase,
-            compression,
-            log_file,
-            log_format,
-            catch_up: parse_bool(src, "BACKUP_CATCH_UP", true)?,
-            retries: parse_u32(src, "BACKUP_RETRIES", 2, 0, 100)?,
-            shutdown_grace: parse_duration(src, "BACKUP_SHUTDOWN_GRACE", Duration::from_secs(0))?,
-            min_free,
-        })
+        "none" => Ok(Encryption::None),
+        other => Err(invalid(vars::ENCRYPTION.name, other, "age or none")),
     }
 }
 
@@ -468,33 +492,33 @@ impl Settings {
 /// process list). Checked with the driver's own parser.
 fn resolve_mongodb_uri(
     src: &Sources,
-    path_var: &dyn Fn(&str) -> Option<PathBuf>,
+    path_var: &dyn Fn(&Var) -> Option<PathBuf>,
 ) -> Result<Option<Secret>, ConfigError> {
-    let from_file = match path_var("BACKUP_MONGODB_URI_FILE") {
+    let from_file = match path_var(&vars::MONGODB_URI_FILE) {
         Some(path) => {
             let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::File {
-                var: "BACKUP_MONGODB_URI_FILE".into(),
+                var: vars::MONGODB_URI_FILE.name.into(),
                 path: path.clone(),
                 source,
             })?;
             let uri = text.trim().to_owned();
             if uri.is_empty() {
                 return Err(invalid(
-                    "BACKUP_MONGODB_URI_FILE",
+                    vars::MONGODB_URI_FILE.name,
                     &path.display().to_string(),
                     "a file holding a MongoDB connection string",
                 ));
             }
-            Some(("BACKUP_MONGODB_URI_FILE", uri))
+            Some((vars::MONGODB_URI_FILE.name, uri))
         }
         None => None,
     };
     let chosen = from_file.or_else(|| {
-        src.get("BACKUP_MONGODB_URI")
-            .map(|v| ("BACKUP_MONGODB_URI", v.0.to_owned()))
+        src.get(&vars::BACKUP_MONGODB_URI)
+            .map(|v| (vars::BACKUP_MONGODB_URI.name, v.0.to_owned()))
             .or_else(|| {
-                src.get("MONGODB_URI")
-                    .map(|v| ("MONGODB_URI", v.0.to_owned()))
+                src.get(&vars::MONGODB_URI)
+                    .map(|v| (vars::MONGODB_URI.name, v.0.to_owned()))
             })
     });
     let Some((var, uri)) = chosen else {
@@ -538,41 +562,30 @@ fn check_recipient(var: &str, r: &str) -> Result<(), ConfigError> {
         })
 }
 
-fn parse_u32(
-    src: &Sources,
-    var: &str,
-    default: u32,
-    min: u32,
-    max: u32,
-) -> Result<u32, ConfigError> {
-    match src.get(var) {
-        None => Ok(default),
-        Some((v, _)) => v
+fn parse_u32(src: &Sources, var: &Var, min: u32, max: u32) -> Result<u32, ConfigError> {
+    match src.value(var) {
+        None => Ok(0),
+        Some(v) => v
             .trim()
             .parse::<u32>()
             .ok()
             .filter(|n| (min..=max).contains(n))
-            .ok_or_else(|| invalid(var, v, format!("a whole number from {min} to {max}"))),
+            .ok_or_else(|| invalid(var.name, v, format!("a whole number from {min} to {max}"))),
     }
 }
 
-fn parse_bool(src: &Sources, var: &str, default: bool) -> Result<bool, ConfigError> {
-    match src.get(var) {
-        None => Ok(default),
-        Some((v, _)) => match v.trim().to_ascii_lowercase().as_str() {
-            "1" | "true" | "yes" | "on" => Ok(true),
-            "0" | "false" | "no" | "off" => Ok(false),
-            _ => Err(invalid(var, v, "true or false")),
-        },
+fn parse_bool(src: &Sources, var: &Var) -> Result<bool, ConfigError> {
+    let v = src.value(var).unwrap_or("false");
+    match v.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" => Ok(false),
+        _ => Err(invalid(var.name, v, "true or false")),
     }
 }
 
-fn parse_duration(src: &Sources, var: &str, default: Duration) -> Result<Duration, ConfigError> {
-    match src.get(var) {
-        None => Ok(default),
-        Some((v, _)) => parse_duration_text(v)
-            .ok_or_else(|| invalid(var, v, "a duration such as 30s, 5m or 1h")),
-    }
+fn parse_duration(src: &Sources, var: &Var) -> Result<Duration, ConfigError> {
+    let v = src.value(var).unwrap_or("0s");
+    parse_duration_text(v).ok_or_else(|| invalid(var.name, v, "a duration such as 30s, 5m or 1h"))
 }
 
 /// Parses `30s`, `5m`, `1h30m`, `2d` (humantime's syntax); a bare number is seconds.
@@ -673,7 +686,7 @@ mod tests {
             Settings::resolve(&src).unwrap().compression,
             Compression::Zstd(3)
         );
-        src.flag("BACKUP_RETENTION_DAYS", Some("11"));
+        src.flag(&vars::RETENTION_DAYS, Some("11"));
         assert_eq!(Settings::resolve(&src).unwrap().retention.days, 11);
     }
 

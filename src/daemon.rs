@@ -2,15 +2,17 @@
 //! shutdown future completes.
 //!
 //! Like mini-redis's `server::run`, [`serve`] takes its shutdown signal as
-//! an argument, so tests and the binary drive it the same way. Time is the
-//! wall clock, checked at least every 30 s: a machine that slept through a
-//! scheduled time (or whose clock jumped) notices when it wakes, and a run
-//! that was missed while the daemon was down is caught up at start.
+//! an argument; it also takes its clock and its jobs, so the binary drives
+//! it with the wall clock and real backups, and the tests drive it in
+//! virtual time (a paused tokio clock) with jobs that only record what they
+//! were asked to do. Time is checked at least every 30 s: a machine that
+//! slept through a scheduled time (or whose clock jumped) notices when it
+//! wakes, and a run missed while the daemon was down is caught up at start.
 //!
-//! A backup runs on a thread of its own with a cancel flag. On shutdown it
-//! gets `BACKUP_SHUTDOWN_GRACE` to finish (default: none), then it is
-//! cancelled: it stops within a file or a batch, its temporary file is
-//! removed and the lock released, and the daemon exits 0.
+//! A backup runs with a cancel flag. On shutdown it gets
+//! `BACKUP_SHUTDOWN_GRACE` to finish (default: none), then it is cancelled:
+//! it stops within a file or a batch, its temporary file is removed and the
+//! lock released, and the daemon exits 0.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -24,11 +26,12 @@ use tokio::sync::oneshot;
 use crate::backup::{self, BackupError, Request};
 use crate::config::Settings;
 use crate::logging::Verbosity;
+use crate::schedule::Schedule;
 use crate::state::{DaemonState, State};
 use crate::store::{Store, StoreError};
 
 const DAEMON_LOCK: &str = ".cofre-daemon.lock";
-/// The longest the daemon sleeps before looking at the wall clock again.
+/// The longest the daemon sleeps before looking at the clock again.
 const MAX_NAP: Duration = Duration::from_secs(30);
 
 /// Why the daemon could not start.
@@ -47,6 +50,104 @@ pub enum DaemonError {
     Setup(std::io::Error),
 }
 
+/// What time it is (on the wall).
+pub trait Clock: Send + Sync {
+    /// Now.
+    fn now(&self) -> DateTime<Utc>;
+}
+
+/// The system's wall clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now()
+    }
+}
+
+/// A wall clock that moves with tokio's clock: paused in tests, it only
+/// moves when every task waits, and then straight to the next timer.
+#[cfg(test)]
+#[derive(Debug, Clone, Copy)]
+pub struct TokioClock {
+    start: DateTime<Utc>,
+    at: tokio::time::Instant,
+}
+
+#[cfg(test)]
+impl TokioClock {
+    /// A clock that reads `start` now.
+    pub fn starting_at(start: DateTime<Utc>) -> Self {
+        TokioClock {
+            start,
+            at: tokio::time::Instant::now(),
+        }
+    }
+}
+
+#[cfg(test)]
+impl Clock for TokioClock {
+    fn now(&self) -> DateTime<Utc> {
+        self.start + chrono::Duration::from_std(self.at.elapsed()).unwrap_or_default()
+    }
+}
+
+/// How a backup job ended, as far as the schedule cares.
+#[derive(Debug)]
+pub enum JobError {
+    /// Another cofre process holds the lock: this run is skipped.
+    Locked(Option<u32>),
+    /// It was cancelled (shutdown).
+    Cancelled,
+    /// It failed; the message says why.
+    Failed(String),
+}
+
+/// A boxed job future.
+pub type JobFuture<'a> = Pin<Box<dyn Future<Output = Result<String, JobError>> + Send + 'a>>;
+
+/// What the daemon does at its scheduled times, and what it reads and
+/// records between them.
+pub trait Jobs: Send + Sync {
+    /// When the last backup that succeeded started.
+    fn last_success(&self) -> Option<DateTime<Utc>>;
+    /// One backup; it watches `cancel` and stops soon after it is set.
+    /// Returns the archive's name.
+    fn backup(&self, cancel: Arc<AtomicBool>) -> JobFuture<'_>;
+    /// What follows a successful backup (retention).
+    fn after_backup(&self);
+    /// Records a failed attempt (for `status`).
+    fn record_failure(&self, message: &str);
+    /// Publishes the next run (for `status`).
+    fn next_run(&self, at: Option<DateTime<Utc>>);
+}
+
+/// The daemon's settings, as it uses them.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// When backups run.
+    pub schedule: Schedule,
+    /// Run a missed backup at start.
+    pub catch_up: bool,
+    /// Retries of a failed run.
+    pub retries: u32,
+    /// How long a running backup may finish after a stop signal.
+    pub shutdown_grace: Duration,
+}
+
+impl Plan {
+    /// The daemon's part of the settings.
+    pub fn from_settings(s: &Settings) -> Plan {
+        Plan {
+            schedule: s.schedule.clone(),
+            catch_up: s.catch_up,
+            retries: s.retries,
+            shutdown_grace: s.shutdown_grace,
+        }
+    }
+}
+
 type Shutdown<'a> = Pin<&'a mut (dyn Future<Output = ()> + Send)>;
 
 /// How one scheduled run ended.
@@ -55,7 +156,8 @@ enum RunEnd {
     ShuttingDown,
 }
 
-/// Runs the daemon until SIGTERM or SIGINT.
+/// Runs the daemon until SIGTERM or SIGINT, with the wall clock and real
+/// backups.
 pub fn run(settings: &Settings) -> Result<(), DaemonError> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -71,24 +173,35 @@ pub fn run(settings: &Settings) -> Result<(), DaemonError> {
                 _ = int.recv() => tracing::info!("SIGINT received, stopping"),
             }
         };
-        serve(settings, shutdown).await
+        let store = Store::create(&settings.backup_dir)?;
+        let _daemon_lock = store
+            .lock_named(DAEMON_LOCK, None)
+            .map_err(|_| DaemonError::AlreadyRunning(store.dir().display().to_string()))?;
+        let jobs = Live::new(settings, store.clone());
+        serve(
+            &Plan::from_settings(settings),
+            &jobs,
+            &SystemClock,
+            shutdown,
+        )
+        .await;
+        DaemonState::clear(store.dir());
+        tracing::info!("daemon stopped");
+        Ok(())
     })
 }
 
 /// Serves the schedule until `shutdown` completes.
 pub async fn serve(
-    settings: &Settings,
+    plan: &Plan,
+    jobs: &dyn Jobs,
+    clock: &dyn Clock,
     shutdown: impl Future<Output = ()> + Send,
-) -> Result<(), DaemonError> {
-    let store = Store::create(&settings.backup_dir)?;
-    let _daemon_lock = store
-        .lock_named(DAEMON_LOCK, None)
-        .map_err(|_| DaemonError::AlreadyRunning(store.dir().display().to_string()))?;
+) {
     let mut shutdown: Pin<Box<dyn Future<Output = ()> + Send>> = Box::pin(shutdown);
-    let schedule = &settings.schedule;
-    let started = Utc::now();
+    let schedule = &plan.schedule;
     let upcoming: Vec<String> = schedule
-        .upcoming(started, 3)
+        .upcoming(clock.now(), 3)
         .iter()
         .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
         .collect();
@@ -99,82 +212,70 @@ pub async fn serve(
         std::process::id(),
         upcoming.join(", ")
     );
-
     let mut first = true;
     loop {
-        let now = Utc::now();
-        let last_success = State::load(store.dir()).last_success.map(|s| s.started_at);
-        let run_at = if first && settings.catch_up && schedule.missed_run(last_success, now) {
-            match last_success {
-                Some(t) => tracing::info!(
-                    "catching up: the last successful backup ({t}) is older than the last scheduled time"
-                ),
-                None => tracing::info!("catching up: there is no successful backup yet"),
-            }
-            now
-        } else {
-            match schedule.next_after(now) {
-                Some(t) => t,
-                None => {
-                    tracing::warn!("the schedule has no next run; the daemon stops");
-                    break;
-                }
-            }
+        let now = clock.now();
+        let Some(run_at) = next_run(plan, jobs.last_success(), now, first) else {
+            tracing::warn!("the schedule has no next run; the daemon stops");
+            break;
         };
         first = false;
-        save_state(&store, settings, started, Some(run_at));
-        if !sleep_until(run_at, shutdown.as_mut()).await {
+        jobs.next_run(Some(run_at));
+        if !sleep_until(clock, run_at, shutdown.as_mut()).await {
             break;
         }
-        let run_started = Utc::now();
-        if let RunEnd::ShuttingDown = run_with_retries(settings, shutdown.as_mut()).await {
+        let run_started = clock.now();
+        if let RunEnd::ShuttingDown = run_with_retries(plan, jobs, clock, shutdown.as_mut()).await {
             break;
         }
-        // Scheduled times that passed while this run was going are skipped.
-        let now = Utc::now();
-        let mut t = run_at;
-        while let Some(next) = schedule.next_after(t) {
-            if next > now {
-                break;
-            }
-            if next > run_started {
-                tracing::warn!(
-                    "skipped the run due at {next}: the previous backup was still running"
-                );
-            }
-            t = next;
-        }
+        warn_skipped(schedule, run_at, run_started, clock.now());
     }
-    DaemonState::clear(store.dir());
-    tracing::info!("daemon stopped");
-    Ok(())
 }
 
-fn save_state(
-    store: &Store,
-    settings: &Settings,
-    started: DateTime<Utc>,
-    next_run: Option<DateTime<Utc>>,
+/// When the next backup runs: now, for a catch-up at start; else the next
+/// scheduled time.
+fn next_run(
+    plan: &Plan,
+    last_success: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+    first: bool,
+) -> Option<DateTime<Utc>> {
+    if first && plan.catch_up && plan.schedule.missed_run(last_success, now) {
+        match last_success {
+            Some(t) => tracing::info!(
+                "catching up: the last successful backup ({t}) is older than the last scheduled time"
+            ),
+            None => tracing::info!("catching up: there is no successful backup yet"),
+        }
+        return Some(now);
+    }
+    plan.schedule.next_after(now)
+}
+
+/// Scheduled times that passed while a run was going are skipped, with a
+/// warning for each.
+fn warn_skipped(
+    schedule: &Schedule,
+    run_at: DateTime<Utc>,
+    run_started: DateTime<Utc>,
+    now: DateTime<Utc>,
 ) {
-    let state = DaemonState {
-        pid: std::process::id(),
-        started_at: started,
-        schedule: settings.schedule.text().to_owned(),
-        timezone: settings.schedule.zone().to_string(),
-        next_run,
-    };
-    if let Err(e) = state.save(store.dir()) {
-        tracing::warn!(
-            "cannot write the daemon state in {}: {e}",
-            store.dir().display()
-        );
+    let mut t = run_at;
+    while let Some(next) = schedule.next_after(t) {
+        if next > now {
+            break;
+        }
+        if next > run_started {
+            tracing::warn!("skipped the run due at {next}: the previous backup was still running");
+        }
+        t = next;
     }
 }
 
-/// Sleeps until the wall clock reaches `at`; false when shutdown came first.
-async fn sleep_until(at: DateTime<Utc>, mut shutdown: Shutdown<'_>) -> bool {
+/// Sleeps until the clock reaches `at`; false when shutdown came first.
+async fn sleep_until(clock: &dyn Clock, at: DateTime<Utc>, mut shutdown: Shutdown<'_>) -> bool {
     loop {
-        let left = (at - Utc::now()).to_std().unwrap_or_default();
+        let left = (at - clock.now()).to_std().unwrap_or_default();
         if left.is_zero() {
             return true;
         }
@@ -186,53 +287,46 @@ async fn sleep_until(at: DateTime<Utc>, mut shutdown: Shutdown<'_>) -> bool {
 }
 
 /// One scheduled run: a backup and retention, retried with backoff.
-async fn run_with_retries(settings: &Settings, mut shutdown: Shutdown<'_>) -> RunEnd {
-    let attempts = settings.retries + 1;
+async fn run_with_retries(
+    plan: &Plan,
+    jobs: &dyn Jobs,
+    clock: &dyn Clock,
+    mut shutdown: Shutdown<'_>,
+) -> RunEnd {
+    let attempts = plan.retries + 1;
     for attempt in 1..=attempts {
-        let result = match run_backup(settings, shutdown.as_mut()).await {
-            Some(r) => r,
-            None => return RunEnd::ShuttingDown,
+        let Some(result) = run_backup(plan, jobs, shutdown.as_mut()).await else {
+            return RunEnd::ShuttingDown;
         };
-        match result {
-            Ok(report) => {
-                tracing::info!(archive = %report.name, "scheduled backup done");
-                if let Err(e) = crate::prune::after_backup(settings, Some(Duration::from_secs(60)))
-                {
-                    tracing::error!("retention failed: {e}");
-                }
+        let msg = match result {
+            Ok(archive) => {
+                tracing::info!(archive = %archive, "scheduled backup done");
+                jobs.after_backup();
                 return RunEnd::Done;
             }
-            Err(BackupError::Store(StoreError::Locked { pid, .. })) => {
+            Err(JobError::Locked(pid)) => {
                 tracing::warn!(
                     "skipped this run: another cofre process{} is backing up or pruning",
                     pid.map(|p| format!(" (pid {p})")).unwrap_or_default()
                 );
                 return RunEnd::Done;
             }
-            Err(BackupError::Cancelled) => return RunEnd::ShuttingDown,
-            Err(e) => {
-                let msg = e.to_string();
-                backup::record_failure(settings, &msg);
-                if attempt == attempts {
-                    tracing::error!(
-                        "scheduled backup failed (attempt {attempt} of {attempts}): {msg}"
-                    );
-                    return RunEnd::Done;
-                }
-                let wait = backoff(settings, attempt);
-                tracing::warn!(
-                    "scheduled backup failed (attempt {attempt} of {attempts}), retrying in {}s: {msg}",
-                    wait.as_secs()
-                );
-                if !sleep_until(
-                    Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default(),
-                    shutdown.as_mut(),
-                )
-                .await
-                {
-                    return RunEnd::ShuttingDown;
-                }
-            }
+            Err(JobError::Cancelled) => return RunEnd::ShuttingDown,
+            Err(JobError::Failed(msg)) => msg,
+        };
+        jobs.record_failure(&msg);
+        if attempt == attempts {
+            tracing::error!("scheduled backup failed (attempt {attempt} of {attempts}): {msg}");
+            return RunEnd::Done;
+        }
+        let wait = backoff(&plan.schedule, attempt, clock.now());
+        tracing::warn!(
+            "scheduled backup failed (attempt {attempt} of {attempts}), retrying in {}s: {msg}",
+            wait.as_secs()
+        );
+        let until = clock.now() + chrono::Duration::from_std(wait).unwrap_or_default();
+        if !sleep_until(clock, until, shutdown.as_mut()).await {
+            return RunEnd::ShuttingDown;
         }
     }
     RunEnd::Done
@@ -240,72 +334,327 @@ async fn run_with_retries(settings: &Settings, mut shutdown: Shutdown<'_>) -> Ru
 
 /// 30 s, 60 s, 120 s... but never past half the time to the next run, so
 /// retries of a frequent schedule do not run into it.
-fn backoff(settings: &Settings, attempt: u32) -> Duration {
+pub fn backoff(schedule: &Schedule, attempt: u32, now: DateTime<Utc>) -> Duration {
     let base = Duration::from_secs(30) * 2u32.saturating_pow(attempt - 1);
-    let now = Utc::now();
-    let to_next = settings
-        .schedule
+    let to_next = schedule
         .next_after(now)
         .and_then(|t| (t - now).to_std().ok())
         .unwrap_or(base);
     base.min(to_next / 2).max(Duration::from_millis(500))
 }
 
-/// Runs one backup on its own thread. `None` when shutdown interrupted it
-/// (after the grace period, it was cancelled and has cleaned up).
+/// Runs one backup. `None` when shutdown interrupted it (after the grace
+/// period, it was cancelled and has cleaned up).
 async fn run_backup(
-    settings: &Settings,
+    plan: &Plan,
+    jobs: &dyn Jobs,
     mut shutdown: Shutdown<'_>,
-) -> Option<Result<backup::BackupReport, BackupError>> {
+) -> Option<Result<String, JobError>> {
     let cancel = Arc::new(AtomicBool::new(false));
-    let (tx, mut rx) = oneshot::channel();
-    let thread_settings = settings.clone();
-    let thread_cancel = Arc::clone(&cancel);
-    let spawned = std::thread::Builder::new()
-        .name("cofre-backup".into())
-        .spawn(move || {
-            let req = Request {
-                settings: &thread_settings,
-                wait: None,
-                verbosity: Verbosity::Quiet,
-                cancel: Some(thread_cancel),
-            };
-            let _ = tx.send(backup::run(&req));
-        });
-    if let Err(e) = spawned {
-        return Some(Err(BackupError::Write {
-            dir: settings.backup_dir.clone(),
-            source: e,
-            hint: "the system could not start a thread",
-        }));
-    }
+    let mut job = jobs.backup(Arc::clone(&cancel));
     tokio::select! {
-        result = &mut rx => return Some(result.unwrap_or(Err(BackupError::Cancelled))),
+        result = &mut job => return Some(result),
         () = shutdown.as_mut() => {}
     }
-    let grace = settings.shutdown_grace;
+    let grace = plan.shutdown_grace;
     if !grace.is_zero() {
         tracing::info!(
             "letting the running backup finish (up to {}s, BACKUP_SHUTDOWN_GRACE)",
             grace.as_secs()
         );
-        if let Ok(Ok(result)) = tokio::time::timeout(grace, &mut rx).await {
-            if let Ok(report) = &result {
-                tracing::info!(archive = %report.name, "the running backup finished before shutdown");
+        if let Ok(result) = tokio::time::timeout(grace, &mut job).await {
+            if let Ok(archive) = &result {
+                tracing::info!(archive = %archive, "the running backup finished before shutdown");
             }
             return None;
         }
     }
     tracing::info!("stopping the running backup");
     cancel.store(true, Ordering::Relaxed);
-    match rx.await {
-        Ok(Ok(report)) => {
-            tracing::info!(archive = %report.name, "the running backup finished before it could be stopped");
+    match job.await {
+        Ok(archive) => {
+            tracing::info!(archive = %archive, "the running backup finished before it could be stopped");
         }
-        Ok(Err(BackupError::Cancelled)) | Err(_) => {
+        Err(JobError::Cancelled) => {
             tracing::info!("the running backup was stopped; its temporary file was removed");
         }
-        Ok(Err(e)) => tracing::warn!("the running backup failed while stopping: {e}"),
+        Err(e) => tracing::warn!("the running backup failed while stopping: {e:?}"),
     }
     None
+}
+
+/// The real jobs: backups on a thread of their own, retention, the state
+/// files in `BACKUP_DIR`.
+pub struct Live {
+    settings: Settings,
+    store: Store,
+    started: DateTime<Utc>,
+}
+
+impl Live {
+    /// Jobs for `settings`, recording in `store`.
+    pub fn new(settings: &Settings, store: Store) -> Live {
+        Live {
+            settings: settings.clone(),
+            store,
+            started: Utc::now(),
+        }
+    }
+}
+
+impl Jobs for Live {
+    fn last_success(&self) -> Option<DateTime<Utc>> {
+        State::load(self.store.dir())
+            .last_success
+            .map(|s| s.started_at)
+    }
+
+    fn backup(&self, cancel: Arc<AtomicBool>) -> JobFuture<'_> {
+        let (tx, rx) = oneshot::channel();
+        let settings = self.settings.clone();
+        let spawned = std::thread::Builder::new()
+            .name("cofre-backup".into())
+            .spawn(move || {
+                let req = Request {
+                    settings: &settings,
+                    wait: None,
+                    verbosity: Verbosity::Quiet,
+                    cancel: Some(cancel),
+                };
+                let _ = tx.send(backup::run(&req));
+            });
+        Box::pin(async move {
+            if let Err(e) = spawned {
+                return Err(JobError::Failed(format!(
+                    "the system could not start a thread: {e}"
+                )));
+            }
+            match rx.await {
+                Ok(Ok(report)) => Ok(report.name),
+                Ok(Err(BackupError::Store(StoreError::Locked { pid, .. }))) => {
+                    Err(JobError::Locked(pid))
+                }
+                Ok(Err(BackupError::Cancelled)) | Err(_) => Err(JobError::Cancelled),
+                Ok(Err(e)) => Err(JobError::Failed(e.to_string())),
+            }
+        })
+    }
+
+    fn after_backup(&self) {
+        if let Err(e) = crate::prune::after_backup(&self.settings, Some(Duration::from_secs(60))) {
+            tracing::error!("retention failed: {e}");
+        }
+    }
+
+    fn record_failure(&self, message: &str) {
+        backup::record_failure(&self.settings, message);
+    }
+
+    fn next_run(&self, at: Option<DateTime<Utc>>) {
+        let state = DaemonState {
+            pid: std::process::id(),
+            started_at: self.started,
+            schedule: self.settings.schedule.text().to_owned(),
+            timezone: self.settings.schedule.zone().to_string(),
+            next_run: at,
+        };
+        if let Err(e) = state.save(self.store.dir()) {
+            tracing::warn!(
+                "cannot write the daemon state in {}: {e}",
+                self.store.dir().display()
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::schedule::Zone;
+
+    fn utc(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    /// Jobs that take a set time and succeed or fail as told, recording
+    /// when each backup started and how it ended.
+    struct Fake {
+        clock: TokioClock,
+        took: Duration,
+        /// Outcomes in order (`true` succeeds); then success.
+        outcomes: Mutex<Vec<bool>>,
+        last_success: Mutex<Option<DateTime<Utc>>>,
+        log: Mutex<Vec<(DateTime<Utc>, &'static str)>>,
+    }
+
+    impl Fake {
+        fn new(clock: TokioClock, took: Duration, outcomes: &[bool]) -> Fake {
+            Fake {
+                clock,
+                took,
+                outcomes: Mutex::new(outcomes.iter().rev().copied().collect()),
+                last_success: Mutex::new(None),
+                log: Mutex::new(Vec::new()),
+            }
+        }
+
+        fn log(&self) -> Vec<(DateTime<Utc>, &'static str)> {
+            self.log.lock().unwrap().clone()
+        }
+
+        fn starts(&self) -> Vec<DateTime<Utc>> {
+            self.log()
+                .into_iter()
+                .filter(|(_, w)| *w == "start")
+                .map(|(t, _)| t)
+                .collect()
+        }
+    }
+
+    impl Jobs for Fake {
+        fn last_success(&self) -> Option<DateTime<Utc>> {
+            *self.last_success.lock().unwrap()
+        }
+
+        fn backup(&self, cancel: Arc<AtomicBool>) -> JobFuture<'_> {
+            Box::pin(async move {
+                let started = self.clock.now();
+                self.log.lock().unwrap().push((started, "start"));
+                let step = Duration::from_millis(100);
+                let mut spent = Duration::ZERO;
+                while spent < self.took {
+                    if cancel.load(Ordering::Relaxed) {
+                        self.log
+                            .lock()
+                            .unwrap()
+                            .push((self.clock.now(), "cancelled"));
+                        return Err(JobError::Cancelled);
+                    }
+                    tokio::time::sleep(step).await;
+                    spent += step;
+                }
+                let ok = self.outcomes.lock().unwrap().pop().unwrap_or(true);
+                if ok {
+                    *self.last_success.lock().unwrap() = Some(started);
+                    self.log.lock().unwrap().push((self.clock.now(), "done"));
+                    Ok("archive".into())
+                } else {
+                    self.log.lock().unwrap().push((self.clock.now(), "failed"));
+                    Err(JobError::Failed("disk on fire".into()))
+                }
+            })
+        }
+
+        fn after_backup(&self) {}
+        fn record_failure(&self, _: &str) {}
+        fn next_run(&self, _: Option<DateTime<Utc>>) {}
+    }
+
+    fn plan(cron: &str) -> Plan {
+        Plan {
+            schedule: Schedule::parse(cron, Zone::parse("UTC").unwrap()).unwrap(),
+            catch_up: true,
+            retries: 2,
+            shutdown_grace: Duration::ZERO,
+        }
+    }
+
+    /// Serves `plan` with `jobs` for `for_how_long` of virtual time.
+    async fn serve_for(plan: &Plan, jobs: &Fake, for_how_long: Duration) {
+        let stop = tokio::time::sleep(for_how_long);
+        serve(plan, jobs, &jobs.clock, stop).await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn runs_at_every_scheduled_time() {
+        let clock = TokioClock::starting_at(utc("2026-03-01T00:00:30Z"));
+        let jobs = Fake::new(clock, Duration::from_secs(5), &[]);
+        *jobs.last_success.lock().unwrap() = Some(utc("2026-03-01T00:00:00Z"));
+        serve_for(&plan("*/10 * * * *"), &jobs, Duration::from_secs(3600)).await;
+        let starts = jobs.starts();
+        assert_eq!(starts.len(), 6, "{starts:?}");
+        assert_eq!(starts[0], utc("2026-03-01T00:10:00Z"));
+        assert_eq!(starts[5], utc("2026-03-01T01:00:00Z"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_missed_run_is_caught_up_at_start_unless_turned_off() {
+        let clock = TokioClock::starting_at(utc("2026-03-01T03:20:00Z"));
+        let jobs = Fake::new(clock, Duration::from_secs(5), &[]);
+        *jobs.last_success.lock().unwrap() = Some(utc("2026-02-28T03:00:00Z"));
+        serve_for(&plan("0 3 * * *"), &jobs, Duration::from_secs(60)).await;
+        assert_eq!(jobs.starts(), [utc("2026-03-01T03:20:00Z")]);
+
+        let clock = TokioClock::starting_at(utc("2026-03-01T03:20:00Z"));
+        let jobs = Fake::new(clock, Duration::from_secs(5), &[]);
+        *jobs.last_success.lock().unwrap() = Some(utc("2026-02-28T03:00:00Z"));
+        let mut p = plan("0 3 * * *");
+        p.catch_up = false;
+        serve_for(&p, &jobs, Duration::from_secs(60)).await;
+        assert!(jobs.starts().is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn failures_are_retried_with_backoff_then_given_up() {
+        let clock = TokioClock::starting_at(utc("2026-03-01T02:59:59Z"));
+        let jobs = Fake::new(clock, Duration::from_secs(1), &[false, false, false]);
+        *jobs.last_success.lock().unwrap() = Some(utc("2026-02-28T03:00:00Z"));
+        serve_for(&plan("0 3 * * *"), &jobs, Duration::from_secs(600)).await;
+        let starts = jobs.starts();
+        // The run, then retries 30 s and 60 s after each failure.
+        assert_eq!(
+            starts,
+            [
+                utc("2026-03-01T03:00:00Z"),
+                utc("2026-03-01T03:00:31Z"),
+                utc("2026-03-01T03:01:32Z"),
+            ]
+        );
+        assert_eq!(jobs.log().iter().filter(|(_, w)| *w == "failed").count(), 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_run_due_while_one_is_running_is_skipped() {
+        let clock = TokioClock::starting_at(utc("2026-03-01T00:00:30Z"));
+        // Each backup takes 25 minutes, the schedule is every 10.
+        let jobs = Fake::new(clock, Duration::from_secs(25 * 60), &[]);
+        *jobs.last_success.lock().unwrap() = Some(utc("2026-03-01T00:00:00Z"));
+        serve_for(&plan("*/10 * * * *"), &jobs, Duration::from_secs(3600)).await;
+        assert_eq!(
+            jobs.starts(),
+            [utc("2026-03-01T00:10:00Z"), utc("2026-03-01T00:40:00Z")]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn shutdown_cancels_a_running_backup_or_lets_it_finish_within_the_grace() {
+        let clock = TokioClock::starting_at(utc("2026-03-01T00:00:00Z"));
+        let jobs = Fake::new(clock, Duration::from_secs(300), &[]);
+        // No success yet: caught up at once; stopped 60 s in.
+        serve_for(&plan("0 3 * * *"), &jobs, Duration::from_secs(60)).await;
+        let log = jobs.log();
+        assert_eq!(log.len(), 2, "{log:?}");
+        assert_eq!(log[1].1, "cancelled");
+        assert!(log[1].0 < utc("2026-03-01T00:01:01Z"), "{log:?}");
+
+        let jobs = Fake::new(
+            TokioClock::starting_at(utc("2026-03-01T00:00:00Z")),
+            Duration::from_secs(300),
+            &[],
+        );
+        let mut p = plan("0 3 * * *");
+        p.shutdown_grace = Duration::from_secs(600);
+        serve_for(&p, &jobs, Duration::from_secs(60)).await;
+        assert_eq!(jobs.log()[1], (utc("2026-03-01T00:05:00Z"), "done"));
+    }
+
+    #[test]
+    fn backoff_never_runs_into_the_next_run() {
+        let s = Schedule::parse("*/2 * * * *", Zone::parse("UTC").unwrap()).unwrap();
+        let now = utc("2026-03-01T00:00:10Z");
+        assert_eq!(backoff(&s, 1, now), Duration::from_secs(30));
+        assert_eq!(backoff(&s, 3, now), Duration::from_secs(55));
+    }
 }

@@ -21,31 +21,34 @@
 //! - [`schedule`] — pure cron schedule arithmetic in a time zone.
 //! - [`logging`], [`secret`] — logs, progress, and keeping secrets out of both.
 //!
-//! The binary (`src/main.rs`) parses the command line, calls [`run`], and
-//! maps the result to an exit code: 0 success, 1 failure, 2 invalid
-//! configuration or usage, 3 done with warnings (files skipped or changed).
+//! The binary (`src/main.rs`) parses the command line, resolves the
+//! settings ([`prepare`]), sets up logging from them ([`init_logging`]),
+//! calls [`run`], and maps the result to an exit code: 0 success, 1 failure,
+//! 2 invalid configuration or usage, 3 done with warnings (files skipped or
+//! changed).
 
-pub mod archive;
-pub mod backup;
-pub mod beneath;
+pub(crate) mod archive;
+pub(crate) mod backup;
+pub(crate) mod beneath;
 pub mod cli;
-pub mod commands;
-pub mod config;
-pub mod daemon;
-pub mod format;
-pub mod logging;
-pub mod mongo;
-pub mod open;
-pub mod prune;
-pub mod restore;
-pub mod retention;
-pub mod schedule;
-pub mod secret;
-pub mod sign;
-pub mod spool;
-pub mod state;
-pub mod store;
-pub mod walk;
+pub(crate) mod commands;
+pub(crate) mod config;
+pub(crate) mod daemon;
+pub(crate) mod format;
+pub(crate) mod logging;
+pub(crate) mod mongo;
+pub(crate) mod open;
+pub(crate) mod prune;
+pub(crate) mod restore;
+pub(crate) mod retention;
+pub(crate) mod schedule;
+pub(crate) mod secret;
+pub(crate) mod sign;
+pub(crate) mod spool;
+pub(crate) mod state;
+pub(crate) mod store;
+pub(crate) mod vars;
+pub(crate) mod walk;
 
 /// How a command ended, when it did not fail outright.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,9 +72,17 @@ impl Outcome {
     }
 }
 
-/// Runs a parsed command line.
-pub fn run(cli: &cli::Cli) -> Result<Outcome, anyhow::Error> {
-    commands::run(cli)
+pub use commands::{init_logging, prepare, run};
+pub use logging::{EXIT_TARGET, LogFormat};
+
+/// The archive format's building blocks, for tools and tests that write
+/// archives by hand (the integration tests build hostile ones with them),
+/// and the pieces of the database dump the benchmark drives directly.
+pub mod parts {
+    pub use crate::archive::manifest::{Entry, FORMAT, FORMAT_VERSION};
+    pub use crate::archive::tarenc::{EntryMeta, Kind, TarEncoder};
+    pub use crate::mongo::dump::drain_collection;
+    pub use crate::mongo::escape_name;
 }
 
 /// The exit code for an error: 2 for configuration and usage, else 1.

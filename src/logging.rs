@@ -34,6 +34,17 @@ pub enum LogFormat {
     Json,
 }
 
+impl LogFormat {
+    /// Parses `text` or `json`.
+    pub fn parse(s: &str) -> Option<LogFormat> {
+        match s {
+            "text" => Some(LogFormat::Text),
+            "json" => Some(LogFormat::Json),
+            _ => None,
+        }
+    }
+}
+
 /// How chatty stderr is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verbosity {

@@ -1,4 +1,5 @@
-//! The `cofre` binary: parse, run, map the outcome to an exit code.
+//! The `cofre` binary: parse, resolve the settings, set up logging, run,
+//! map the outcome to an exit code.
 
 use std::process::ExitCode;
 
@@ -6,16 +7,16 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = cofre::cli::Cli::parse();
-    let json = cli.global.log_format.as_deref() == Some("json")
-        || std::env::var("BACKUP_LOG_FORMAT").is_ok_and(|v| v == "json");
-    match cofre::run(&cli) {
+    let prepared = cofre::prepare(&cli);
+    let format = cofre::init_logging(&cli, prepared.as_ref().ok().and_then(Option::as_ref));
+    match prepared.and_then(|settings| cofre::run(&cli, settings)) {
         Ok(outcome) => ExitCode::from(outcome.code()),
         Err(err) => {
             let message = cofre::error_message(&err);
-            // The log file (and JSON output) get the error as an event;
-            // text stderr gets one plain line.
-            tracing::error!(target: cofre::logging::EXIT_TARGET, "{message}");
-            if !json {
+            // The log file and JSON output get the error as an event; text
+            // stderr gets one plain line.
+            tracing::error!(target: cofre::EXIT_TARGET, "{message}");
+            if format == cofre::LogFormat::Text {
                 eprintln!("error: {message}");
             }
             ExitCode::from(cofre::exit_code(&err))

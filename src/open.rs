@@ -7,7 +7,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use crate::archive::crypt::ReadKeys;
-use crate::archive::layers::{self, Layers, OpenError};
+use crate::archive::layers::{self, OpenError};
 use crate::archive::worker_threads;
 use crate::sign::{self, Checker, Claim, SignError, TrustedKeys};
 use crate::store::{self, Store, StoreError};
@@ -60,12 +60,8 @@ pub struct Request<'a> {
 pub struct OpenArchive {
     /// Its file name.
     pub name: String,
-    /// Its path.
-    pub path: PathBuf,
     /// The tar stream.
     pub stream: Box<dyn Read + Send>,
-    /// What its layers are.
-    pub layers: Layers,
     /// What its signature claims (when it is signed by a trusted key).
     pub claim: Option<Claim>,
     /// Why it is accepted without a good signature (`--allow-unsigned`).
@@ -156,12 +152,10 @@ pub fn open(req: &Request<'_>) -> Result<OpenArchive, OpenArchiveError> {
     let observer = checker
         .as_mut()
         .map(|c| Box::new(c.feeder()) as crate::archive::pipe::Observer);
-    let (stream, layers) = layers::open(file, req.keys, &name, worker_threads(), observer)?;
+    let (stream, _) = layers::open(file, req.keys, &name, worker_threads(), observer)?;
     Ok(OpenArchive {
         name,
-        path,
         stream,
-        layers,
         claim,
         unsigned,
         checker,

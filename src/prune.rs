@@ -3,15 +3,19 @@
 
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 
 use crate::config::Settings;
 use crate::retention::{self, Candidate, Decision};
 use crate::state::State;
 use crate::store::{Store, StoreError};
 
-/// The plan for the archives in `store`, newest first.
-pub fn plan(store: &Store, settings: &Settings) -> Result<Vec<Decision>, StoreError> {
+/// The plan for the archives in `store` at `now`, newest first.
+pub fn plan(
+    store: &Store,
+    settings: &Settings,
+    now: DateTime<Utc>,
+) -> Result<Vec<Decision>, StoreError> {
     let candidates: Vec<Candidate> = store
         .list()?
         .into_iter()
@@ -23,7 +27,7 @@ pub fn plan(store: &Store, settings: &Settings) -> Result<Vec<Decision>, StoreEr
     Ok(retention::plan(
         &candidates,
         &settings.retention,
-        Utc::now(),
+        now,
         settings.schedule.zone(),
     ))
 }
@@ -56,7 +60,7 @@ pub fn apply(store: &Store, decisions: &[Decision]) -> Result<usize, StoreError>
 pub fn after_backup(settings: &Settings, wait: Option<Duration>) -> Result<usize, StoreError> {
     let store = Store::open(&settings.backup_dir)?;
     let _lock = store.lock(wait)?;
-    let decisions = plan(&store, settings)?;
+    let decisions = plan(&store, settings, Utc::now())?;
     let deleted = apply(&store, &decisions)?;
     tracing::info!(
         kept = decisions.len() - deleted,

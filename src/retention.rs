@@ -12,6 +12,7 @@ use std::collections::HashSet;
 
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
 
+use crate::format::age_text;
 use crate::schedule::Zone;
 
 /// Retention rules, restic/borg style. An archive is kept if any rule keeps it.
@@ -55,16 +56,6 @@ fn local_date(zone: Zone, t: DateTime<Utc>) -> NaiveDate {
     match zone {
         Zone::Local => t.with_timezone(&chrono::Local).date_naive(),
         Zone::Named(tz) => t.with_timezone(&tz).date_naive(),
-    }
-}
-
-fn age_text(secs: i64) -> String {
-    let secs = secs.max(0);
-    let (d, h) = (secs / 86_400, secs % 86_400 / 3600);
-    if d > 0 {
-        format!("{d}d {h}h")
-    } else {
-        format!("{h}h {}m", secs % 3600 / 60)
     }
 }
 

@@ -24,7 +24,7 @@
 //! bytes as they are read for restoring (so the bytes checked are the bytes
 //! restored).
 
-use std::fs::{self, File};
+use std::fs;
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
@@ -285,6 +285,7 @@ impl SigningKey {
 
     /// Signs `data` (read to its end) for the archive `name`, which restores
     /// `bytes` bytes; returns the `.minisig` text.
+    #[cfg(test)]
     pub fn sign(&self, mut data: impl Read, name: &str, bytes: u64) -> Result<String, SignError> {
         let mut signer = self.start(name);
         let mut feed = signer.feeder();
@@ -448,8 +449,6 @@ fn untrusted_bytes(comment: &str) -> Option<u64> {
 #[derive(Debug, Clone)]
 pub struct TrustedKey {
     key: PublicKey,
-    /// Where it came from, for messages.
-    pub origin: String,
 }
 
 /// The keys whose signatures are trusted.
@@ -481,10 +480,7 @@ impl TrustedKeys {
         if let Ok(own) = SigningKey::load(own_key)
             && let Ok(key) = PublicKey::from_base64(&own.public_base64())
         {
-            keys.push(TrustedKey {
-                key,
-                origin: format!("this installation ({})", own_key.display()),
-            });
+            keys.push(TrustedKey { key });
         }
         for id in identity_files {
             let Ok(text) = read_small(id, 1 << 20) else {
@@ -498,10 +494,7 @@ impl TrustedKeys {
                             value: b64.trim().to_owned(),
                         }
                     })?;
-                    keys.push(TrustedKey {
-                        key,
-                        origin: id.display().to_string(),
-                    });
+                    keys.push(TrustedKey { key });
                 }
             }
         }
@@ -516,22 +509,15 @@ impl TrustedKeys {
                     origin: "BACKUP_TRUSTED_KEYS".into(),
                     value: value.clone(),
                 })?;
-            keys.push(TrustedKey {
-                key,
-                origin: "BACKUP_TRUSTED_KEYS".into(),
-            });
+            keys.push(TrustedKey { key });
         }
         Ok(TrustedKeys { keys })
     }
 
     /// How many keys are trusted.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.keys.len()
-    }
-
-    /// Whether no key is trusted.
-    pub fn is_empty(&self) -> bool {
-        self.keys.is_empty()
     }
 
     fn find(&self, sig: &Signature) -> Option<&TrustedKey> {
@@ -691,8 +677,9 @@ impl Checker {
     }
 }
 
-/// Checks a whole file against its signature (for tests and small files).
-pub fn verify_file(prepared: Prepared, mut file: File) -> Result<(), SignError> {
+/// Checks a whole file against its signature.
+#[cfg(test)]
+pub fn verify_file(prepared: Prepared, mut file: fs::File) -> Result<(), SignError> {
     let mut checker = prepared.start();
     let mut feed = checker.feeder();
     let mut buf = vec![0u8; 1 << 20];
@@ -735,14 +722,14 @@ mod tests {
         assert_eq!(prepared.claim.bytes, Some(42));
         let p = dir.path().join("data");
         fs::write(&p, &data).unwrap();
-        verify_file(prepared, File::open(&p).unwrap()).unwrap();
+        verify_file(prepared, fs::File::open(&p).unwrap()).unwrap();
         // One changed byte.
         let mut bad = data;
         bad[1_000_000] ^= 1;
         fs::write(&p, &bad).unwrap();
         let prepared = prepare("backup_x.tar.gz", Some(&sig), &trusted).unwrap();
         assert!(matches!(
-            verify_file(prepared, File::open(&p).unwrap()),
+            verify_file(prepared, fs::File::open(&p).unwrap()),
             Err(SignError::Mismatch { .. })
         ));
     }

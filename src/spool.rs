@@ -53,6 +53,7 @@ impl RecordSpool {
     }
 
     /// Records pushed so far.
+    #[cfg(test)]
     pub fn count(&self) -> u64 {
         self.count
     }

@@ -124,6 +124,34 @@ impl State {
     }
 }
 
+/// Whether backups are healthy at `now`: `None`, or the problem. With
+/// `max_age`, a last success older than that is a problem too.
+pub fn health(
+    state: &State,
+    max_age: Option<std::time::Duration>,
+    now: DateTime<Utc>,
+) -> Option<String> {
+    let Some(success) = &state.last_success else {
+        return Some("no successful backup yet".to_owned());
+    };
+    if state
+        .last_failure
+        .as_ref()
+        .is_some_and(|f| f.at > success.finished_at)
+    {
+        return Some("the last backup failed".to_owned());
+    }
+    let age = (now - success.started_at).num_seconds();
+    match max_age {
+        Some(max) if age > max.as_secs() as i64 => Some(format!(
+            "the last successful backup is {} old, more than --max-age {}",
+            crate::format::age_text(age),
+            humantime::format_duration(max)
+        )),
+        _ => None,
+    }
+}
+
 impl DaemonState {
     /// Reads the daemon's state, if any.
     pub fn load(dir: &Path) -> Option<DaemonState> {
@@ -152,5 +180,91 @@ impl DaemonState {
                 Ok(()) | Err(rustix::io::Errno::PERM)
             )
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    fn success(started: &str) -> Option<Success> {
+        Some(Success {
+            archive: "a".into(),
+            started_at: at(started),
+            finished_at: at(started) + chrono::Duration::minutes(1),
+            size: 1,
+            warnings: 0,
+        })
+    }
+
+    #[test]
+    fn health_table() {
+        let now = at("2026-03-02T12:00:00Z");
+        let day = Some(std::time::Duration::from_secs(26 * 3600));
+        let failure = |when: &str| {
+            Some(Failure {
+                at: at(when),
+                error: "boom".into(),
+            })
+        };
+        let cases: Vec<(State, Option<std::time::Duration>, Option<&str>)> = vec![
+            (State::default(), None, Some("no successful backup yet")),
+            (
+                State {
+                    last_success: success("2026-03-02T03:00:00Z"),
+                    ..Default::default()
+                },
+                day,
+                None,
+            ),
+            (
+                State {
+                    last_success: success("2026-02-28T03:00:00Z"),
+                    ..Default::default()
+                },
+                None,
+                None,
+            ),
+            (
+                State {
+                    last_success: success("2026-02-28T03:00:00Z"),
+                    ..Default::default()
+                },
+                day,
+                Some("more than --max-age"),
+            ),
+            (
+                State {
+                    last_success: success("2026-03-02T03:00:00Z"),
+                    last_failure: failure("2026-03-02T11:00:00Z"),
+                    ..Default::default()
+                },
+                day,
+                Some("the last backup failed"),
+            ),
+            (
+                State {
+                    last_success: success("2026-03-02T03:00:00Z"),
+                    last_failure: failure("2026-03-01T11:00:00Z"),
+                    ..Default::default()
+                },
+                day,
+                None,
+            ),
+        ];
+        for (state, max, want) in cases {
+            let got = health(&state, max, now);
+            match want {
+                None => assert_eq!(got, None, "{state:?}"),
+                Some(w) => assert!(
+                    got.as_deref().is_some_and(|g| g.contains(w)),
+                    "{got:?} for {state:?}"
+                ),
+            }
+        }
     }
 }

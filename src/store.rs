@@ -107,8 +107,8 @@ fn io_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> S
 pub struct ArchiveName {
     /// The UTC start time in the name.
     pub time: DateTime<Utc>,
-    /// `gz` or `zst`.
-    pub compression: &'static str,
+    /// The compression its name says (at the format's default level).
+    pub compression: Compression,
     /// Whether it ends in `.age`.
     pub encrypted: bool,
 }
@@ -123,10 +123,10 @@ impl ArchiveName {
             .ok()?
             .and_utc();
         let (compression, encrypted) = match ext {
-            ".tar.gz" => ("gz", false),
-            ".tar.gz.age" => ("gz", true),
-            ".tar.zst" => ("zst", false),
-            ".tar.zst.age" => ("zst", true),
+            ".tar.gz" => (Compression::Gzip(6), false),
+            ".tar.gz.age" => (Compression::Gzip(6), true),
+            ".tar.zst" => (Compression::Zstd(3), false),
+            ".tar.zst.age" => (Compression::Zstd(3), true),
             _ => return None,
         };
         Some(ArchiveName {

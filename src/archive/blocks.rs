@@ -27,16 +27,7 @@ use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 
-use super::Sink;
-
-/// The two block formats.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Format {
-    /// gzip members at a libdeflate level.
-    Gzip(u8),
-    /// zstd frames at a zstd level.
-    Zstd(u8),
-}
+use super::{Compression, Sink};
 
 /// The largest zstd window a stream written by another tool may ask for
 /// (2^24 = 16 MiB; `zstd -19` uses 8 MiB, only `--long` and `--ultra`
@@ -47,16 +38,16 @@ const ZSTD_HEADER: usize = 4 + 4 + 8;
 const FEXTRA: u8 = 0x04;
 const SKIPPABLE_MAGIC: u32 = 0x184D_2A50;
 
-impl Format {
+impl Compression {
     fn block_size(self) -> usize {
         match self {
-            Format::Gzip(_) => 1 << 20,
-            Format::Zstd(_) => 4 << 20,
+            Compression::Gzip(_) => 1 << 20,
+            Compression::Zstd(_) => 4 << 20,
         }
     }
 
     /// The largest compressed unit the reader accepts: what a block of
-    /// [`Format::block_size`] can compress to in the worst case, with room.
+    /// [`Compression::block_size`] can compress to in the worst case, with room.
     /// A header that declares more is refused before anything is allocated.
     fn max_unit(self) -> usize {
         self.block_size() + self.block_size() / 16 + 4096
@@ -64,16 +55,16 @@ impl Format {
 
     fn header_len(self) -> usize {
         match self {
-            Format::Gzip(_) => GZIP_HEADER,
-            Format::Zstd(_) => ZSTD_HEADER,
+            Compression::Gzip(_) => GZIP_HEADER,
+            Compression::Zstd(_) => ZSTD_HEADER,
         }
     }
 
     /// Blocks queued for the workers and for the output thread.
     fn depth(self, threads: usize) -> (usize, usize) {
         match self {
-            Format::Gzip(_) => (threads * 2, threads * 2 + 2),
-            Format::Zstd(_) => (threads, threads),
+            Compression::Gzip(_) => (threads * 2, threads * 2 + 2),
+            Compression::Zstd(_) => (threads, threads),
         }
     }
 }
@@ -177,17 +168,21 @@ pub struct ParallelWriter {
 impl ParallelWriter {
     /// Starts `threads` compression workers and a thread that writes the
     /// finished units, in order, to `sink`.
-    pub fn new(sink: Box<dyn Sink>, format: Format, threads: usize) -> io::Result<ParallelWriter> {
+    pub fn new(
+        sink: Box<dyn Sink>,
+        format: Compression,
+        threads: usize,
+    ) -> io::Result<ParallelWriter> {
         let threads = threads.max(1);
         let (job_depth, order_depth) = format.depth(threads);
         let (jobs, workers) = match format {
-            Format::Gzip(level) => {
+            Compression::Gzip(level) => {
                 let level = libdeflater::CompressionLvl::new(i32::from(level)).unwrap_or_default();
                 spawn_workers(threads, job_depth, "cofre-gzip", move |s, data| {
                     gzip_member(state(s, || libdeflater::Compressor::new(level)), &data)
                 })
             }
-            Format::Zstd(level) => {
+            Compression::Zstd(level) => {
                 // Fail early, here, on a level zstd refuses.
                 zstd::bulk::Compressor::new(i32::from(level))?;
                 spawn_workers(threads, job_depth, "cofre-zstd", move |s, data| {
@@ -313,16 +308,16 @@ fn u32_at(b: &[u8], at: usize) -> usize {
 /// The (unit length, uncompressed length) a cofre unit header announces;
 /// `Ok(None)` when the header is not one of ours, an error when it is ours
 /// but declares sizes cofre never writes (damage, or a decompression bomb).
-fn unit_lengths(format: Format, h: &[u8]) -> io::Result<Option<(usize, usize)>> {
+fn unit_lengths(format: Compression, h: &[u8]) -> io::Result<Option<(usize, usize)>> {
     let Some((total, plain)) = (match format {
-        Format::Gzip(_) => {
+        Compression::Gzip(_) => {
             let ours = h[..4] == [0x1f, 0x8b, 8, FEXTRA]
                 && h[10..12] == 12u16.to_le_bytes()
                 && &h[12..14] == b"CF"
                 && h[14..16] == 8u16.to_le_bytes();
             ours.then(|| (u32_at(h, 16), u32_at(h, 20)))
         }
-        Format::Zstd(_) => {
+        Compression::Zstd(_) => {
             let ours = u32_at(h, 0) as u32 == SKIPPABLE_MAGIC && u32_at(h, 4) == 8;
             ours.then(|| (u32_at(h, 8), u32_at(h, 12)))
         }
@@ -399,7 +394,7 @@ impl ParallelReader {
     /// thread, with `threads` decompressors.
     pub fn new<R: Read + Send + 'static>(
         input: R,
-        format: Format,
+        format: Compression,
         threads: usize,
     ) -> ParallelReader {
         let threads = threads.max(1);
@@ -419,11 +414,11 @@ impl ParallelReader {
 }
 
 /// Streams the rest with the format's ordinary decoder.
-fn fallback<R: Read>(rest: R, format: Format, order: &SyncSender<Reply>) {
+fn fallback<R: Read>(rest: R, format: Compression, order: &SyncSender<Reply>) {
     let rest = BufReader::with_capacity(1 << 16, rest);
     let mut decoder: Box<dyn Read> = match format {
-        Format::Gzip(_) => Box::new(flate2::read::MultiGzDecoder::new(rest)),
-        Format::Zstd(_) => match zstd::stream::read::Decoder::with_buffer(rest)
+        Compression::Gzip(_) => Box::new(flate2::read::MultiGzDecoder::new(rest)),
+        Compression::Zstd(_) => match zstd::stream::read::Decoder::with_buffer(rest)
             .and_then(|mut d| d.window_log_max(MAX_ZSTD_WINDOW_LOG).map(|()| d))
         {
             Ok(d) => Box::new(d),
@@ -465,14 +460,14 @@ fn fallback<R: Read>(rest: R, format: Format, order: &SyncSender<Reply>) {
     }
 }
 
-fn dispatch<R: Read>(mut input: R, format: Format, threads: usize, order: &SyncSender<Reply>) {
+fn dispatch<R: Read>(mut input: R, format: Compression, threads: usize, order: &SyncSender<Reply>) {
     let (job_depth, _) = format.depth(threads);
     let (jobs, _workers) = match format {
-        Format::Gzip(_) => spawn_workers(threads, job_depth, "cofre-gunzip", |s, unit| {
+        Compression::Gzip(_) => spawn_workers(threads, job_depth, "cofre-gunzip", |s, unit| {
             let plain = u32_at(&unit, 20);
             gunzip_member(state(s, libdeflater::Decompressor::new), &unit, plain)
         }),
-        Format::Zstd(_) => spawn_workers(threads, job_depth, "cofre-unzstd", |s, unit| {
+        Compression::Zstd(_) => spawn_workers(threads, job_depth, "cofre-unzstd", |s, unit| {
             if s.is_none() {
                 *s = Some(Box::new(zstd::bulk::Decompressor::new()?));
             }
@@ -514,8 +509,8 @@ fn dispatch<R: Read>(mut input: R, format: Format, threads: usize, order: &SyncS
         };
         let Some((total, _)) = lengths else {
             let looks_like_format = match format {
-                Format::Gzip(_) => header[..2] == [0x1f, 0x8b],
-                Format::Zstd(_) => {
+                Compression::Gzip(_) => header[..2] == [0x1f, 0x8b],
+                Compression::Zstd(_) => {
                     got >= 4
                         && (u32_at(&header, 0) as u32 == 0xFD2F_B528
                             || u32_at(&header, 0) as u32 & 0xFFFF_FFF0 == SKIPPABLE_MAGIC)
@@ -636,7 +631,7 @@ mod tests {
         v
     }
 
-    fn compress(data: &[u8], format: Format, threads: usize) -> Vec<u8> {
+    fn compress(data: &[u8], format: Compression, threads: usize) -> Vec<u8> {
         let (sink, out) = MemorySink::new();
         let mut w = ParallelWriter::new(Box::new(sink), format, threads).unwrap();
         for chunk in data.chunks(77_777) {
@@ -646,13 +641,13 @@ mod tests {
         out.lock().unwrap().clone()
     }
 
-    fn decompress(data: &[u8], format: Format) -> io::Result<Vec<u8>> {
+    fn decompress(data: &[u8], format: Compression) -> io::Result<Vec<u8>> {
         let mut out = Vec::new();
         ParallelReader::new(io::Cursor::new(data.to_vec()), format, 2).read_to_end(&mut out)?;
         Ok(out)
     }
 
-    const FORMATS: [Format; 2] = [Format::Gzip(6), Format::Zstd(3)];
+    const FORMATS: [Compression; 2] = [Compression::Gzip(6), Compression::Zstd(3)];
 
     #[test]
     fn round_trips_through_our_reader_and_the_standard_decoders() {
@@ -668,12 +663,12 @@ mod tests {
                 );
                 let mut standard = Vec::new();
                 match format {
-                    Format::Gzip(_) => {
+                    Compression::Gzip(_) => {
                         flate2::read::MultiGzDecoder::new(&packed[..])
                             .read_to_end(&mut standard)
                             .unwrap();
                     }
-                    Format::Zstd(_) => {
+                    Compression::Zstd(_) => {
                         zstd::stream::read::Decoder::new(&packed[..])
                             .unwrap()
                             .read_to_end(&mut standard)
@@ -691,11 +686,11 @@ mod tests {
         let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
         enc.write_all(&data).unwrap();
         assert_eq!(
-            decompress(&enc.finish().unwrap(), Format::Gzip(6)).unwrap(),
+            decompress(&enc.finish().unwrap(), Compression::Gzip(6)).unwrap(),
             data
         );
         let z = zstd::encode_all(&data[..], 3).unwrap();
-        assert_eq!(decompress(&z, Format::Zstd(3)).unwrap(), data);
+        assert_eq!(decompress(&z, Compression::Zstd(3)).unwrap(), data);
     }
 
     #[test]

@@ -8,7 +8,7 @@
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Write};
 
-use super::blocks::{Format, ParallelReader, ParallelWriter};
+use super::blocks::{ParallelReader, ParallelWriter};
 use super::crypt::{self, CryptError, Encrypting, ReadKeys};
 use super::pipe;
 use super::{Compression, Sink};
@@ -105,11 +105,11 @@ pub fn writer(
         Some(enc) => Box::new(AgeSink(enc.wrap(bottom)?)),
         None => bottom,
     };
-    let format = match compression {
-        Compression::Gzip(level) => Format::Gzip(level),
-        Compression::Zstd(level) => Format::Zstd(level),
-    };
-    Ok(Box::new(ParallelWriter::new(encrypted, format, threads)?))
+    Ok(Box::new(ParallelWriter::new(
+        encrypted,
+        compression,
+        threads,
+    )?))
 }
 
 /// What the layers of an archive turned out to be.
@@ -117,8 +117,8 @@ pub fn writer(
 pub struct Layers {
     /// Whether an age layer was present.
     pub encrypted: bool,
-    /// `gzip` or `zstd`.
-    pub compression: &'static str,
+    /// The compression (its level is the format's default: a reader cannot tell).
+    pub compression: Compression,
 }
 
 /// Why an archive's outer layers cannot be opened.
@@ -202,16 +202,16 @@ pub fn open(
     };
     let magic = peek(&mut plain, 4).map_err(io_err)?;
     let format = if magic.starts_with(GZIP_MAGIC) {
-        Some((Format::Gzip(6), "gzip"))
+        Some(Compression::Gzip(6))
     } else if magic.starts_with(ZSTD_MAGIC)
         || (magic.len() == 4 && magic[1..] == [0x2a, 0x4d, 0x18] && magic[0] & 0xf0 == 0x50)
     {
-        Some((Format::Zstd(3), "zstd"))
+        Some(Compression::Zstd(3))
     } else {
         None
     };
-    if let Some((format, compression)) = format {
-        let reader = ParallelReader::new(plain, format, threads);
+    if let Some(compression) = format {
+        let reader = ParallelReader::new(plain, compression, threads);
         Ok((
             Box::new(reader),
             Layers {

@@ -88,19 +88,9 @@ pub fn text_and_hex(bytes: &[u8]) -> (String, Option<String>) {
         Ok(s) => (s.to_owned(), None),
         Err(_) => (
             String::from_utf8_lossy(bytes).into_owned(),
-            Some(hex(bytes)),
+            Some(crate::format::hex(bytes)),
         ),
     }
-}
-
-/// Lowercase hex.
-pub fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write as _;
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        let _ = write!(s, "{b:02x}");
-    }
-    s
 }
 
 /// An mtime as the manifest writes it.
@@ -158,6 +148,40 @@ pub struct Warning {
     pub message: String,
 }
 
+/// What a MongoDB namespace is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CollectionKind {
+    /// An ordinary collection.
+    #[default]
+    Collection,
+    /// A view (only its definition is dumped).
+    View,
+    /// A time-series collection (dumped as its buckets).
+    Timeseries,
+}
+
+impl CollectionKind {
+    /// The kind a server's `type` field names; anything unknown is an
+    /// ordinary collection, as mongodump treats it.
+    pub fn from_type(t: &str) -> CollectionKind {
+        match t {
+            "view" => CollectionKind::View,
+            "timeseries" => CollectionKind::Timeseries,
+            _ => CollectionKind::Collection,
+        }
+    }
+
+    /// The `type` field's value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CollectionKind::Collection => "collection",
+            CollectionKind::View => "view",
+            CollectionKind::Timeseries => "timeseries",
+        }
+    }
+}
+
 /// One dumped collection or view.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct CollectionRecord {
@@ -165,9 +189,9 @@ pub struct CollectionRecord {
     pub db: String,
     /// Collection name.
     pub name: String,
-    /// `collection`, `view` or `timeseries`.
+    /// Collection, view or time-series.
     #[serde(rename = "type")]
-    pub kind: String,
+    pub kind: CollectionKind,
     /// Documents dumped.
     pub documents: u64,
     /// Bytes of BSON dumped.

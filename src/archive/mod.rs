@@ -67,6 +67,14 @@ impl Compression {
         }
     }
 
+    /// The algorithm's name (`gzip`, `zstd`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Compression::Gzip(_) => "gzip",
+            Compression::Zstd(_) => "zstd",
+        }
+    }
+
     /// The file name extension (`gz`, `zst`).
     pub fn extension(self) -> &'static str {
         match self {

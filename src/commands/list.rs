@@ -68,11 +68,7 @@ pub fn run(args: &ListArgs, settings: &Settings) -> Result<Outcome, anyhow::Erro
                 created_at: a.parsed.time.to_rfc3339(),
                 age_seconds: (now - a.parsed.time).num_seconds(),
                 size: a.size,
-                compression: if a.parsed.compression == "gz" {
-                    "gzip"
-                } else {
-                    "zstd"
-                },
+                compression: a.parsed.compression.name(),
                 encryption,
                 files: summary.map(|s| s.files),
                 bytes: summary.map(|s| s.bytes),

@@ -21,50 +21,56 @@ use crate::archive::crypt::ReadKeys;
 use crate::cli::{ArchiveOptions, Cli, Command, KeyArgs, MongoSelect};
 use crate::config::{self, ConfigError, Settings, Sources};
 use crate::logging::{self, Verbosity};
+use crate::vars;
 
 pub use crate::Outcome;
 
 fn archive_flags(s: &mut Sources, a: &ArchiveOptions) {
-    s.flag("BACKUP_COMPRESSION", a.compression.clone());
-    s.flag("BACKUP_ENCRYPTION", a.encryption.clone());
-    s.flag_list("BACKUP_RECIPIENTS", &a.recipients);
-    s.flag("BACKUP_RECIPIENTS_FILE", a.recipients_file.clone());
-    s.flag("BACKUP_PASSPHRASE_FILE", a.passphrase_file.clone());
-    s.flag_list("BACKUP_EXCLUDE", &a.excludes);
+    s.flag(&vars::COMPRESSION, a.compression.clone());
+    s.flag(&vars::ENCRYPTION, a.encryption.clone());
+    s.flag_list(&vars::RECIPIENTS, &a.recipients);
+    s.flag(&vars::RECIPIENTS_FILE, a.recipients_file.clone());
+    s.flag(&vars::PASSPHRASE_FILE, a.passphrase_file.clone());
+    s.flag_list(&vars::EXCLUDE, &a.excludes);
 }
 
 fn mongo_flags(s: &mut Sources, m: &MongoSelect) {
-    s.flag("BACKUP_MONGODB_URI", m.mongo_uri.clone());
-    s.flag_list("BACKUP_MONGODB_DATABASES", &m.databases);
-    s.flag_list("BACKUP_MONGODB_COLLECTIONS", &m.collections);
+    s.flag(&vars::BACKUP_MONGODB_URI, m.mongo_uri.clone());
+    s.flag_list(&vars::MONGODB_DATABASES, &m.databases);
+    s.flag_list(&vars::MONGODB_COLLECTIONS, &m.collections);
 }
 
 fn key_flags(s: &mut Sources, k: &KeyArgs) {
-    s.flag("BACKUP_PASSPHRASE_FILE", k.passphrase_file.clone());
+    s.flag(&vars::PASSPHRASE_FILE, k.passphrase_file.clone());
+}
+
+/// Adds the command line's flags to `s`, each as the setting it stands for.
+pub fn add_flags(s: &mut Sources, cli: &Cli) {
+    let g = &cli.global;
+    s.flag(&vars::SOURCE, g.source.clone());
+    s.flag(&vars::DIR, g.backup_dir.clone());
+    s.flag(&vars::LOG_FILE, g.log_file.clone());
+    s.flag(&vars::LOG_FORMAT, g.log_format.clone());
+    match &cli.command {
+        Command::Backup(a) => {
+            archive_flags(s, &a.archive);
+            mongo_flags(s, &a.mongo);
+        }
+        Command::Daemon(a) => {
+            archive_flags(s, &a.archive);
+            mongo_flags(s, &a.mongo);
+            s.flag(&vars::SCHEDULE, a.schedule.clone());
+        }
+        Command::Restore(a) => key_flags(s, &a.keys),
+        Command::Verify(a) => key_flags(s, &a.keys),
+        Command::List(_) | Command::Prune(_) | Command::Status(_) | Command::Keygen(_) => {}
+    }
 }
 
 /// Builds the validated settings for a command line.
 pub fn settings(cli: &Cli) -> Result<Settings, anyhow::Error> {
     let mut s = Sources::from_process().context("cannot read the current directory")?;
-    let g = &cli.global;
-    s.flag("BACKUP_SOURCE", g.source.clone());
-    s.flag("BACKUP_DIR", g.backup_dir.clone());
-    s.flag("BACKUP_LOG_FILE", g.log_file.clone());
-    s.flag("BACKUP_LOG_FORMAT", g.log_format.clone());
-    match &cli.command {
-        Command::Backup(a) => {
-            archive_flags(&mut s, &a.archive);
-            mongo_flags(&mut s, &a.mongo);
-        }
-        Command::Daemon(a) => {
-            archive_flags(&mut s, &a.archive);
-            mongo_flags(&mut s, &a.mongo);
-            s.flag("BACKUP_SCHEDULE", a.schedule.clone());
-        }
-        Command::Restore(a) => key_flags(&mut s, &a.keys),
-        Command::Verify(a) => key_flags(&mut s, &a.keys),
-        Command::List(_) | Command::Prune(_) | Command::Status(_) | Command::Keygen(_) => {}
-    }
+    add_flags(&mut s, cli);
     s.load_dotenv()?;
     Ok(Settings::resolve(&s)?)
 }
@@ -106,26 +112,47 @@ pub fn duration_flag(flag: &str, value: Option<&str>) -> Result<Option<Duration>
         .transpose()
 }
 
-/// Runs a parsed command line.
-pub fn run(cli: &Cli) -> Result<Outcome, anyhow::Error> {
-    if let Command::Keygen(args) = &cli.command {
-        return keygen::run(args);
-    }
-    let settings = settings(cli)?;
-    let verbosity = if cli.global.quiet {
+/// How chatty stderr is, from `-q` and `-v`.
+pub fn verbosity(cli: &Cli) -> Verbosity {
+    if cli.global.quiet {
         Verbosity::Quiet
     } else if cli.global.verbose {
         Verbosity::Verbose
     } else {
         Verbosity::Normal
-    };
-    let is_daemon = matches!(cli.command, Command::Daemon(_));
+    }
+}
+
+/// The validated settings a command line needs (`keygen` needs none).
+pub fn prepare(cli: &Cli) -> Result<Option<Settings>, anyhow::Error> {
+    match cli.command {
+        Command::Keygen(_) => Ok(None),
+        _ => settings(cli).map(Some),
+    }
+}
+
+/// Sets up logging: as the settings say, or plain text on stderr when
+/// there are none (keygen, or settings that did not validate).
+pub fn init_logging(cli: &Cli, settings: Option<&Settings>) -> logging::LogFormat {
+    let format = settings.map_or(logging::LogFormat::Text, |s| s.log_format);
     logging::init(
-        settings.log_format,
-        settings.log_file.as_deref(),
-        verbosity,
-        is_daemon,
+        format,
+        settings.and_then(|s| s.log_file.as_deref()),
+        verbosity(cli),
+        matches!(cli.command, Command::Daemon(_)),
     );
+    format
+}
+
+/// Runs a parsed command line with its settings (from [`prepare`]).
+pub fn run(cli: &Cli, settings: Option<Settings>) -> Result<Outcome, anyhow::Error> {
+    let verbosity = verbosity(cli);
+    let Some(settings) = settings else {
+        return match &cli.command {
+            Command::Keygen(args) => keygen::run(args),
+            _ => unreachable!("every other command has settings"),
+        };
+    };
     match &cli.command {
         Command::Backup(a) => backup::run(a, &settings, verbosity),
         Command::Restore(a) => restore::run(a, &settings, verbosity),
@@ -134,6 +161,129 @@ pub fn run(cli: &Cli) -> Result<Outcome, anyhow::Error> {
         Command::Prune(a) => prune::run(a, &settings),
         Command::Daemon(a) => daemon::run(a, &settings, verbosity),
         Command::Status(a) => status::run(a, &settings),
-        Command::Keygen(_) => unreachable!("handled above"),
+        Command::Keygen(a) => keygen::run(a),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::{Path, PathBuf};
+
+    use clap::{CommandFactory, Parser};
+
+    use super::*;
+    use crate::archive::Compression;
+    use crate::config::{Encryption, LogFormat};
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    fn resolve(args: &[&str]) -> Settings {
+        let cli = Cli::try_parse_from(std::iter::once("cofre").chain(args.iter().copied()))
+            .unwrap_or_else(|e| panic!("{args:?}: {e}"));
+        let mut s = Sources {
+            cwd: PathBuf::from("/work"),
+            home: Some(PathBuf::from("/home/u")),
+            ..Sources::default()
+        };
+        s.env.insert("BACKUP_TIMEZONE".into(), "UTC".into());
+        add_flags(&mut s, &cli);
+        Settings::resolve(&s).unwrap_or_else(|e| panic!("{args:?}: {e}"))
+    }
+
+    /// Every flag that stands for a setting, once, and what it sets.
+    #[test]
+    fn every_flag_sets_its_setting() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = "age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p";
+        let recipients = dir.path().join("r.txt");
+        std::fs::write(&recipients, format!("{key}\n")).unwrap();
+        let pass = dir.path().join("p.txt");
+        std::fs::write(&pass, "pass phrase\n").unwrap();
+        let (r, p) = (recipients.to_str().unwrap(), pass.to_str().unwrap());
+        type Check = Box<dyn Fn(&Settings) -> bool>;
+        let cases: Vec<(Vec<&str>, Check)> = vec![
+            (
+                vec!["--source", "app", "status"],
+                Box::new(|s| s.source == Path::new("/work/app")),
+            ),
+            (
+                vec!["--backup-dir", "/b", "list"],
+                Box::new(|s| s.backup_dir == Path::new("/b")),
+            ),
+            (
+                vec!["--log-file", "x.log", "status"],
+                Box::new(|s| s.log_file == Some(PathBuf::from("/work/x.log"))),
+            ),
+            (
+                vec!["--log-format", "json", "status"],
+                Box::new(|s| s.log_format == LogFormat::Json),
+            ),
+            (
+                vec!["backup", "--compression", "zstd:7"],
+                Box::new(|s| s.compression == Compression::Zstd(7)),
+            ),
+            (
+                vec!["backup", "--encryption", "none"],
+                Box::new(|s| matches!(s.encryption, Encryption::None)),
+            ),
+            (
+                vec!["backup", "--recipient", key],
+                Box::new(
+                    move |s| matches!(&s.encryption, Encryption::Age(k) if k.recipients == [key]),
+                ),
+            ),
+            (
+                vec!["daemon", "--recipients-file", r],
+                Box::new(
+                    move |s| matches!(&s.encryption, Encryption::Age(k) if k.recipients == [key]),
+                ),
+            ),
+            (
+                vec!["backup", "--passphrase-file", p],
+                Box::new(|s| {
+                    s.passphrase
+                        .as_ref()
+                        .is_some_and(|x| x.expose() == "pass phrase")
+                }),
+            ),
+            (
+                vec!["restore", "latest", "--passphrase-file", p],
+                Box::new(|s| s.passphrase.is_some()),
+            ),
+            (
+                vec!["verify", "--passphrase-file", p],
+                Box::new(|s| s.passphrase.is_some()),
+            ),
+            (
+                vec!["backup", "--exclude", "*.tmp", "--exclude", "cache/"],
+                Box::new(|s| s.excludes == ["*.tmp", "cache/"]),
+            ),
+            (
+                vec!["backup", "--mongo-uri", "mongodb://h/app"],
+                Box::new(|s| {
+                    s.mongodb_uri
+                        .as_ref()
+                        .is_some_and(|u| u.expose() == "mongodb://h/app")
+                }),
+            ),
+            (
+                vec!["daemon", "--db", "a", "--db", "b"],
+                Box::new(|s| s.mongodb_databases == ["a", "b"]),
+            ),
+            (
+                vec!["backup", "--collection", "a.c"],
+                Box::new(|s| s.mongodb_collections == ["a.c"]),
+            ),
+            (
+                vec!["daemon", "--schedule", "*/5 * * * *"],
+                Box::new(|s| s.schedule.text() == "*/5 * * * *"),
+            ),
+        ];
+        for (args, check) in cases {
+            assert!(check(&resolve(&args)), "{args:?}");
+        }
     }
 }

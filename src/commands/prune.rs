@@ -24,7 +24,7 @@ pub fn run(args: &PruneArgs, settings: &Settings) -> Result<Outcome, anyhow::Err
         Some(store.lock(wait)?)
     };
     tracing::info!(dry_run = args.dry_run, "prune started");
-    let decisions = prune::plan(&store, settings)?;
+    let decisions = prune::plan(&store, settings, chrono::Utc::now())?;
     for d in &decisions {
         let verb = match (d.keep, args.dry_run) {
             (true, _) => "keep        ",

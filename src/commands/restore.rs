@@ -92,7 +92,6 @@ pub fn print_report(report: &Report) {
                 };
                 println!("would restore collection {ns}: {documents} documents{how}");
             }
-            Fate::Skipped(why) => println!("skipped {ns}: {why}"),
         }
     }
     for n in &report.notes {
@@ -119,6 +118,7 @@ fn include_matcher(patterns: &[String]) -> Result<Option<Gitignore>, ConfigError
 }
 
 /// Runs `cofre restore`.
+#[tracing::instrument(name = "restore", skip_all)]
 pub fn run(
     args: &RestoreArgs,
     settings: &Settings,
@@ -167,7 +167,6 @@ pub fn run(
         files: want_files,
         mongo: want_mongo,
         include,
-        allow_outside_symlinks: args.allow_outside_symlinks,
         dry_run: args.dry_run,
         existing_target: Some(target.clone()),
         same_owner: args.same_owner,

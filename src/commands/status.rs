@@ -34,7 +34,27 @@ struct Status {
 /// Runs `cofre status`.
 pub fn run(args: &StatusArgs, settings: &Settings) -> Result<Outcome, anyhow::Error> {
     let max_age = duration_flag("--max-age", args.max_age.as_deref())?;
-    let now = Utc::now();
+    let status = gather(settings, max_age, Utc::now())?;
+    if args.json {
+        println!(
+            "{}",
+            crate::secret::scrub(&serde_json::to_string_pretty(&status)?)
+        );
+    } else {
+        print_text(&status);
+    }
+    if max_age.is_some() && status.problem.is_some() {
+        return Ok(Outcome::Failed);
+    }
+    Ok(Outcome::Success)
+}
+
+/// Everything `status` reports, at `now`.
+fn gather(
+    settings: &Settings,
+    max_age: Option<std::time::Duration>,
+    now: chrono::DateTime<Utc>,
+) -> Result<Status, anyhow::Error> {
     let store = match Store::open(&settings.backup_dir) {
         Ok(s) => Some(s),
         Err(StoreError::Missing(_)) => None,
@@ -61,29 +81,11 @@ pub fn run(args: &StatusArgs, settings: &Settings) -> Result<Outcome, anyhow::Er
         .last_success
         .as_ref()
         .map(|s| (now - s.started_at).num_seconds());
-    let failing = match (&state.last_success, &state.last_failure) {
-        (Some(s), Some(f)) => f.at > s.finished_at,
-        (None, Some(_)) => true,
-        _ => false,
-    };
-    let problem = if state.last_success.is_none() {
-        Some("no successful backup yet".to_owned())
-    } else if failing {
-        Some("the last backup failed".to_owned())
-    } else {
-        match (max_age, age) {
-            (Some(max), Some(a)) if a > max.as_secs() as i64 => Some(format!(
-                "the last successful backup is {} old, more than --max-age {}",
-                age_text(a),
-                humantime::format_duration(max)
-            )),
-            _ => None,
-        }
-    };
+    let problem = crate::state::health(&state, max_age, now);
     let status = Status {
         backup_dir: settings.backup_dir.display().to_string(),
         healthy: problem.is_none(),
-        problem: problem.clone(),
+        problem,
         last_success: state.last_success.clone(),
         last_success_age_seconds: age,
         last_failure: state.last_failure,
@@ -99,19 +101,18 @@ pub fn run(args: &StatusArgs, settings: &Settings) -> Result<Outcome, anyhow::Er
             .ok()
             .map(|k| k.public_base64()),
     };
-    if args.json {
-        println!(
-            "{}",
-            crate::secret::scrub(&serde_json::to_string_pretty(&status)?)
-        );
-    } else {
+    Ok(status)
+}
+
+fn print_text(status: &Status) {
+    {
         println!("backup directory  {}", status.backup_dir);
         match &status.last_success {
             Some(s) => println!(
                 "last success      {} ({} ago), {}, {}",
                 s.started_at
                     .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-                age_text(age.unwrap_or(0)),
+                age_text(status.last_success_age_seconds.unwrap_or(0)),
                 s.archive,
                 human(s.size)
             ),
@@ -157,13 +158,10 @@ pub fn run(args: &StatusArgs, settings: &Settings) -> Result<Outcome, anyhow::Er
         }
         println!(
             "health            {}",
-            problem
+            status
+                .problem
                 .as_deref()
                 .map_or_else(|| "ok".to_owned(), |p| format!("PROBLEM: {p}"))
         );
     }
-    if max_age.is_some() && problem.is_some() {
-        return Ok(Outcome::Failed);
-    }
-    Ok(Outcome::Success)
 }

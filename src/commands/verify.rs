@@ -15,6 +15,7 @@ use super::{Outcome, read_keys, trusted_keys};
 /// Reads one archive completely, checking it against its manifest and its
 /// signature. Returns the summary and, for an archive accepted without a
 /// good signature, why.
+#[tracing::instrument(name = "verify", skip_all, fields(archive = req.arg))]
 pub fn verify_one(
     req: &Request<'_>,
 ) -> Result<(reader::ReadSummary, Option<String>), anyhow::Error> {

@@ -21,7 +21,7 @@ use mongodb::{Client, ClientSession, Database};
 
 use super::{MongoError, SYSTEM_DATABASES, Selection, connect, escape_name, metadata, read_error};
 use crate::archive::MONGO_PREFIX;
-use crate::archive::manifest::{CollectionRecord, MongoSection};
+use crate::archive::manifest::{CollectionKind, CollectionRecord, MongoSection};
 use crate::archive::writer::{ArchiveWriter, StreamMeta};
 use crate::secret::{self, Secret};
 
@@ -105,7 +105,7 @@ fn take(
 /// One collection as `listCollections` describes it.
 struct CollInfo {
     name: String,
-    kind: String,
+    kind: CollectionKind,
     options: Document,
     uuid: Option<Bson>,
 }
@@ -126,7 +126,7 @@ async fn list_collections(db: &Database) -> Result<Vec<CollInfo>, MongoError> {
         };
         out.push(CollInfo {
             name: name.to_owned(),
-            kind: spec.get_str("type").unwrap_or("collection").to_owned(),
+            kind: CollectionKind::from_type(spec.get_str("type").unwrap_or("collection")),
             options: spec.get_document("options").cloned().unwrap_or_default(),
             uuid: spec
                 .get_document("info")
@@ -181,6 +181,7 @@ fn is_snapshot_unsupported(e: &MongoError) -> bool {
 
 /// Dumps the selected databases into the archive and returns the manifest's
 /// MongoDB section.
+#[tracing::instrument(name = "dump", skip_all)]
 pub fn dump_into(
     aw: &mut ArchiveWriter,
     uri: &Secret,
@@ -203,54 +204,24 @@ async fn dump_async(
     let shown_uri = secret::redact_uri(uri.expose());
     tracing::info!(uri = %shown_uri, "database dump started");
     let (client, options) = connect(uri).await?;
-    let admin = client.database("admin");
-    let hello = admin
-        .run_command(doc! { "hello": 1 })
-        .await
-        .map_err(|e| read_error("the server's status", &e))?;
-    let server_version = admin
-        .run_command(doc! { "buildInfo": 1 })
-        .await
-        .ok()
-        .and_then(|b| b.get_str("version").ok().map(str::to_owned))
-        .unwrap_or_default();
-    let replica_set = hello.get_str("setName").is_ok();
-    let mut session = if replica_set {
-        match client.start_session().snapshot(true).await {
-            Ok(s) => Some(s),
-            Err(e) => {
-                tracing::warn!(
-                    "snapshot sessions are not available ({}); the dump is not one point in time",
-                    super::short(&e)
-                );
-                None
-            }
-        }
-    } else {
-        None
-    };
-    let mut note = (!replica_set).then(|| {
-        "standalone server: collections were read one after another, not at one point in time"
-            .to_owned()
-    });
-
+    let (server_version, session, note) = open_session(&client).await?;
     let dbs = databases(&client, options.default_database.as_deref(), sel).await?;
     let mtime = started.timestamp();
-    let dir_meta = StreamMeta { mode: 0o755, mtime };
-    let file_meta = StreamMeta { mode: 0o644, mtime };
-    let write = |e: std::io::Error| MongoError::Io {
-        what: "cannot write the database dump into the archive".into(),
-        source: e,
+    let mut dumper = Dumper {
+        aw,
+        spool_dir,
+        cancel,
+        session,
+        note,
+        dir_meta: StreamMeta { mode: 0o755, mtime },
+        file_meta: StreamMeta { mode: 0o644, mtime },
     };
-    aw.add_synthetic_dir(MONGO_PREFIX.trim_end_matches('/').as_bytes(), dir_meta)
-        .map_err(write)?;
+    dumper.add_dir(MONGO_PREFIX.trim_end_matches('/'))?;
     let mut records = Vec::new();
     for db_name in &dbs {
         let db = client.database(db_name);
         let colls = list_collections(&db).await?;
-        let db_dir = format!("{MONGO_PREFIX}{db_name}");
-        aw.add_synthetic_dir(db_dir.as_bytes(), dir_meta)
-            .map_err(write)?;
+        dumper.add_dir(&format!("{MONGO_PREFIX}{db_name}"))?;
         for info in colls {
             if info.name.starts_with("system.") || !sel.wants(db_name, &info.name) {
                 continue;
@@ -258,102 +229,15 @@ async fn dump_async(
             if cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
                 return Err(MongoError::Cancelled);
             }
-            let file = escape_name(&info.name);
-            let bson_path = format!("{db_dir}/{file}.bson");
-            let meta_path = format!("{db_dir}/{file}.metadata.json");
-            let ns = format!("{db_name}.{}", info.name);
-            let (indexes, drained, hash) = if info.kind == "view" {
-                (Vec::new(), Drained::default(), None)
-            } else {
-                let indexes = list_indexes(&db, &info.name).await?;
-                // Time-series data lives in its buckets collection; mongodump
-                // dumps the buckets, and so does this.
-                let source = if info.kind == "timeseries" {
-                    format!("system.buckets.{}", info.name)
-                } else {
-                    info.name.clone()
-                };
-                let spool = tempfile::tempfile_in(spool_dir)
-                    .map_err(io("cannot create the dump's temporary file in BACKUP_DIR"))?;
-                let mut out = BufWriter::with_capacity(1 << 20, spool);
-                let result =
-                    drain_collection(&db, &source, session.as_mut(), &mut out, cancel).await;
-                let drained = match result {
-                    Err(e) if session.is_some() && is_snapshot_unsupported(&e) => {
-                        tracing::warn!(
-                            "{ns}: snapshot reads are refused ({e}); reading without one"
-                        );
-                        session = None;
-                        note = Some(format!(
-                            "the server refused snapshot reads; collections were read one after another ({e})"
-                        ));
-                        out.get_mut()
-                            .set_len(0)
-                            .map_err(io("cannot reset the dump's temporary file"))?;
-                        out.seek(SeekFrom::Start(0))
-                            .map_err(io("cannot reset the dump's temporary file"))?;
-                        drain_collection(&db, &source, None, &mut out, cancel).await?
-                    }
-                    other => other?,
-                };
-                let mut spool: File = out
-                    .into_inner()
-                    .map_err(|e| e.into_error())
-                    .map_err(io("cannot write the dump's temporary file"))?;
-                spool
-                    .seek(SeekFrom::Start(0))
-                    .map_err(io("cannot read the dump's temporary file"))?;
-                let hash = aw
-                    .add_stream(bson_path.as_bytes(), &mut spool, drained.bytes, file_meta)
-                    .map_err(write)?;
-                (indexes, drained, Some(hash))
-            };
-            let json = metadata::to_json(
-                &info.options,
-                &indexes,
-                info.uuid.as_ref(),
-                &info.name,
-                &info.kind,
-            );
-            aw.add_stream(
-                meta_path.as_bytes(),
-                json.as_bytes(),
-                json.len() as u64,
-                file_meta,
-            )
-            .map_err(write)?;
-            tracing::info!(
-                collection = %ns,
-                kind = %info.kind,
-                documents = drained.documents,
-                bytes = drained.bytes,
-                "dumped {ns}"
-            );
-            let totals = aw.totals_mut();
-            totals.collections += 1;
-            totals.documents += drained.documents;
-            totals.mongo_bytes += drained.bytes;
-            records.push(CollectionRecord {
-                db: db_name.clone(),
-                name: info.name.clone(),
-                kind: info.kind.clone(),
-                documents: drained.documents,
-                bytes: drained.bytes,
-                hash: hash.unwrap_or_default(),
-                bson_path: if info.kind == "view" {
-                    String::new()
-                } else {
-                    bson_path
-                },
-                metadata_path: meta_path,
-            });
+            records.push(dumper.collection(&db, &info).await?);
         }
     }
-    let cluster_time = session
+    let cluster_time = dumper
+        .session
         .as_ref()
         .and_then(|s| s.snapshot_time())
         .map(|t| format!("{},{}", t.time, t.increment));
-    let consistent = session.is_some() && note.is_none();
+    let consistent = dumper.session.is_some() && dumper.note.is_none();
     tracing::info!(
         collections = records.len(),
         documents = records.iter().map(|r| r.documents).sum::<u64>(),
@@ -365,8 +249,183 @@ async fn dump_async(
         server_version,
         consistent,
         cluster_time,
-        note,
+        note: dumper.note,
         databases: dbs,
         collections: records,
     })
+}
+
+/// The server's version, a snapshot session when it is a replica set, and
+/// a note saying why the dump is not one point in time when it is not.
+async fn open_session(
+    client: &Client,
+) -> Result<(String, Option<ClientSession>, Option<String>), MongoError> {
+    let admin = client.database("admin");
+    let hello = admin
+        .run_command(doc! { "hello": 1 })
+        .await
+        .map_err(|e| read_error("the server's status", &e))?;
+    let server_version = admin
+        .run_command(doc! { "buildInfo": 1 })
+        .await
+        .ok()
+        .and_then(|b| b.get_str("version").ok().map(str::to_owned))
+        .unwrap_or_default();
+    if hello.get_str("setName").is_err() {
+        let note =
+            "standalone server: collections were read one after another, not at one point in time";
+        return Ok((server_version, None, Some(note.to_owned())));
+    }
+    match client.start_session().snapshot(true).await {
+        Ok(s) => Ok((server_version, Some(s), None)),
+        Err(e) => {
+            tracing::warn!(
+                "snapshot sessions are not available ({}); the dump is not one point in time",
+                super::short(&e)
+            );
+            Ok((server_version, None, None))
+        }
+    }
+}
+
+/// Writes collections into the archive, one after another.
+struct Dumper<'a> {
+    aw: &'a mut ArchiveWriter,
+    spool_dir: &'a Path,
+    cancel: Option<&'a AtomicBool>,
+    session: Option<ClientSession>,
+    note: Option<String>,
+    dir_meta: StreamMeta,
+    file_meta: StreamMeta,
+}
+
+fn write_err(e: std::io::Error) -> MongoError {
+    MongoError::Io {
+        what: "cannot write the database dump into the archive".into(),
+        source: e,
+    }
+}
+
+impl Dumper<'_> {
+    fn add_dir(&mut self, path: &str) -> Result<(), MongoError> {
+        self.aw
+            .add_synthetic_dir(path.as_bytes(), self.dir_meta)
+            .map_err(write_err)
+    }
+
+    /// One collection: its documents (a view has none) and its metadata.
+    async fn collection(
+        &mut self,
+        db: &Database,
+        info: &CollInfo,
+    ) -> Result<CollectionRecord, MongoError> {
+        let db_dir = format!("{MONGO_PREFIX}{}", db.name());
+        let file = escape_name(&info.name);
+        let bson_path = format!("{db_dir}/{file}.bson");
+        let meta_path = format!("{db_dir}/{file}.metadata.json");
+        let ns = format!("{}.{}", db.name(), info.name);
+        let (indexes, drained, hash) = if info.kind == CollectionKind::View {
+            (Vec::new(), Drained::default(), None)
+        } else {
+            let indexes = list_indexes(db, &info.name).await?;
+            // Time-series data lives in its buckets collection; mongodump
+            // dumps the buckets, and so does this.
+            let source = if info.kind == CollectionKind::Timeseries {
+                format!("system.buckets.{}", info.name)
+            } else {
+                info.name.clone()
+            };
+            let (mut spool, drained) = self.spool(db, &source, &ns).await?;
+            let hash = self
+                .aw
+                .add_stream(
+                    bson_path.as_bytes(),
+                    &mut spool,
+                    drained.bytes,
+                    self.file_meta,
+                )
+                .map_err(write_err)?;
+            (indexes, drained, Some(hash))
+        };
+        let json = metadata::to_json(
+            &info.options,
+            &indexes,
+            info.uuid.as_ref(),
+            &info.name,
+            info.kind,
+        );
+        self.aw
+            .add_stream(
+                meta_path.as_bytes(),
+                json.as_bytes(),
+                json.len() as u64,
+                self.file_meta,
+            )
+            .map_err(write_err)?;
+        tracing::info!(
+            collection = %ns,
+            kind = info.kind.as_str(),
+            documents = drained.documents,
+            bytes = drained.bytes,
+            "dumped {ns}"
+        );
+        let totals = self.aw.totals_mut();
+        totals.collections += 1;
+        totals.documents += drained.documents;
+        totals.mongo_bytes += drained.bytes;
+        Ok(CollectionRecord {
+            db: db.name().to_owned(),
+            name: info.name.clone(),
+            kind: info.kind,
+            documents: drained.documents,
+            bytes: drained.bytes,
+            hash: hash.unwrap_or_default(),
+            bson_path: if info.kind == CollectionKind::View {
+                String::new()
+            } else {
+                bson_path
+            },
+            metadata_path: meta_path,
+        })
+    }
+
+    /// Drains a collection into an unnamed temporary file in `BACKUP_DIR`
+    /// (memory does not grow with it), in the snapshot session when there
+    /// is one; a server that refuses snapshot reads is read without.
+    async fn spool(
+        &mut self,
+        db: &Database,
+        source: &str,
+        ns: &str,
+    ) -> Result<(File, Drained), MongoError> {
+        let spool = tempfile::tempfile_in(self.spool_dir)
+            .map_err(io("cannot create the dump's temporary file in BACKUP_DIR"))?;
+        let mut out = BufWriter::with_capacity(1 << 20, spool);
+        let result =
+            drain_collection(db, source, self.session.as_mut(), &mut out, self.cancel).await;
+        let drained = match result {
+            Err(e) if self.session.is_some() && is_snapshot_unsupported(&e) => {
+                tracing::warn!("{ns}: snapshot reads are refused ({e}); reading without one");
+                self.session = None;
+                self.note = Some(format!(
+                    "the server refused snapshot reads; collections were read one after another ({e})"
+                ));
+                out.get_mut()
+                    .set_len(0)
+                    .map_err(io("cannot reset the dump's temporary file"))?;
+                out.seek(SeekFrom::Start(0))
+                    .map_err(io("cannot reset the dump's temporary file"))?;
+                drain_collection(db, source, None, &mut out, self.cancel).await?
+            }
+            other => other?,
+        };
+        let mut spool: File = out
+            .into_inner()
+            .map_err(|e| e.into_error())
+            .map_err(io("cannot write the dump's temporary file"))?;
+        spool
+            .seek(SeekFrom::Start(0))
+            .map_err(io("cannot read the dump's temporary file"))?;
+        Ok((spool, drained))
+    }
 }

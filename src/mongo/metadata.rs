@@ -4,7 +4,8 @@
 
 use mongodb::bson::{Bson, Document, spec::BinarySubtype};
 
-use crate::archive::manifest::hex;
+use crate::archive::manifest::CollectionKind;
+use crate::format::hex;
 
 /// What a `.metadata.json` says.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -13,8 +14,8 @@ pub struct Metadata {
     pub options: Document,
     /// Index specifications, as `listIndexes` returned them.
     pub indexes: Vec<Document>,
-    /// `collection`, `view` or `timeseries` (absent in old dumps: collection).
-    pub kind: String,
+    /// Collection, view or time-series (absent in old dumps: collection).
+    pub kind: CollectionKind,
     /// The collection's name, when recorded.
     pub name: Option<String>,
 }
@@ -25,7 +26,7 @@ pub fn to_json(
     indexes: &[Document],
     uuid: Option<&Bson>,
     name: &str,
-    kind: &str,
+    kind: CollectionKind,
 ) -> String {
     let mut doc = Document::new();
     doc.insert("options", options.clone());
@@ -43,7 +44,7 @@ pub fn to_json(
         doc.insert("uuid", hex(&b.bytes));
     }
     doc.insert("collectionName", name);
-    doc.insert("type", kind);
+    doc.insert("type", kind.as_str());
     serde_json::to_string(&Bson::Document(doc).into_canonical_extjson())
         .expect("JSON values always serialize")
 }
@@ -70,7 +71,7 @@ pub fn parse(text: &str) -> Result<Metadata, String> {
         None | Some(Bson::Null) => Vec::new(),
         Some(_) => return Err("\"indexes\" is not an array".into()),
     };
-    let kind = doc.get_str("type").unwrap_or("collection").to_owned();
+    let kind = CollectionKind::from_type(doc.get_str("type").unwrap_or("collection"));
     let name = doc.get_str("collectionName").ok().map(str::to_owned);
     Ok(Metadata {
         options,
@@ -200,7 +201,7 @@ mod tests {
     fn reads_the_mongodump_fixture_format() {
         let text = r#"{"options":{},"indexes":[{"v":{"$numberInt":"1"},"key":{"_id":{"$numberInt":"1"}},"name":"_id_","ns":"indextest.test_collection"},{"v":{"$numberInt":"1"},"key":{"a":{"$numberDouble":"1.0"},"b":true,"c":{"$numberDecimal":"0"},"d":""},"name":"a_1_b_true","ns":"indextest.test_collection","safe":true}],"uuid":"d2016afbfd1048399ab39a176b1c63ce"}"#;
         let m = parse(text).unwrap();
-        assert_eq!(m.kind, "collection");
+        assert_eq!(m.kind, CollectionKind::Collection);
         assert_eq!(m.indexes.len(), 2);
         let (clean, changed) = clean_index(&m.indexes[1]);
         assert_eq!(
@@ -223,7 +224,7 @@ mod tests {
                 bytes: vec![0xab; 16],
             })),
             "cafés",
-            "collection",
+            CollectionKind::Collection,
         );
         assert_eq!(
             json,

@@ -20,6 +20,7 @@ use mongodb::{Client, Database};
 
 use super::{MongoError, connect, metadata, unescape_name};
 use crate::Outcome;
+use crate::archive::manifest::CollectionKind;
 use crate::secret::Secret;
 
 /// The largest BSON document accepted from a dump (the server's limit plus
@@ -59,8 +60,6 @@ pub enum Fate {
         /// Whether it exists (and would be replaced with --drop, or left alone).
         exists: bool,
     },
-    /// Skipped, with why.
-    Skipped(String),
 }
 
 /// The result of a restore.
@@ -82,7 +81,7 @@ impl Report {
         let partial = self
             .collections
             .iter()
-            .any(|(_, f)| matches!(f, Fate::Exists | Fate::Skipped(_)));
+            .any(|(_, f)| matches!(f, Fate::Exists));
         if partial && !self.dry_run {
             Outcome::Warnings
         } else {
@@ -179,7 +178,7 @@ fn scan(root: &Path, notes: &mut Vec<String>) -> Result<Vec<Found>, MongoError> 
                 })?
             } else {
                 metadata::Metadata {
-                    kind: "collection".into(),
+                    kind: CollectionKind::Collection,
                     ..Default::default()
                 }
             };
@@ -435,12 +434,12 @@ async fn fill(
     db.run_command(create_command(coll, &m.options))
         .await
         .map_err(|e| write_err(ns, &e))?;
-    if m.kind == "view" {
+    if m.kind == CollectionKind::View {
         return Ok((0, 0));
     }
     let documents = match &found.bson {
         // Time-series data is restored as the buckets mongodump dumped.
-        Some(path) if m.kind == "timeseries" => {
+        Some(path) if m.kind == CollectionKind::Timeseries => {
             insert_all(db, &format!("system.buckets.{coll}"), path, ns).await?
         }
         Some(path) => insert_all(db, coll, path, ns).await?,
@@ -487,7 +486,7 @@ async fn restore_one(
     if present && !target.drop {
         return Ok(Fate::Exists);
     }
-    let swappable = m.kind != "view" && m.kind != "timeseries";
+    let swappable = m.kind == CollectionKind::Collection;
     if !present || !swappable {
         // Made in place: nothing that existed is touched (a view or
         // time-series collection asked to be replaced is dropped first,
@@ -593,7 +592,7 @@ pub fn restore_dir(dir: &Path, target: &Target, dry_run: bool) -> Result<Report,
         ));
     }
     // Views last: they may be defined on collections (or views) restored here.
-    found.sort_by_key(|f| f.metadata.kind == "view");
+    found.sort_by_key(|f| f.metadata.kind == CollectionKind::View);
     let uri = target.uri.as_ref().ok_or(MongoError::NoTarget)?;
     let rt = super::runtime()?;
     rt.block_on(async {

@@ -47,8 +47,6 @@ pub struct ExtractOptions {
     pub mongo: bool,
     /// Only paths matching (or under a match of) this.
     pub include: Option<Gitignore>,
-    /// Restore symlinks that point outside the target.
-    pub allow_outside_symlinks: bool,
     /// Print what would be written instead of writing.
     pub dry_run: bool,
     /// For `--dry-run`: the existing target, to say what would be replaced.

@@ -7,7 +7,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
 
-use cofre::archive::tarenc::{EntryMeta, Kind, TarEncoder};
+use cofre::parts::{EntryMeta, Kind, TarEncoder};
 
 use crate::harness::*;
 

@@ -211,45 +211,6 @@ fn kill_9_at_any_point_leaves_no_partial_archive() {
 }
 
 #[test]
-fn missed_run_is_caught_up_at_start_unless_turned_off() {
-    let mut env = Env::with_tree();
-    env.set("BACKUP_SCHEDULE", "0 3 * * *");
-    env.set("BACKUP_TIMEZONE", "UTC");
-    env.ok(&["backup"]);
-    // Pretend the last success was two days ago: a daily run was missed.
-    let state_path = env.backups.join(".cofre-state.json");
-    let mut state: serde_json::Value =
-        serde_json::from_str(&fs::read_to_string(&state_path).unwrap()).unwrap();
-    let old = (chrono::Utc::now() - chrono::Duration::days(2)).to_rfc3339();
-    state["last_success"]["started_at"] = old.clone().into();
-    state["last_success"]["finished_at"] = old.into();
-    fs::write(&state_path, serde_json::to_string(&state).unwrap()).unwrap();
-
-    env.set("BACKUP_CATCH_UP", "false");
-    let mut daemon = Daemon::start(&env);
-    assert!(
-        !daemon.wait_for(Duration::from_secs(3), |l| count(l, "backup started") > 0),
-        "{:#?}",
-        daemon.seen
-    );
-    assert_eq!(daemon.stop().0, Some(0));
-
-    env.set("BACKUP_CATCH_UP", "true");
-    let mut daemon = Daemon::start(&env);
-    assert!(
-        daemon.wait_for(Duration::from_secs(20), |l| count(
-            l,
-            "scheduled backup done"
-        ) == 1),
-        "{:#?}",
-        daemon.seen
-    );
-    let (code, seen) = daemon.stop();
-    assert!(count(&seen, "catching up") == 1, "{seen:#?}");
-    assert_eq!(code, Some(0));
-}
-
-#[test]
 fn failed_runs_are_retried_and_never_recorded_as_success() {
     let mut env = Env::with_tree();
     env.set("BACKUP_SCHEDULE", "*/3 * * * * *");

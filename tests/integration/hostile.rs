@@ -13,8 +13,8 @@ use std::io::Write;
 use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 
-use cofre::archive::manifest::{Entry, FORMAT, FORMAT_VERSION};
-use cofre::archive::tarenc::{EntryMeta, Kind, TarEncoder};
+use cofre::parts::{Entry, FORMAT, FORMAT_VERSION};
+use cofre::parts::{EntryMeta, Kind, TarEncoder};
 
 use crate::harness::*;
 

@@ -564,7 +564,7 @@ fn dumps_written_by_mongodump_restore() {
         let docs = m.raw_docs(&target_db, coll);
         let file_docs = count_bson(
             &dir.join(cases.iter().find(|c| c.0 == *root).unwrap().1)
-                .join(format!("{}.bson", cofre::mongo::escape_name(coll))),
+                .join(format!("{}.bson", cofre::parts::escape_name(coll))),
         );
         assert_eq!(docs.len(), file_docs, "{root}: documents");
         if *root != "indextestdump" {
