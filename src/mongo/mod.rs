@@ -144,30 +144,45 @@ impl Selection {
 /// Databases that are never dumped unless named.
 pub const SYSTEM_DATABASES: &[&str] = &["admin", "local", "config"];
 
-/// mongodump's file-name escaping of collection names: Go's
-/// `url.PathEscape`, which keeps unreserved characters and `$&+,:;=@`.
-const PATH_SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+/// mongodump's file-name escaping of collection names is Go's
+/// `url.QueryEscape`: everything but `A-Z a-z 0-9 - _ . ~` is
+/// percent-encoded, and a space becomes `+`.
+const QUERY_ESCAPE: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'-')
     .remove(b'_')
     .remove(b'.')
     .remove(b'~')
-    .remove(b'$')
-    .remove(b'&')
-    .remove(b'+')
-    .remove(b',')
-    .remove(b':')
-    .remove(b';')
-    .remove(b'=')
-    .remove(b'@');
+    .remove(b' ');
 
-/// A collection name as mongodump writes it in file names (`cafés` → `caf%C3%A9s`).
+/// Escaped names longer than this are shortened, as mongodump does, so
+/// `<name>.metadata.json.gz` fits in 255 bytes.
+const MAX_ESCAPED: usize = 238;
+
+/// A collection name as mongodump writes it in file names (`cafés` →
+/// `caf%C3%A9s`, `a b` → `a+b`); a name that escapes to more than 238
+/// bytes becomes its first 208 escaped bytes, `%24` and the base64url
+/// SHA-1 of the name (mongorestore then takes the real name from the
+/// metadata).
 pub fn escape_name(name: &str) -> String {
-    utf8_percent_encode(name, PATH_SEGMENT).to_string()
+    let escaped = utf8_percent_encode(name, QUERY_ESCAPE)
+        .to_string()
+        .replace(' ', "+");
+    if escaped.len() <= MAX_ESCAPED {
+        return escaped;
+    }
+    use base64::Engine;
+    use sha1::Digest;
+    let hash = sha1::Sha1::digest(name.as_bytes());
+    format!(
+        "{}%24{}",
+        &escaped[..208],
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(hash)
+    )
 }
 
-/// The inverse of [`escape_name`].
+/// The inverse of [`escape_name`] (Go's `url.QueryUnescape`).
 pub fn unescape_name(file_stem: &str) -> String {
-    percent_decode_str(file_stem)
+    percent_decode_str(&file_stem.replace('+', " "))
         .decode_utf8_lossy()
         .into_owned()
 }
@@ -284,11 +299,16 @@ mod tests {
     #[test]
     fn escapes_like_mongodump() {
         assert_eq!(escape_name("cafés"), "caf%C3%A9s");
-        assert_eq!(escape_name("a/b c"), "a%2Fb%20c");
-        assert_eq!(escape_name("x.y-z_$:@"), "x.y-z_$:@");
-        for name in ["cafés", "a/b c", "100%", "日本"] {
+        assert_eq!(escape_name("a/b c"), "a%2Fb+c");
+        assert_eq!(escape_name("x.y-z_~$:@+"), "x.y-z_~%24%3A%40%2B");
+        for name in ["cafés", "a/b c", "100%", "日本", "a+b"] {
             assert_eq!(unescape_name(&escape_name(name)), name);
         }
+        // Long names are shortened as mongodump shortens them.
+        let long = "x".repeat(300);
+        let escaped = escape_name(&long);
+        assert_eq!(escaped.len(), 208 + 3 + 27);
+        assert!(escaped.starts_with(&"x".repeat(208)) && escaped[208..].starts_with("%24"));
     }
 
     #[test]

@@ -9,6 +9,7 @@ mod daemon;
 mod hostile;
 mod interop;
 mod mongo;
+mod mongo_tools;
 mod property;
 mod restore;
 mod round_trip;
