@@ -1,7 +1,7 @@
 //! The command line as clap sees it: raw flags, not yet validated.
 //!
 //! Every flag that stands for a setting takes its name, placeholder and help
-//! from [`crate::vars`], and is handed to [`crate::config`] as that setting,
+//! from `crate::vars`, and is handed to `crate::config` as that setting,
 //! so a flag, the environment and the project's `.env` are resolved and
 //! validated by one piece of code with one precedence (flag > environment >
 //! `.env` > default).
@@ -164,7 +164,7 @@ pub struct RestoreArgs {
     /// Archive path, or a name in BACKUP_DIR, or `latest`
     #[arg(value_name = "ARCHIVE", required_unless_present = "mongo_dir")]
     pub archive: Option<String>,
-    /// Directory to restore files into [default: ./<archive name without extensions>]
+    /// Directory to restore files into [default: ./ followed by the archive's name without extensions]
     #[arg(long, value_name = "DIR")]
     pub to: Option<PathBuf>,
     /// Restore into a non-empty directory, replacing files the archive holds

@@ -4,22 +4,28 @@
 //!
 //! # Map
 //!
-//! - [`cli`] — the command line as clap parses it (raw, unvalidated).
-//! - [`config`] — flags, environment and `.env` → validated [`config::Settings`].
-//! - [`commands`] — one module per subcommand; orchestration only.
-//! - [`backup`] — one backup from start to finish (used by `backup` and the daemon).
-//! - [`daemon`] — the scheduler loop: catch-up, retries, overlap, clean shutdown.
-//! - [`walk`] — what of the project goes into the archive (excludes, order).
-//! - [`archive`] — the streaming pipeline: tar → gzip/zstd → age → file, and back;
-//!   the manifest; reading with verification.
-//! - [`mongo`] — native MongoDB dump into the archive and restore from it
-//!   (mongodump's layout and formats).
-//! - [`restore`] — extraction into a staging directory, path checks, moving into place.
-//! - [`store`] — `BACKUP_DIR`: names, atomic writes, listing, the lock.
-//! - [`state`] — the small state files (last success, catalog, daemon).
-//! - [`retention`] — pure retention planning with reasons; [`prune`] applies it.
-//! - [`schedule`] — pure cron schedule arithmetic in a time zone.
-//! - [`logging`], [`secret`] — logs, progress, and keeping secrets out of both.
+//! Layers point one way, top to bottom; no module imports from a layer
+//! above it.
+//!
+//! - **Entry.** [`cli`] — the command line as clap parses it (raw);
+//!   `commands` — one module per subcommand: builds the settings from the
+//!   flags, orchestrates, prints.
+//! - **Settings.** `vars` — every setting defined once (variable, flag,
+//!   default, help); `config` — flags, environment and `.env` resolved and
+//!   validated into `Settings`.
+//! - **Domain.** `backup` — one backup from start to finish; `daemon` — the
+//!   scheduler loop (clock and jobs injected); `restore` — staging confined
+//!   by the kernel, link checks, planned placement; `open` — finding an
+//!   archive and checking its signature while it is read; `mongo` — native
+//!   dump and restore in mongodump's formats; `prune` applies `retention`, a
+//!   pure plan; `schedule` — pure cron arithmetic; `state` — the state files
+//!   and the health decision.
+//! - **Primitives.** `archive` — the streaming pipeline (tar, gzip/zstd,
+//!   age), the manifest, reading with verification and caps; `store` —
+//!   `BACKUP_DIR`: names, atomic writes, listing, the lock; `sign` —
+//!   minisign signatures and trusted keys; `beneath` — filesystem operations
+//!   that cannot leave a directory; `spool` — records on disk; `walk` —
+//!   what of the project goes in; `secret`, `logging`, `format`.
 //!
 //! The binary (`src/main.rs`) parses the command line, resolves the
 //! settings ([`prepare`]), sets up logging from them ([`init_logging`]),
