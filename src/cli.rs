@@ -161,7 +161,7 @@ pub struct KeyArgs {
 /// `cofre restore`.
 #[derive(Debug, Args)]
 pub struct RestoreArgs {
-    /// Archive path, or a name in BACKUP_DIR, or `latest`
+    /// Archive path, a name in BACKUP_DIR (or the bucket, with --remote), `latest`, or s3://BUCKET/PREFIX/NAME
     #[arg(value_name = "ARCHIVE", required_unless_present = "mongo_dir")]
     pub archive: Option<String>,
     /// Directory to restore files into [default: ./ followed by the archive's name without extensions]
@@ -188,6 +188,9 @@ pub struct RestoreArgs {
     /// Restore an archive that is not signed by a trusted key (with a warning)
     #[arg(long)]
     pub allow_unsigned: bool,
+    /// Take the archive from the bucket (BACKUP_REMOTE), streaming; an s3:// archive needs no flag
+    #[arg(long)]
+    pub remote: bool,
     /// Give restored files the owners recorded in the archive (as root; as GNU tar's --same-owner)
     #[arg(long)]
     pub same_owner: bool,
@@ -218,6 +221,9 @@ pub struct ListArgs {
     /// One JSON document on stdout
     #[arg(long)]
     pub json: bool,
+    /// List the archives in the bucket (BACKUP_REMOTE) instead of BACKUP_DIR
+    #[arg(long)]
+    pub remote: bool,
 }
 
 /// `cofre verify`.
@@ -232,6 +238,9 @@ pub struct VerifyArgs {
     /// Check the contents of an archive that is not signed by a trusted key (it is reported as unsigned)
     #[arg(long)]
     pub allow_unsigned: bool,
+    /// Read the archive from the bucket (BACKUP_REMOTE), streaming, with no local copy
+    #[arg(long)]
+    pub remote: bool,
     #[command(flatten)]
     pub keys: KeyArgs,
 }
@@ -264,8 +273,12 @@ pub struct StatusArgs {
     #[arg(long)]
     pub json: bool,
     /// Exit 1 when the last successful backup is older than this (e.g. 26h), or there is none
+    /// (with BACKUP_REMOTE, the newest offsite copy too)
     #[arg(long, value_name = "DURATION")]
     pub max_age: Option<String>,
+    /// Exit 1 when the newest offsite copy is older than this, or the last upload failed
+    #[arg(long, value_name = "DURATION")]
+    pub max_offsite_age: Option<String>,
 }
 
 /// `cofre keygen`.

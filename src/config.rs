@@ -241,6 +241,145 @@ pub enum Encryption {
     Age(AgeKeys),
 }
 
+/// S3 Object Lock on uploaded objects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockMode {
+    /// No lock.
+    Off,
+    /// Governance mode: users with a special permission can still delete.
+    Governance,
+    /// Compliance mode: nobody can delete before the date.
+    Compliance,
+}
+
+impl LockMode {
+    fn parse(s: &str) -> Option<LockMode> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "off" | "none" => Some(LockMode::Off),
+            "governance" => Some(LockMode::Governance),
+            "compliance" => Some(LockMode::Compliance),
+            _ => None,
+        }
+    }
+}
+
+/// Where offsite copies go, and how.
+#[derive(Debug, Clone)]
+pub struct RemoteSettings {
+    /// `s3://bucket/prefix` as given (it holds no secret).
+    pub url: String,
+    /// The bucket.
+    pub bucket: String,
+    /// The key prefix (no leading or trailing `/`; may be empty).
+    pub prefix: String,
+    /// Remote retention (its own days, the local `KEEP_*` rules).
+    pub retention: RetentionPolicy,
+    /// Object Lock.
+    pub lock: LockMode,
+    /// Upload cap, bytes per second.
+    pub bandwidth: Option<u64>,
+    /// The `AWS_*` variables (environment, then `.env`), for the client.
+    pub aws: Vec<(String, Secret)>,
+}
+
+/// Parses `s3://bucket[/prefix]`.
+fn parse_remote_url(v: &str) -> Option<(String, String)> {
+    let rest = v.trim().strip_prefix("s3://")?;
+    let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+    let bucket_ok = (3..=63).contains(&bucket.len())
+        && bucket
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-');
+    let prefix = prefix.trim_matches('/');
+    let prefix_ok = prefix
+        .split('/')
+        .all(|c| c != "." && c != ".." && !c.contains(['\\', '\0']))
+        && !prefix.contains("//");
+    (bucket_ok && prefix_ok).then(|| (bucket.to_owned(), prefix.to_owned()))
+}
+
+fn remote(src: &Sources, local: &RetentionPolicy) -> Result<Option<RemoteSettings>, ConfigError> {
+    let Some((url, _)) = src.get(&vars::REMOTE) else {
+        return Ok(None);
+    };
+    let (bucket, prefix) = parse_remote_url(url).ok_or_else(|| {
+        invalid(
+            vars::REMOTE.name,
+            url,
+            "s3://BUCKET or s3://BUCKET/PREFIX, with a bucket name of 3 to 63 lowercase letters, digits, dots and hyphens",
+        )
+    })?;
+    let days = match src.get(&vars::REMOTE_RETENTION_DAYS) {
+        None => local.days,
+        Some(_) => parse_u32(src, &vars::REMOTE_RETENTION_DAYS, 0, 100_000)?,
+    };
+    let bandwidth = match src.get(&vars::REMOTE_BANDWIDTH) {
+        None => None,
+        Some((v, _)) => Some(parse_size(v).filter(|&b| b >= 1024).ok_or_else(|| {
+            invalid(
+                vars::REMOTE_BANDWIDTH.name,
+                v,
+                "bytes per second, at least 1K, such as 20M or 500K",
+            )
+        })?),
+    };
+    Ok(Some(RemoteSettings {
+        url: url.trim().to_owned(),
+        bucket,
+        prefix,
+        retention: RetentionPolicy { days, ..*local },
+        lock: choice(
+            src,
+            &vars::REMOTE_LOCK,
+            LockMode::parse,
+            "off, governance or compliance",
+        )?,
+        bandwidth,
+        aws: aws(src),
+    }))
+}
+
+/// The `AWS_*` variables (environment, then `.env`), secrets registered.
+fn aws(src: &Sources) -> Vec<(String, Secret)> {
+    let mut aws: Vec<(String, Secret)> = Vec::new();
+    for map in [&src.env, &src.dotenv] {
+        for (k, v) in map {
+            if k.starts_with("AWS_") && !v.is_empty() && !aws.iter().any(|(n, _)| n == k) {
+                let secret = if k == "AWS_SECRET_ACCESS_KEY" || k == "AWS_SESSION_TOKEN" {
+                    Secret::new(v.clone())
+                } else {
+                    Secret::unregistered(v.clone())
+                };
+                aws.push((k.clone(), secret));
+            }
+        }
+    }
+    aws
+}
+
+impl Settings {
+    /// The bucket an `s3://bucket/prefix/ARCHIVE` argument names, and the
+    /// archive's name; credentials as for `BACKUP_REMOTE`.
+    pub fn remote_for_url(&self, arg: &str) -> Option<(RemoteSettings, String)> {
+        let (url, name) = arg.rsplit_once('/')?;
+        let (bucket, prefix) =
+            parse_remote_url(url).or_else(|| parse_remote_url(&format!("{url}/")))?;
+        let base = self.remote.clone();
+        Some((
+            RemoteSettings {
+                url: url.to_owned(),
+                bucket,
+                prefix,
+                retention: self.retention,
+                lock: LockMode::Off,
+                bandwidth: None,
+                aws: base.map_or_else(|| self.aws.clone(), |r| r.aws),
+            },
+            name.to_owned(),
+        ))
+    }
+}
+
 /// A free-space threshold.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum MinFree {
@@ -293,6 +432,10 @@ pub struct Settings {
     pub shutdown_grace: Duration,
     /// Warn when free space after a backup would fall under this.
     pub min_free: MinFree,
+    /// Offsite copies, when `BACKUP_REMOTE` is set.
+    pub remote: Option<RemoteSettings>,
+    /// The `AWS_*` variables (for `s3://` archives named on the command line).
+    pub aws: Vec<(String, Secret)>,
 }
 
 impl Settings {
@@ -315,9 +458,12 @@ impl Settings {
         });
         let passphrase = passphrase(src, &source)?;
         let recipients = recipients(src, &source)?;
+        let retention = retention(src)?;
         Ok(Settings {
             backup_dir: path_var(&vars::DIR).unwrap_or_else(|| source.join("backups")),
-            retention: retention(src)?,
+            remote: remote(src, &retention)?,
+            aws: aws(src),
+            retention,
             schedule: schedule(src)?,
             mongodb_uri: resolve_mongodb_uri(src, &path_var)?,
             signing_key,

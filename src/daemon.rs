@@ -178,6 +178,8 @@ pub fn run(settings: &Settings) -> Result<(), DaemonError> {
             .lock_named(DAEMON_LOCK, None)
             .map_err(|_| DaemonError::AlreadyRunning(store.dir().display().to_string()))?;
         let jobs = Live::new(settings, store.clone());
+        // Archives a past outage kept from the bucket go up now.
+        jobs.upload_in_background();
         serve(
             &Plan::from_settings(settings),
             &jobs,
@@ -185,6 +187,7 @@ pub fn run(settings: &Settings) -> Result<(), DaemonError> {
             shutdown,
         )
         .await;
+        jobs.stop_uploading();
         DaemonState::clear(store.dir());
         tracing::info!("daemon stopped");
         Ok(())
@@ -383,12 +386,16 @@ async fn run_backup(
     None
 }
 
-/// The real jobs: backups on a thread of their own, retention, the state
-/// files in `BACKUP_DIR`.
+/// The real jobs: backups on a thread of their own, retention, offsite
+/// uploads in the background (a slow upload never delays the next backup),
+/// the state files in `BACKUP_DIR`.
 pub struct Live {
     settings: Settings,
     store: Store,
     started: DateTime<Utc>,
+    uploader: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
+    upload_again: Arc<AtomicBool>,
+    upload_cancel: Arc<AtomicBool>,
 }
 
 impl Live {
@@ -398,6 +405,62 @@ impl Live {
             settings: settings.clone(),
             store,
             started: Utc::now(),
+            uploader: std::sync::Mutex::new(None),
+            upload_again: Arc::new(AtomicBool::new(false)),
+            upload_cancel: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    /// Brings the bucket up to date on a thread of its own; when one is
+    /// already at it, it goes round once more when done.
+    pub fn upload_in_background(&self) {
+        let Some(remote) = self.settings.remote.clone() else {
+            return;
+        };
+        let mut slot = self.uploader.lock().unwrap_or_else(|e| e.into_inner());
+        if slot.as_ref().is_some_and(|h| !h.is_finished()) {
+            self.upload_again.store(true, Ordering::Relaxed);
+            return;
+        }
+        let settings = self.settings.clone();
+        let again = Arc::clone(&self.upload_again);
+        let cancel = Arc::clone(&self.upload_cancel);
+        *slot = std::thread::Builder::new()
+            .name("cofre-upload".into())
+            .spawn(move || {
+                loop {
+                    match crate::offsite::sync(&settings, &remote, &cancel) {
+                        Ok(r) if !r.uploaded.is_empty() || !r.deleted.is_empty() => {
+                            tracing::info!(
+                                uploaded = r.uploaded.len(),
+                                deleted = r.deleted.len(),
+                                "offsite copies up to date in {}",
+                                remote.url
+                            );
+                        }
+                        Ok(_) => {}
+                        Err(e) => tracing::error!(
+                            "offsite copy failed: {e}; the archives stay here and go up at the next run"
+                        ),
+                    }
+                    if cancel.load(Ordering::Relaxed) || !again.swap(false, Ordering::Relaxed) {
+                        break;
+                    }
+                }
+            })
+            .ok();
+    }
+
+    /// Stops an upload in progress (between parts) and waits for it.
+    pub fn stop_uploading(&self) {
+        self.upload_cancel.store(true, Ordering::Relaxed);
+        let handle = self
+            .uploader
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(h) = handle {
+            let _ = h.join();
         }
     }
 }

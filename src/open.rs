@@ -1,7 +1,8 @@
-//! Opening an archive to read it: find it (`latest` means the newest one
-//! signed by a trusted key), check its signature as far as can be checked
-//! up front, open its layers, and check the signature against every byte
-//! as the layers read them. Used by `verify` and `restore`.
+//! Opening an archive to read it, from `BACKUP_DIR` or from the bucket:
+//! find it (`latest` means the newest one signed by a trusted key), check
+//! its signature as far as can be checked up front, open its layers, and
+//! check the signature against every byte as the layers read them. Used by
+//! `verify` and `restore`.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -9,8 +10,9 @@ use std::path::{Path, PathBuf};
 use crate::archive::crypt::ReadKeys;
 use crate::archive::layers::{self, OpenError};
 use crate::archive::worker_threads;
+use crate::remote::{Remote, RemoteError};
 use crate::sign::{self, Checker, Claim, SignError, TrustedKeys};
-use crate::store::{self, Store, StoreError};
+use crate::store::{self, ArchiveName, Store, StoreError};
 
 /// Why an archive could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -18,20 +20,28 @@ pub enum OpenArchiveError {
     /// Finding or opening the file.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The bucket.
+    #[error(transparent)]
+    Remote(#[from] RemoteError),
     /// Its signature.
     #[error(transparent)]
     Sign(#[from] SignError),
     /// Its layers.
     #[error(transparent)]
     Layers(#[from] OpenError),
+    /// A remote archive name that is not an archive name.
+    #[error(
+        "{0:?} is not an archive name (backup_YYYY-MM-DDTHH-MM-SS.tar.gz[.age]); `cofre list --remote` shows them"
+    )]
+    BadName(String),
     /// `latest` found archives, none signed by a trusted key.
     #[error(
-        "none of the {count} archives in {dir} is signed by a trusted key (the newest, {newest}: {why}); \
+        "none of the {count} archives in {place} is signed by a trusted key (the newest, {newest}: {why}); \
          check BACKUP_TRUSTED_KEYS, or name an archive and pass --allow-unsigned"
     )]
     NoTrustedLatest {
-        /// The directory.
-        dir: PathBuf,
+        /// Where.
+        place: String,
         /// How many archives there are.
         count: usize,
         /// The newest one.
@@ -44,16 +54,37 @@ pub enum OpenArchiveError {
 /// What to open and what to accept.
 #[derive(Debug, Clone, Copy)]
 pub struct Request<'a> {
-    /// A path, a name in `backup_dir`, or `latest`.
+    /// A path, a name in `backup_dir` (or the bucket), or `latest`.
     pub arg: &'a str,
     /// `BACKUP_DIR`.
     pub backup_dir: &'a Path,
+    /// The bucket to read from instead of `backup_dir`.
+    pub remote: Option<&'a Remote>,
     /// Keys to decrypt with.
     pub keys: &'a ReadKeys,
     /// Keys whose signatures are trusted.
     pub trusted: &'a TrustedKeys,
     /// Accept an archive whose signature is missing, broken or untrusted.
     pub allow_unsigned: bool,
+}
+
+/// Where an archive is.
+#[derive(Debug, Clone)]
+pub enum Found {
+    /// A file, and whether it lies in `BACKUP_DIR`.
+    Local(PathBuf, bool),
+    /// A name in the bucket.
+    Remote(String),
+}
+
+impl Found {
+    /// The archive's file name.
+    pub fn name(&self) -> String {
+        match self {
+            Found::Local(p, _) => layers::archive_name(p),
+            Found::Remote(n) => n.clone(),
+        }
+    }
 }
 
 /// An archive being read.
@@ -79,65 +110,104 @@ impl OpenArchive {
     }
 }
 
-/// Checks the signature file beside `path` up front.
-fn prepare(path: &Path, name: &str, trusted: &TrustedKeys) -> Result<sign::Prepared, SignError> {
-    let text = sign::read_sig(path).map_err(|e| SignError::Broken {
-        archive: name.to_owned(),
-        why: e.to_string(),
-    })?;
-    sign::prepare(name, text.as_deref(), trusted)
+/// The signature text of an archive, wherever it is.
+fn signature_text(req: &Request<'_>, found: &Found) -> Result<Option<String>, OpenArchiveError> {
+    let name = found.name();
+    match (found, req.remote) {
+        (Found::Local(path, _), _) => sign::read_sig(path).map_err(|e| {
+            SignError::Broken {
+                archive: name,
+                why: e.to_string(),
+            }
+            .into()
+        }),
+        (Found::Remote(n), Some(bucket)) => Ok(bucket.signature(n)?),
+        (Found::Remote(_), None) => Ok(None),
+    }
+}
+
+fn prepare(req: &Request<'_>, found: &Found) -> Result<sign::Prepared, OpenArchiveError> {
+    let text = signature_text(req, found)?;
+    Ok(sign::prepare(&found.name(), text.as_deref(), req.trusted)?)
 }
 
 /// The archive `arg` names: `latest` is the newest archive signed by a
-/// trusted key (or simply the newest, with `allow_unsigned`). Returns its
-/// path and whether it lies in `BACKUP_DIR`.
-pub fn resolve(req: &Request<'_>) -> Result<(PathBuf, bool), OpenArchiveError> {
-    if req.arg != "latest" {
-        return Ok(Store::resolve(req.backup_dir, req.arg)?);
-    }
-    let store = Store::open(req.backup_dir)?;
-    let all = store.list()?;
-    let Some(newest) = all.first() else {
-        return Err(StoreError::Empty(req.backup_dir.to_path_buf()).into());
+/// trusted key (or simply the newest, with `allow_unsigned`).
+pub fn resolve(req: &Request<'_>) -> Result<Found, OpenArchiveError> {
+    let candidates: Vec<Found> = match (req.remote, req.arg) {
+        (Some(_), "latest") => req
+            .remote
+            .expect("matched")
+            .list()?
+            .into_iter()
+            .map(|a| Found::Remote(a.name))
+            .collect(),
+        (Some(_), name) => {
+            if ArchiveName::parse(name).is_none() {
+                return Err(OpenArchiveError::BadName(name.to_owned()));
+            }
+            return Ok(Found::Remote(name.to_owned()));
+        }
+        (None, "latest") => Store::open(req.backup_dir)?
+            .list()?
+            .into_iter()
+            .map(|a| Found::Local(a.path, true))
+            .collect(),
+        (None, arg) => {
+            let (path, inside) = Store::resolve(req.backup_dir, arg)?;
+            return Ok(Found::Local(path, inside));
+        }
+    };
+    let place = req.remote.map_or_else(
+        || req.backup_dir.display().to_string(),
+        |r| r.url().to_owned(),
+    );
+    let Some(newest) = candidates.first() else {
+        return Err(match req.remote {
+            Some(r) => RemoteError::NotFound {
+                url: r.url().to_owned(),
+                name: "latest".into(),
+            }
+            .into(),
+            None => StoreError::Empty(req.backup_dir.to_path_buf()).into(),
+        });
     };
     if req.allow_unsigned {
-        return Ok((newest.path.clone(), true));
+        return Ok(newest.clone());
     }
     let mut first_refusal = None;
-    for a in &all {
-        match prepare(&a.path, &a.name, req.trusted) {
+    for found in &candidates {
+        match prepare(req, found) {
             Ok(_) => {
                 if let Some((name, why)) = &first_refusal {
                     tracing::warn!(
                         "skipped {name} for `latest`: {why}; using {} instead",
-                        a.name
+                        found.name()
                     );
                 }
-                return Ok((a.path.clone(), true));
+                return Ok(found.clone());
             }
             Err(e) => {
                 if first_refusal.is_none() {
-                    first_refusal = Some((a.name.clone(), e.to_string()));
+                    first_refusal = Some((found.name(), e.to_string()));
                 }
             }
         }
     }
     let (newest, why) = first_refusal.unwrap_or_default();
     Err(OpenArchiveError::NoTrustedLatest {
-        dir: req.backup_dir.to_path_buf(),
-        count: all.len(),
+        place,
+        count: candidates.len(),
         newest,
         why,
     })
 }
 
-/// Opens the archive for reading, its signature checked up front and then
+/// Opens what [`resolve`] found, its signature checked up front and then
 /// against every byte as it is read.
-pub fn open(req: &Request<'_>) -> Result<OpenArchive, OpenArchiveError> {
-    let (path, in_dir) = resolve(req)?;
-    let name = layers::archive_name(&path);
-    let file = store::open_archive(&path, in_dir)?;
-    let (checker, claim, unsigned) = match prepare(&path, &name, req.trusted) {
+pub fn open_found(req: &Request<'_>, found: &Found) -> Result<OpenArchive, OpenArchiveError> {
+    let name = found.name();
+    let (checker, claim, unsigned) = match prepare(req, found) {
         Ok(p) => {
             let claim = p.claim.clone();
             (Some(p.start()), Some(claim), None)
@@ -146,13 +216,25 @@ pub fn open(req: &Request<'_>) -> Result<OpenArchive, OpenArchiveError> {
             tracing::warn!("--allow-unsigned: reading {name} although {e}");
             (None, None, Some(e.to_string()))
         }
-        Err(e) => return Err(e.into()),
+        Err(e) => return Err(e),
     };
     let mut checker = checker;
     let observer = checker
         .as_mut()
         .map(|c| Box::new(c.feeder()) as crate::archive::pipe::Observer);
-    let (stream, _) = layers::open(file, req.keys, &name, worker_threads(), observer)?;
+    let (stream, _) = match (found, req.remote) {
+        (Found::Local(path, inside), _) => {
+            let file = store::open_archive(path, *inside)?;
+            layers::open(file, req.keys, &name, worker_threads(), observer)?
+        }
+        (Found::Remote(n), Some(bucket)) => {
+            let input = bucket.open(n)?;
+            layers::open(input, req.keys, &name, worker_threads(), observer)?
+        }
+        (Found::Remote(n), None) => {
+            return Err(OpenArchiveError::BadName(n.clone()));
+        }
+    };
     Ok(OpenArchive {
         name,
         stream,
@@ -160,4 +242,10 @@ pub fn open(req: &Request<'_>) -> Result<OpenArchive, OpenArchiveError> {
         unsigned,
         checker,
     })
+}
+
+/// [`resolve`], then [`open_found`].
+pub fn open(req: &Request<'_>) -> Result<OpenArchive, OpenArchiveError> {
+    let found = resolve(req)?;
+    open_found(req, &found)
 }

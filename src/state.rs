@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 
 const STATE_NAME: &str = ".cofre-state.json";
 const DAEMON_NAME: &str = ".cofre-daemon.json";
+const OFFSITE_NAME: &str = ".cofre-offsite.json";
 
 /// A successful backup.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -74,6 +75,50 @@ pub struct State {
     pub archives: BTreeMap<String, Summary>,
 }
 
+/// The offsite copies, as the last upload found them. Kept in a file of its
+/// own: uploads run beside backups in the daemon, and neither may lose
+/// the other's record.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct OffsiteState {
+    /// The remote (`s3://bucket/prefix`).
+    pub remote: String,
+    /// When the bucket last held every archive it should.
+    pub last_success: Option<DateTime<Utc>>,
+    /// The newest archive in the bucket.
+    pub newest_copy: Option<String>,
+    /// The time in that archive's name.
+    pub newest_copy_time: Option<DateTime<Utc>>,
+    /// The last failed upload.
+    pub last_failure: Option<Failure>,
+    /// Local archives not in the bucket after the last attempt.
+    #[serde(default)]
+    pub pending: Vec<String>,
+    /// Remote deletions a lock refused: not tried again before this time.
+    #[serde(default)]
+    pub refused_deletions: BTreeMap<String, DateTime<Utc>>,
+}
+
+impl OffsiteState {
+    /// Reads it (empty when missing or damaged).
+    pub fn load(dir: &Path) -> OffsiteState {
+        read_json(&dir.join(OFFSITE_NAME))
+    }
+
+    /// Writes it atomically.
+    pub fn save(&self, dir: &Path) -> std::io::Result<()> {
+        write_json(dir, OFFSITE_NAME, self)
+    }
+
+    /// Whether the last attempt failed.
+    pub fn failing(&self) -> bool {
+        match (&self.last_success, &self.last_failure) {
+            (Some(s), Some(f)) => f.at > *s,
+            (None, Some(_)) => true,
+            _ => false,
+        }
+    }
+}
+
 /// What the daemon says about itself.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct DaemonState {
@@ -89,18 +134,35 @@ pub struct DaemonState {
     pub next_run: Option<DateTime<Utc>>,
 }
 
+/// The largest state file read (they are small; anything larger is not ours).
+const MAX_STATE: u64 = 16 << 20;
+
+/// Reads a state file without following a symlink, at most 16 MiB; `None`
+/// when missing, unreadable or damaged.
+fn read_opt<T: for<'de> Deserialize<'de>>(path: &Path) -> Option<T> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(crate::store::NOFOLLOW)
+        .open(path)
+        .ok()?;
+    let mut bytes = Vec::new();
+    f.take(MAX_STATE).read_to_end(&mut bytes).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
 fn read_json<T: for<'de> Deserialize<'de> + Default>(path: &Path) -> T {
-    fs::read(path)
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or_default()
+    read_opt(path).unwrap_or_default()
 }
 
 fn write_json<T: Serialize>(dir: &Path, name: &str, value: &T) -> std::io::Result<()> {
     let mut tmp = tempfile::Builder::new()
         .prefix(crate::store::TEMP_PREFIX)
         .tempfile_in(dir)?;
-    serde_json::to_writer_pretty(&mut tmp, value)?;
+    // Whatever a state file holds passes through the scrubber first.
+    let text = crate::secret::scrub(&serde_json::to_string_pretty(value)?);
+    tmp.write_all(text.as_bytes())?;
     tmp.write_all(b"\n")?;
     tmp.as_file().sync_all()?;
     tmp.persist(dir.join(name)).map_err(|e| e.error)?;
@@ -124,9 +186,49 @@ impl State {
     }
 }
 
-/// Whether backups are healthy at `now`: `None`, or the problem. With
-/// `max_age`, a last success older than that is a problem too.
+/// The limits a health check holds backups to.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Limits {
+    /// The oldest a last success may be (and, with offsite copies, the
+    /// newest copy in the bucket).
+    pub max_age: Option<std::time::Duration>,
+    /// The oldest the newest offsite copy may be.
+    pub max_offsite_age: Option<std::time::Duration>,
+}
+
+/// Whether backups are healthy at `now`: `None`, or the problem. `offsite`
+/// is the bucket's record when `BACKUP_REMOTE` is set.
 pub fn health(
+    state: &State,
+    offsite: Option<&OffsiteState>,
+    limits: Limits,
+    now: DateTime<Utc>,
+) -> Option<String> {
+    local_health(state, limits.max_age, now).or_else(|| {
+        let offsite = offsite?;
+        if offsite.failing() {
+            let why = offsite
+                .last_failure
+                .as_ref()
+                .map_or("", |f| f.error.as_str());
+            return Some(format!("the last offsite copy failed: {why}"));
+        }
+        let max = limits.max_offsite_age.or(limits.max_age)?;
+        let Some(newest) = offsite.newest_copy_time else {
+            return Some("there is no offsite copy yet".to_owned());
+        };
+        let age = (now - newest).num_seconds();
+        (age > max.as_secs() as i64).then(|| {
+            format!(
+                "the newest offsite copy is {} old, more than {}",
+                crate::format::age_text(age),
+                humantime::format_duration(max)
+            )
+        })
+    })
+}
+
+fn local_health(
     state: &State,
     max_age: Option<std::time::Duration>,
     now: DateTime<Utc>,
@@ -155,10 +257,7 @@ pub fn health(
 impl DaemonState {
     /// Reads the daemon's state, if any.
     pub fn load(dir: &Path) -> Option<DaemonState> {
-        let v: Option<DaemonState> = fs::read(dir.join(DAEMON_NAME))
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok());
-        v
+        read_opt(&dir.join(DAEMON_NAME))
     }
 
     /// Writes it atomically.
@@ -257,7 +356,15 @@ mod tests {
             ),
         ];
         for (state, max, want) in cases {
-            let got = health(&state, max, now);
+            let got = health(
+                &state,
+                None,
+                Limits {
+                    max_age: max,
+                    ..Limits::default()
+                },
+                now,
+            );
             match want {
                 None => assert_eq!(got, None, "{state:?}"),
                 Some(w) => assert!(

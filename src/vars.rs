@@ -117,6 +117,14 @@ vars! {
         "the daemon retries a failed backup this many times, with backoff";
     SHUTDOWN_GRACE = "BACKUP_SHUTDOWN_GRACE", flag "" "DURATION", default "`0s`", list false,
         "how long the daemon lets a running backup finish after SIGTERM";
+    REMOTE = "BACKUP_REMOTE", flag "" "s3://BUCKET/PREFIX", default "unset", list false,
+        "every archive (and its signature) is also uploaded there; credentials, region and endpoint from the AWS_* variables";
+    REMOTE_RETENTION_DAYS = "BACKUP_REMOTE_RETENTION_DAYS", flag "" "DAYS", default "as `BACKUP_RETENTION_DAYS`", list false,
+        "remote archives older than this are deleted (the BACKUP_KEEP_* rules apply too; never the newest)";
+    REMOTE_LOCK = "BACKUP_REMOTE_LOCK", flag "" "MODE", default "`off`", list false,
+        "`off`, `governance` or `compliance`: S3 Object Lock on each object until retention would delete it";
+    REMOTE_BANDWIDTH = "BACKUP_REMOTE_BANDWIDTH", flag "" "BYTES/S", default "unlimited", list false,
+        "upload cap in bytes per second (`20M`)";
     MIN_FREE = "BACKUP_MIN_FREE", flag "" "SIZE", default "`10%`", list false,
         "warn when a backup would leave less free space than this (`10%`, `5G`)";
 }

@@ -7,7 +7,7 @@
 //! side is delivered, in order, to the consumer's `read`.
 
 use std::io::{self, BufRead, Read};
-use std::sync::mpsc::{Receiver, Sender, channel, sync_channel};
+use std::sync::mpsc::{Receiver, Sender, SyncSender, channel as unbounded, sync_channel};
 use std::thread;
 
 /// Chunk size of the pipe.
@@ -76,6 +76,48 @@ impl Read for ChannelReader {
     }
 }
 
+/// The feeding end of [`channel`]: chunks in order, then `finish`.
+pub struct Feeder {
+    tx: SyncSender<io::Result<(Vec<u8>, usize)>>,
+}
+
+impl Feeder {
+    /// Passes a chunk on; false when the reader is gone.
+    pub fn send(&self, chunk: Vec<u8>) -> bool {
+        let n = chunk.len();
+        n == 0 || self.tx.send(Ok((chunk, n))).is_ok()
+    }
+
+    /// Ends the stream cleanly.
+    pub fn finish(self) {
+        let _ = self.tx.send(Ok((Vec::new(), 0)));
+    }
+
+    /// Ends the stream with an error (the reader's next `read` returns it).
+    pub fn fail(self, e: io::Error) {
+        let _ = self.tx.send(Err(e));
+    }
+}
+
+/// A bounded pipe fed from anywhere (an async download, say): a `Read`
+/// on one side, a [`Feeder`] on the other. Dropping the feeder without
+/// `finish` is an error for the reader, never a clean end.
+pub fn channel() -> (Feeder, ChannelReader) {
+    let (tx, rx) = sync_channel(DEPTH);
+    let (recycle, _) = std::sync::mpsc::channel::<Vec<u8>>();
+    (
+        Feeder { tx },
+        ChannelReader {
+            rx,
+            recycle,
+            current: Vec::new(),
+            len: 0,
+            pos: 0,
+            done: false,
+        },
+    )
+}
+
 /// Sees every chunk a pipe passes on (`Some`), then the end (`None`); the
 /// end is not seen when reading failed.
 pub type Observer = Box<dyn FnMut(Option<&[u8]>) + Send>;
@@ -96,7 +138,7 @@ pub fn spawn_observed<R: Read + Send + 'static>(
         CHUNK
     };
     let (tx, rx) = sync_channel(DEPTH);
-    let (recycle, recycled) = channel::<Vec<u8>>();
+    let (recycle, recycled) = unbounded::<Vec<u8>>();
     thread::Builder::new()
         .name("cofre-read".into())
         .spawn(move || {

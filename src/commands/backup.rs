@@ -33,9 +33,33 @@ pub fn run(
     if !args.no_prune {
         crate::prune::after_backup(settings, wait)?;
     }
-    Ok(if report.info.warnings.is_empty() {
+    let mut outcome = if report.info.warnings.is_empty() {
         Outcome::Success
     } else {
         Outcome::Warnings
-    })
+    };
+    if let Some(remote) = &settings.remote {
+        let never = std::sync::atomic::AtomicBool::new(false);
+        match crate::offsite::sync(settings, remote, &never) {
+            Ok(r) => tracing::info!(
+                uploaded = r.uploaded.len(),
+                deleted = r.deleted.len(),
+                "offsite copies up to date in {}",
+                remote.url
+            ),
+            Err(e) => {
+                tracing::warn!(
+                    "the backup is done, but its offsite copy failed: {e}; \
+                     it stays here and goes up at the next run"
+                );
+                eprintln!(
+                    "warning: {}: the offsite copy failed: {}",
+                    report.name,
+                    crate::secret::scrub(&e.to_string())
+                );
+                outcome = Outcome::Warnings;
+            }
+        }
+    }
+    Ok(outcome)
 }

@@ -99,6 +99,19 @@ pub fn trusted_keys(
     )
 }
 
+/// The bucket, for `--remote`: `BACKUP_REMOTE` must be set.
+pub fn bucket(settings: &Settings) -> Result<crate::remote::Remote, anyhow::Error> {
+    let remote = settings
+        .remote
+        .as_ref()
+        .ok_or_else(|| ConfigError::Invalid {
+            var: "--remote".into(),
+            value: "(BACKUP_REMOTE unset)".into(),
+            expected: "BACKUP_REMOTE set to s3://BUCKET/PREFIX (and the AWS_* credentials)".into(),
+        })?;
+    Ok(crate::remote::Remote::connect(remote)?)
+}
+
 /// Parses a `--wait`/`--max-age` style duration flag.
 pub fn duration_flag(flag: &str, value: Option<&str>) -> Result<Option<Duration>, ConfigError> {
     value

@@ -138,15 +138,17 @@ pub fn run(
         .expect("clap requires ARCHIVE without --mongo-dir");
     let keys = read_keys(settings, &args.keys);
     let trusted = trusted_keys(settings, &keys)?;
+    let (remote, arg) = remote_source(args, settings, arg)?;
     let req = open::Request {
-        arg,
+        arg: &arg,
         backup_dir: &settings.backup_dir,
+        remote: remote.as_ref(),
         keys: &keys,
         trusted: &trusted,
         allow_unsigned: args.allow_unsigned,
     };
-    let (archive_path, _) = open::resolve(&req)?;
-    let name = crate::archive::layers::archive_name(&archive_path);
+    let found = open::resolve(&req)?;
+    let name = found.name();
     let want_files = !args.mongo_only;
     let want_mongo = !args.files_only;
     let target = std::path::absolute(match &args.to {
@@ -172,13 +174,9 @@ pub fn run(
         same_owner: args.same_owner,
         same_permissions: args.same_permissions,
     };
-    let req = open::Request {
-        arg: archive_path.to_str().unwrap_or(arg),
-        ..req
-    };
     let clock = Instant::now();
     tracing::info!(archive = %name, target = %target.display(), dry_run = args.dry_run, "restore started");
-    let mut opened = open::open(&req)?;
+    let mut opened = open::open_found(&req, &found)?;
     if args.dry_run {
         return dry_run(&mut opened, opts, &target, &target_db, verbosity);
     }
@@ -250,6 +248,30 @@ pub fn run(
         let _ = std::fs::remove_dir(&staging_target);
     }
     Ok(outcome)
+}
+
+/// The bucket an archive comes from, if any: an `s3://` argument names
+/// its own; `--remote` means `BACKUP_REMOTE`. Returns it and the name to
+/// look for.
+fn remote_source(
+    args: &RestoreArgs,
+    settings: &Settings,
+    arg: &str,
+) -> Result<(Option<crate::remote::Remote>, String), anyhow::Error> {
+    if arg.starts_with("s3://") {
+        let (remote, name) = settings
+            .remote_for_url(arg)
+            .ok_or_else(|| ConfigError::Invalid {
+                var: "ARCHIVE".into(),
+                value: arg.to_owned(),
+                expected: "s3://BUCKET/PREFIX/backup_YYYY-MM-DDTHH-MM-SS.tar.gz.age".into(),
+            })?;
+        return Ok((Some(crate::remote::Remote::connect(&remote)?), name));
+    }
+    if args.remote {
+        return Ok((Some(super::bucket(settings)?), arg.to_owned()));
+    }
+    Ok((None, arg.to_owned()))
 }
 
 /// Refuses a target that is a file, or not empty without `--force`.

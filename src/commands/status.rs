@@ -7,7 +7,7 @@ use serde::Serialize;
 use crate::cli::StatusArgs;
 use crate::config::Settings;
 use crate::format::{age_text, human};
-use crate::state::{DaemonState, State};
+use crate::state::{DaemonState, OffsiteState, State};
 use crate::store::{Store, StoreError};
 
 use super::{Outcome, duration_flag};
@@ -29,12 +29,16 @@ struct Status {
     free_bytes: Option<u64>,
     total_bytes: Option<u64>,
     signing_public_key: Option<String>,
+    offsite: Option<OffsiteState>,
 }
 
 /// Runs `cofre status`.
 pub fn run(args: &StatusArgs, settings: &Settings) -> Result<Outcome, anyhow::Error> {
-    let max_age = duration_flag("--max-age", args.max_age.as_deref())?;
-    let status = gather(settings, max_age, Utc::now())?;
+    let limits = crate::state::Limits {
+        max_age: duration_flag("--max-age", args.max_age.as_deref())?,
+        max_offsite_age: duration_flag("--max-offsite-age", args.max_offsite_age.as_deref())?,
+    };
+    let status = gather(settings, limits, Utc::now())?;
     if args.json {
         println!(
             "{}",
@@ -43,7 +47,8 @@ pub fn run(args: &StatusArgs, settings: &Settings) -> Result<Outcome, anyhow::Er
     } else {
         print_text(&status);
     }
-    if max_age.is_some() && status.problem.is_some() {
+    let checked = limits.max_age.is_some() || limits.max_offsite_age.is_some();
+    if checked && status.problem.is_some() {
         return Ok(Outcome::Failed);
     }
     Ok(Outcome::Success)
@@ -52,7 +57,7 @@ pub fn run(args: &StatusArgs, settings: &Settings) -> Result<Outcome, anyhow::Er
 /// Everything `status` reports, at `now`.
 fn gather(
     settings: &Settings,
-    max_age: Option<std::time::Duration>,
+    limits: crate::state::Limits,
     now: chrono::DateTime<Utc>,
 ) -> Result<Status, anyhow::Error> {
     let store = match Store::open(&settings.backup_dir) {
@@ -81,7 +86,15 @@ fn gather(
         .last_success
         .as_ref()
         .map(|s| (now - s.started_at).num_seconds());
-    let problem = crate::state::health(&state, max_age, now);
+    let offsite = settings.remote.as_ref().map(|r| {
+        let mut o = store
+            .as_ref()
+            .map(|s| OffsiteState::load(s.dir()))
+            .unwrap_or_default();
+        o.remote = r.url.clone();
+        o
+    });
+    let problem = crate::state::health(&state, offsite.as_ref(), limits, now);
     let status = Status {
         backup_dir: settings.backup_dir.display().to_string(),
         healthy: problem.is_none(),
@@ -100,6 +113,7 @@ fn gather(
         signing_public_key: crate::sign::SigningKey::load(&settings.signing_key)
             .ok()
             .map(|k| k.public_base64()),
+        offsite,
     };
     Ok(status)
 }
@@ -152,6 +166,31 @@ fn print_text(status: &Status) {
                     0.0
                 }
             );
+        }
+        if let Some(o) = &status.offsite {
+            let newest = match (&o.newest_copy, o.newest_copy_time) {
+                (Some(n), Some(t)) => format!(
+                    "newest copy {n} ({} ago)",
+                    age_text((Utc::now() - t).num_seconds())
+                ),
+                _ => "no copy yet".to_owned(),
+            };
+            println!("offsite           {}: {newest}", o.remote);
+            if !o.pending.is_empty() {
+                println!(
+                    "                  {} archives waiting to go up",
+                    o.pending.len()
+                );
+            }
+            if o.failing()
+                && let Some(f) = &o.last_failure
+            {
+                println!(
+                    "                  last upload failed {}: {}",
+                    f.at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                    f.error
+                );
+            }
         }
         if let Some(k) = &status.signing_public_key {
             println!("signing key       {k} (trust it where you restore: BACKUP_TRUSTED_KEYS)");

@@ -16,27 +16,47 @@ use super::{Outcome, read_keys, trusted_keys};
 /// signature. Returns the summary and, for an archive accepted without a
 /// good signature, why.
 #[tracing::instrument(name = "verify", skip_all, fields(archive = req.arg))]
-pub fn verify_one(
-    req: &Request<'_>,
-) -> Result<(reader::ReadSummary, Option<String>), anyhow::Error> {
+pub fn verify_one(req: &Request<'_>) -> Result<Verified, anyhow::Error> {
     let mut opened = open::open(req)?;
     let stream = std::mem::replace(&mut opened.stream, Box::new(std::io::empty()));
     let summary = reader::read_archive(stream, &mut reader::Discard, &opened.name)?;
     opened.check_signature()?;
-    Ok((summary, opened.unsigned.clone()))
+    Ok(Verified {
+        name: opened.name.clone(),
+        summary,
+        unsigned: opened.unsigned.clone(),
+    })
+}
+
+/// What verifying one archive found.
+#[derive(Debug)]
+pub struct Verified {
+    /// The archive's name (what `latest` turned out to be).
+    pub name: String,
+    /// What was read.
+    pub summary: reader::ReadSummary,
+    /// Why it was accepted without a good signature, if it was.
+    pub unsigned: Option<String>,
 }
 
 /// Runs `cofre verify`.
 pub fn run(args: &VerifyArgs, settings: &Settings) -> Result<Outcome, anyhow::Error> {
     let keys = read_keys(settings, &args.keys);
     let trusted: TrustedKeys = trusted_keys(settings, &keys)?;
+    let remote = if args.remote {
+        Some(super::bucket(settings)?)
+    } else {
+        None
+    };
     let targets: Vec<String> = if args.all {
-        let store = Store::open(&settings.backup_dir)?;
-        store
-            .list()?
-            .into_iter()
-            .map(|a| a.path.to_string_lossy().into_owned())
-            .collect()
+        match &remote {
+            Some(r) => r.list()?.into_iter().map(|a| a.name).collect(),
+            None => Store::open(&settings.backup_dir)?
+                .list()?
+                .into_iter()
+                .map(|a| a.path.to_string_lossy().into_owned())
+                .collect(),
+        }
     } else {
         vec![args.archive.clone().unwrap_or_else(|| "latest".into())]
     };
@@ -50,6 +70,7 @@ pub fn run(args: &VerifyArgs, settings: &Settings) -> Result<Outcome, anyhow::Er
         let req = Request {
             arg,
             backup_dir: &settings.backup_dir,
+            remote: remote.as_ref(),
             keys: &keys,
             trusted: &trusted,
             allow_unsigned: args.allow_unsigned,
@@ -60,7 +81,11 @@ pub fn run(args: &VerifyArgs, settings: &Settings) -> Result<Outcome, anyhow::Er
         let clock = Instant::now();
         tracing::info!(archive = %name, "verify started");
         match verify_one(&req) {
-            Ok((summary, unsigned)) => {
+            Ok(Verified {
+                name,
+                summary,
+                unsigned,
+            }) => {
                 let t = &summary.info.totals;
                 tracing::info!(
                     archive = %name,

@@ -68,7 +68,19 @@ impl Env {
 
     /// The `cofre` command, run in the project directory.
     pub fn cmd(&self) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_cofre"));
+        self.cmd_via(&[])
+    }
+
+    /// The same, run through a wrapper (`/usr/bin/time -v -o F`, say).
+    pub fn cmd_via(&self, wrapper: &[&str]) -> Command {
+        let mut c = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(env!("CARGO_BIN_EXE_cofre"));
+                c
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_cofre")),
+        };
         for (k, _) in std::env::vars() {
             if k.starts_with("BACKUP_") || k == "MONGODB_URI" || k == "TZ" || k == "COFRE_DEBUG" {
                 c.env_remove(k);

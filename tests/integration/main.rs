@@ -10,6 +10,7 @@ mod hostile;
 mod interop;
 mod mongo;
 mod mongo_tools;
+mod offsite;
 mod property;
 mod restore;
 mod round_trip;
