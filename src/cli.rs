@@ -90,6 +90,11 @@ cofre verify backup_2026-11-27T00-00-00.tar.gz.age\n  cofre verify --all"
     #[command(after_help = "Examples:\n  cofre status\n  \
 cofre status --max-age 26h     exit 1 when the last good backup is older (for health checks)")]
     Status(StatusArgs),
+    /// Upload to BACKUP_REMOTE every archive it lacks, then apply remote retention
+    #[command(
+        after_help = "Examples:\n  cofre upload          catch up after an outage (backup and the daemon do this on their own)"
+    )]
+    Upload(UploadArgs),
     /// Make an age identity (a key pair) for public-key encryption
     #[command(
         after_help = "Examples:\n  cofre keygen -o key.txt       keep key.txt off the server; \
@@ -280,6 +285,10 @@ pub struct StatusArgs {
     #[arg(long, value_name = "DURATION")]
     pub max_offsite_age: Option<String>,
 }
+
+/// `cofre upload`.
+#[derive(Debug, Args)]
+pub struct UploadArgs {}
 
 /// `cofre keygen`.
 #[derive(Debug, Args)]

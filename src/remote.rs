@@ -522,11 +522,22 @@ impl Remote {
         }
         .await;
         match result {
-            Ok(()) => writer
-                .finish()
-                .await
-                .map(|_| ())
-                .map_err(|e| self.err("cannot finish uploading to", &e)),
+            Ok(()) => {
+                writer
+                    .finish()
+                    .await
+                    .map_err(|e| self.err("cannot finish uploading to", &e))?;
+                let secs = pace.start.elapsed().as_secs_f64();
+                tracing::info!(
+                    bytes = size,
+                    seconds = format!("{secs:.2}"),
+                    bytes_per_second = (size as f64 / secs.max(1e-9)) as u64,
+                    "sent {} in {secs:.1}s ({}/s)",
+                    crate::format::human(size),
+                    crate::format::human((size as f64 / secs.max(1e-9)) as u64)
+                );
+                Ok(())
+            }
             Err(e) => {
                 let _ = writer.abort().await;
                 Err(e)

@@ -10,6 +10,7 @@ pub(crate) mod list;
 mod prune;
 mod restore;
 mod status;
+mod upload;
 mod verify;
 
 use std::path::PathBuf;
@@ -63,7 +64,11 @@ pub fn add_flags(s: &mut Sources, cli: &Cli) {
         }
         Command::Restore(a) => key_flags(s, &a.keys),
         Command::Verify(a) => key_flags(s, &a.keys),
-        Command::List(_) | Command::Prune(_) | Command::Status(_) | Command::Keygen(_) => {}
+        Command::List(_)
+        | Command::Prune(_)
+        | Command::Status(_)
+        | Command::Upload(_)
+        | Command::Keygen(_) => {}
     }
 }
 
@@ -174,6 +179,7 @@ pub fn run(cli: &Cli, settings: Option<Settings>) -> Result<Outcome, anyhow::Err
         Command::Prune(a) => prune::run(a, &settings),
         Command::Daemon(a) => daemon::run(a, &settings, verbosity),
         Command::Status(a) => status::run(a, &settings),
+        Command::Upload(_) => upload::run(&settings),
         Command::Keygen(a) => keygen::run(a),
     }
 }

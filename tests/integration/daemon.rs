@@ -13,15 +13,15 @@ use std::time::{Duration, Instant};
 use crate::harness::*;
 
 /// A `cofre daemon` of the test's environment, its stderr lines collected.
-struct Daemon {
+pub struct Daemon {
     child: Child,
     rx: mpsc::Receiver<String>,
     /// The stderr lines seen so far.
-    seen: Vec<String>,
+    pub seen: Vec<String>,
 }
 
 impl Daemon {
-    fn start(env: &Env) -> Daemon {
+    pub fn start(env: &Env) -> Daemon {
         let mut child = env
             .cmd()
             .arg("daemon")
@@ -46,7 +46,7 @@ impl Daemon {
     }
 
     /// Waits until `pred` holds for the lines seen so far.
-    fn wait_for(&mut self, timeout: Duration, pred: impl Fn(&[String]) -> bool) -> bool {
+    pub fn wait_for(&mut self, timeout: Duration, pred: impl Fn(&[String]) -> bool) -> bool {
         let deadline = Instant::now() + timeout;
         while !pred(&self.seen) {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -63,7 +63,7 @@ impl Daemon {
     }
 
     /// Sends SIGTERM, waits for the exit, and collects the last lines.
-    fn stop(mut self) -> (Option<i32>, Vec<String>) {
+    pub fn stop(mut self) -> (Option<i32>, Vec<String>) {
         sh(&format!("kill -TERM {}", self.child.id()));
         let status = self.child.wait().unwrap();
         while let Ok(l) = self.rx.recv_timeout(Duration::from_secs(2)) {
@@ -73,7 +73,7 @@ impl Daemon {
     }
 }
 
-fn count(lines: &[String], needle: &str) -> usize {
+pub fn count(lines: &[String], needle: &str) -> usize {
     lines.iter().filter(|l| l.contains(needle)).count()
 }
 

@@ -382,3 +382,32 @@ fn a_large_archive_goes_up_in_bounded_memory() {
     assert!(size > 120 << 20, "{size}");
     env.ok(&["verify", "--remote", "latest"]);
 }
+
+#[test]
+fn the_daemon_uploads_in_the_background_and_catches_up() {
+    let Some(s3) = s3() else { return };
+    let bucket = unique_bucket("daemon");
+    let mut env = Env::new();
+    fs::write(env.project.join("a.txt"), "a").unwrap();
+    // An archive made while the bucket did not exist yet.
+    use_bucket(&mut env, &s3.endpoint, &bucket, "d");
+    let out = env.run(&["backup"]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    s3.bucket(&bucket, false);
+    env.set("BACKUP_SCHEDULE", "*/3 * * * * *");
+    let mut daemon = crate::daemon::Daemon::start(&env);
+    let up = daemon.wait_for(Duration::from_secs(60), |l| {
+        crate::daemon::count(l, "scheduled backup done") >= 1
+            && s3
+                .keys(&s3.endpoint, &bucket)
+                .iter()
+                .filter(|k| k.ends_with(".age"))
+                .count()
+                >= 2
+    });
+    let (code, seen) = daemon.stop();
+    assert!(up, "{seen:#?}");
+    assert_eq!(code, Some(0));
+    assert!(seen.iter().all(|l| !l.contains(SECRET)));
+    env.ok(&["status", "--max-age", "1h"]);
+}
