@@ -12,7 +12,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use ignore::gitignore::{Gitignore, GitignoreBuilder};
 
 use crate::archive::reader;
@@ -22,41 +22,11 @@ use crate::format::human;
 use crate::logging::{self, Verbosity};
 use crate::mongo::{self, restore::Fate, restore::Report};
 use crate::open::{self, OpenArchive};
-use crate::restore::extract::{Staged, split_link_record};
-use crate::restore::{self as rs, ExtractOptions, Extractor, RestoreError, Staging, links, place};
+use crate::restore::{self as rs, ExtractOptions, Extractor, RestoreError};
 use crate::secret::Secret;
 use crate::store::{ArchiveName, Store};
 
 use super::{Outcome, duration_flag, read_keys, trusted_keys};
-
-/// Why a restore was refused after the archive was read.
-#[derive(Debug, thiserror::Error)]
-pub enum RefusedError {
-    /// `--include` matched nothing.
-    #[error(
-        "no entry of {archive} matches --include {patterns}; nothing was restored (`cofre verify` lists what the archive holds)"
-    )]
-    NothingIncluded {
-        /// The archive.
-        archive: String,
-        /// The patterns.
-        patterns: String,
-    },
-    /// A restored symlink would point outside the target.
-    #[error(
-        "{archive} holds a symlink {path} -> {target:?}, which leads outside the restore target; \
-         nothing was restored (pass --allow-outside-symlinks to restore such links as they are; \
-         they are never followed while restoring)"
-    )]
-    OutsideSymlink {
-        /// The archive.
-        archive: String,
-        /// The link.
-        path: String,
-        /// Where it points.
-        target: String,
-    },
-}
 
 /// The database target a command line asks for.
 fn mongo_target(args: &RestoreArgs, settings: &Settings) -> mongo::restore::Target {
@@ -180,72 +150,46 @@ pub fn run(
     if args.dry_run {
         return dry_run(&mut opened, opts, &target, &target_db, verbosity);
     }
-    // Files are staged inside the target; a database-only restore stages
-    // in a private directory beside where the files would have gone.
-    let staging_target = if want_files {
-        target.clone()
-    } else {
-        private_dir_beside(&target)?
-    };
-    let staging = Staging::new(&staging_target)?;
-    check_free_space(&opened, &staging)?;
-    let mut extractor = Extractor::new(&name, Some(staging.dir()), opts, Box::new(io::sink()))
-        .context("cannot prepare the staging directory")?;
+    let has_mongo_target = target_db.uri.is_some();
     let progress = logging::progress(verbosity, "restoring");
-    let stream = progress.wrap_read(std::mem::replace(&mut opened.stream, Box::new(io::empty())));
-    let summary = reader::read_archive(stream, &mut extractor, &name)?;
-    progress.finish_and_clear();
-    opened.check_signature()?;
-
-    let (files, bytes, entries) = (extractor.files, extractor.bytes, extractor.entries);
-    if want_files && !args.includes.is_empty() && entries == 0 {
-        return Err(RefusedError::NothingIncluded {
-            archive: name,
-            patterns: args.includes.join(", "),
-        }
-        .into());
-    }
-    let staged = extractor
-        .into_staged()
-        .context("cannot finish the staging directory")?;
-    let has_mongo = summary.info.mongodb.is_some();
-    // The archive verified. Before anything is moved into place, make sure
-    // the database part has somewhere to go, so a restore does not stop
-    // halfway for want of a setting.
-    if want_mongo && has_mongo && target_db.uri.is_none() {
-        return Err(mongo::MongoError::NoTarget.into());
-    }
+    let restored = rs::stage_and_place(
+        &mut opened,
+        rs::Request {
+            target: &target,
+            opts,
+            allow_outside_symlinks: args.allow_outside_symlinks,
+            includes: &args.includes,
+            dump_has_target: has_mongo_target,
+        },
+        &progress,
+    )?;
+    let has_mongo = restored.info.mongodb.is_some();
     if args.mongo_only && !has_mongo {
         bail!("{name} holds no database dump; nothing was restored");
     }
     if want_files {
-        check_links(&name, &staging, &staged, args)?;
-        place_files(&staging, &staged)?;
         println!(
-            "restored {files} files ({}) from {name} into {}",
-            human(bytes),
+            "restored {} files ({}) from {name} into {}",
+            restored.files,
+            human(restored.bytes),
             target.display()
         );
     }
     let mut outcome = Outcome::Success;
     if want_mongo && has_mongo {
-        let dump = staging.path().join("mongodb");
-        let report = mongo::restore::restore_dir(&dump, &target_db, false)?;
+        let report = mongo::restore::restore_dir(&restored.dump_dir(), &target_db, false)?;
         print_report(&report);
         outcome = report.outcome();
     }
     tracing::info!(
         archive = %name,
-        files,
-        bytes,
+        files = restored.files,
+        bytes = restored.bytes,
         seconds = format!("{:.2}", clock.elapsed().as_secs_f64()),
         "restore finished"
     );
-    if let Err(e) = staging.finish(true) {
+    if let Err(e) = restored.finish() {
         tracing::warn!("could not remove the staging directory: {e}");
-    }
-    if !want_files {
-        let _ = std::fs::remove_dir(&staging_target);
     }
     Ok(outcome)
 }
@@ -286,87 +230,6 @@ fn check_target(target: &Path, args: &RestoreArgs) -> Result<(), RestoreError> {
     })?;
     if nonempty && !args.force && !args.dry_run {
         return Err(RestoreError::TargetNotEmpty(target.to_path_buf()));
-    }
-    Ok(())
-}
-
-/// A new private directory (0700) beside `target`, for a database-only
-/// restore's staging.
-fn private_dir_beside(target: &Path) -> Result<PathBuf, RestoreError> {
-    let parent = target.parent().unwrap_or(Path::new("/"));
-    let dir = tempfile::Builder::new()
-        .prefix(rs::STAGING_PREFIX)
-        .tempdir_in(parent)
-        .map_err(|source| RestoreError::Prepare {
-            path: parent.to_path_buf(),
-            source,
-        })?;
-    Ok(dir.keep())
-}
-
-/// Refuses to start when the signed size of the archive cannot fit.
-fn check_free_space(opened: &OpenArchive, staging: &Staging) -> Result<(), RestoreError> {
-    let (Some(need), Ok(free)) = (
-        opened.claim.as_ref().and_then(|c| c.bytes),
-        staging.free_bytes(),
-    ) else {
-        return Ok(());
-    };
-    if need > free {
-        return Err(RestoreError::NoSpace {
-            path: staging.target().to_path_buf(),
-            need: human(need),
-            free: human(free),
-        });
-    }
-    Ok(())
-}
-
-/// Checks every restored symlink against the tree it will live in.
-fn check_links(
-    name: &str,
-    staging: &Staging,
-    staged: &Staged,
-    args: &RestoreArgs,
-) -> Result<(), anyhow::Error> {
-    if args.allow_outside_symlinks || staged.links.count() == 0 {
-        return Ok(());
-    }
-    let files = staging.dir().open_dir(b"files")?;
-    let mut layers = vec![&files];
-    if !staging.target_was_empty() {
-        layers.push(staging.target_dir());
-    }
-    let views = links::Views { layers };
-    let mut cursor = staged.links.forward();
-    while let Some(rec) = cursor.next_record()? {
-        let (rel, target) = split_link_record(&rec);
-        if views.escapes(rel, target)? {
-            return Err(RefusedError::OutsideSymlink {
-                archive: name.to_owned(),
-                path: String::from_utf8_lossy(rel).into_owned(),
-                target: String::from_utf8_lossy(target).into_owned(),
-            }
-            .into());
-        }
-    }
-    Ok(())
-}
-
-/// Plans and applies the move of the staged files into the target, then
-/// gives directories their modes and times.
-fn place_files(staging: &Staging, staged: &Staged) -> Result<(), anyhow::Error> {
-    let files = staging.dir().open_dir(b"files")?;
-    let target = staging.target_dir();
-    let steps = place::plan(&files, target, staging.target(), staging.name())?;
-    place::apply(&steps, &files, target, staging.target())?;
-    let root = staged.root.as_ref().filter(|_| staging.target_was_empty());
-    let failed = place::finish_dirs(target, &staged.dirs, root)
-        .context("cannot set the modes and times of the restored directories")?;
-    if failed > 0 {
-        tracing::warn!(
-            "the modes or times of {failed} restored directories could not be set (the files are in place)"
-        );
     }
     Ok(())
 }

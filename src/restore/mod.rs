@@ -37,6 +37,9 @@ pub const STAGING_PREFIX: &str = ".cofre-restore-";
 /// Why a restore could not be set up or finished.
 #[derive(Debug, thiserror::Error)]
 pub enum RestoreError {
+    /// The database part cannot be restored (no server, for one).
+    #[error(transparent)]
+    Database(#[from] crate::mongo::MongoError),
     /// The target has files and `--force` was not given.
     #[error(
         "target directory {0} is not empty; restore into a new directory with --to DIR, \
@@ -69,6 +72,246 @@ pub enum RestoreError {
         /// Bytes free.
         free: String,
     },
+    /// `--include` matched nothing.
+    #[error(
+        "no entry of {archive} matches --include {patterns}; nothing was restored (`cofre verify` lists what the archive holds)"
+    )]
+    NothingIncluded {
+        /// The archive.
+        archive: String,
+        /// The patterns.
+        patterns: String,
+    },
+    /// A restored symlink would point outside the target.
+    #[error(
+        "{archive} holds a symlink {path} -> {target:?}, which leads outside the restore target; \
+         nothing was restored (pass --allow-outside-symlinks to restore such links as they are; \
+         they are never followed while restoring)"
+    )]
+    OutsideSymlink {
+        /// The archive.
+        archive: String,
+        /// The link.
+        path: String,
+        /// Where it points.
+        target: String,
+    },
+    /// The archive did not verify.
+    #[error(transparent)]
+    Read(#[from] crate::archive::reader::ReadError),
+    /// Its signature did not verify.
+    #[error(transparent)]
+    Sign(#[from] crate::sign::SignError),
+    /// Moving into place failed.
+    #[error(transparent)]
+    Place(#[from] place::PlaceError),
+    /// The staging directory failed.
+    #[error("cannot {what}: {source}")]
+    Staging {
+        /// What was being done.
+        what: &'static str,
+        /// The OS error.
+        source: io::Error,
+    },
+}
+
+/// What to restore from an opened archive, and where.
+#[derive(Debug)]
+pub struct Request<'a> {
+    /// Where the files go (or, without files, beside which the dump is staged).
+    pub target: &'a Path,
+    /// Extraction options (files, dump, include, owners, modes).
+    pub opts: ExtractOptions,
+    /// Restore symlinks that lead outside the target.
+    pub allow_outside_symlinks: bool,
+    /// The `--include` patterns, for the message when nothing matched.
+    pub includes: &'a [String],
+    /// Whether a dump in the archive has a server to go to. When it has
+    /// not, the restore stops after the archive verified and before any
+    /// file is moved into place, so it does not stop halfway for want of
+    /// a setting.
+    pub dump_has_target: bool,
+}
+
+/// A restore whose files are in place and whose dump is staged.
+pub struct Restored {
+    /// Files written.
+    pub files: u64,
+    /// Bytes written.
+    pub bytes: u64,
+    /// The archive's manifest (without entries).
+    pub info: crate::archive::manifest::ManifestInfo,
+    staging: Staging,
+    private_root: Option<PathBuf>,
+}
+
+impl Restored {
+    /// The staged database dump (`<db>/<collection>.bson`...).
+    pub fn dump_dir(&self) -> PathBuf {
+        self.staging.path().join("mongodb")
+    }
+
+    /// Removes the staging directory (and the private directory a
+    /// database-only restore staged in).
+    pub fn finish(self) -> io::Result<()> {
+        let result = self.staging.finish(true);
+        if let Some(root) = &self.private_root {
+            let _ = fs::remove_dir(root);
+        }
+        result
+    }
+}
+
+/// Stages `opened` (files into `req.target`, the dump beside), verifies it
+/// against its manifest and signature, checks where its symlinks lead,
+/// then moves the files into place. The staged dump waits in the result
+/// for the database step.
+pub fn stage_and_place(
+    opened: &mut crate::open::OpenArchive,
+    req: Request<'_>,
+    progress: &indicatif::ProgressBar,
+) -> Result<Restored, RestoreError> {
+    let name = opened.name.clone();
+    let want_files = req.opts.files;
+    let want_dump = req.opts.mongo;
+    // Files are staged inside the target; a database-only restore stages
+    // in a private directory beside where the files would have gone.
+    let private_root = if want_files {
+        None
+    } else {
+        Some(private_dir_beside(req.target)?)
+    };
+    let staging = Staging::new(private_root.as_deref().unwrap_or(req.target))?;
+    check_free_space(opened, &staging)?;
+    let mut extractor = Extractor::new(&name, Some(staging.dir()), req.opts, Box::new(io::sink()))
+        .map_err(|source| RestoreError::Staging {
+            what: "prepare the staging directory",
+            source,
+        })?;
+    let stream = progress.wrap_read(std::mem::replace(&mut opened.stream, Box::new(io::empty())));
+    let summary = crate::archive::reader::read_archive(stream, &mut extractor, &name)?;
+    progress.finish_and_clear();
+    opened.check_signature()?;
+    let (files, bytes, entries) = (extractor.files, extractor.bytes, extractor.entries);
+    if want_files && !req.includes.is_empty() && entries == 0 {
+        return Err(RestoreError::NothingIncluded {
+            archive: name,
+            patterns: req.includes.join(", "),
+        });
+    }
+    let staged = extractor
+        .into_staged()
+        .map_err(|source| RestoreError::Staging {
+            what: "finish the staging directory",
+            source,
+        })?;
+    if want_dump && summary.info.mongodb.is_some() && !req.dump_has_target {
+        return Err(crate::mongo::MongoError::NoTarget.into());
+    }
+    if want_files {
+        if !req.allow_outside_symlinks {
+            check_links(&name, &staging, &staged)?;
+        }
+        place_files(&staging, &staged)?;
+    }
+    Ok(Restored {
+        files,
+        bytes,
+        info: summary.info,
+        staging,
+        private_root,
+    })
+}
+
+/// A new private directory (0700) beside `target`, for a database-only
+/// restore's staging.
+fn private_dir_beside(target: &Path) -> Result<PathBuf, RestoreError> {
+    let parent = target.parent().unwrap_or(Path::new("/"));
+    let dir = tempfile::Builder::new()
+        .prefix(STAGING_PREFIX)
+        .tempdir_in(parent)
+        .map_err(|source| RestoreError::Prepare {
+            path: parent.to_path_buf(),
+            source,
+        })?;
+    Ok(dir.keep())
+}
+
+/// Refuses to start when the size the archive restores cannot fit.
+fn check_free_space(
+    opened: &crate::open::OpenArchive,
+    staging: &Staging,
+) -> Result<(), RestoreError> {
+    let (Some(need), Ok(free)) = (
+        opened.claim.as_ref().and_then(|c| c.bytes),
+        staging.free_bytes(),
+    ) else {
+        return Ok(());
+    };
+    if need > free {
+        return Err(RestoreError::NoSpace {
+            path: staging.target().to_path_buf(),
+            need: crate::format::human(need),
+            free: crate::format::human(free),
+        });
+    }
+    Ok(())
+}
+
+/// Checks every restored symlink against the tree it will live in.
+fn check_links(
+    name: &str,
+    staging: &Staging,
+    staged: &extract::Staged,
+) -> Result<(), RestoreError> {
+    let io_err = |source| RestoreError::Staging {
+        what: "check the restored symlinks",
+        source,
+    };
+    if staged.links.count() == 0 {
+        return Ok(());
+    }
+    let files = staging.dir().open_dir(b"files").map_err(io_err)?;
+    let mut layers = vec![&files];
+    if !staging.target_was_empty() {
+        layers.push(staging.target_dir());
+    }
+    let views = links::Views { layers };
+    let mut cursor = staged.links.forward();
+    while let Some(rec) = cursor.next_record().map_err(io_err)? {
+        let (rel, target) = extract::split_link_record(&rec);
+        if views.escapes(rel, target).map_err(io_err)? {
+            return Err(RestoreError::OutsideSymlink {
+                archive: name.to_owned(),
+                path: String::from_utf8_lossy(rel).into_owned(),
+                target: String::from_utf8_lossy(target).into_owned(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Plans and applies the move of the staged files into the target, then
+/// gives directories their modes and times.
+fn place_files(staging: &Staging, staged: &extract::Staged) -> Result<(), RestoreError> {
+    let io_err = |what| move |source| RestoreError::Staging { what, source };
+    let files = staging
+        .dir()
+        .open_dir(b"files")
+        .map_err(io_err("open the staged files"))?;
+    let target = staging.target_dir();
+    let steps = place::plan(&files, target, staging.target(), staging.name())?;
+    place::apply(&steps, &files, target, staging.target())?;
+    let root = staged.root.as_ref().filter(|_| staging.target_was_empty());
+    let failed = place::finish_dirs(target, &staged.dirs, root).map_err(io_err(
+        "set the modes and times of the restored directories",
+    ))?;
+    if failed > 0 {
+        tracing::warn!(
+            "the modes or times of {failed} restored directories could not be set (the files are in place)"
+        );
+    }
+    Ok(())
 }
 
 /// True when `dir` exists and holds anything.
