@@ -4,7 +4,14 @@
 //! ```text
 //! mongo_bench load URI DB COLL DOCS DOC_BYTES   # fill a collection
 //! mongo_bench drain URI DB COLL RUNS            # bare drain vs cofre's dump stage
+//! mongo_bench app URI DB USERS MESSAGES         # an application's users and messages
+//! mongo_bench floor URI DB DUMP_DIR             # the server's insert floor for a dump
 //! ```
+//!
+//! `floor` inserts the documents of every `<coll>.bson` in `DUMP_DIR` into
+//! `DB` as raw batches, with nothing else around it (no validation, no
+//! indexes), at several batch sizes and parallelisms, and prints the best:
+//! the fastest any client could restore that data into that server.
 
 use std::io::{BufWriter, Write};
 use std::time::Instant;
@@ -13,13 +20,15 @@ use mongodb::Client;
 use mongodb::bson::{Document, RawDocumentBuf, doc};
 
 fn usage() -> ! {
-    eprintln!("usage: mongo_bench load URI DB COLL DOCS DOC_BYTES | drain URI DB COLL RUNS");
+    eprintln!(
+        "usage: mongo_bench load URI DB COLL DOCS DOC_BYTES | drain URI DB COLL RUNS | app URI DB USERS MESSAGES | floor URI DB DUMP_DIR"
+    );
     std::process::exit(2);
 }
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.len() < 5 {
+    if args.len() < 4 {
         usage();
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -96,7 +105,155 @@ fn main() {
                 println!("| bare cursor drain | {b:.2} s | {:.0} docs/s | {:.1} MB/s |", totals.0 as f64 / b, mb / b);
                 println!("| cofre dump (drain + spool) | {d:.2} s | {:.0} docs/s | {:.1} MB/s | {:.2}× the drain |", totals.0 as f64 / d, mb / d, d / b);
             }
+            "app" => {
+                let users: usize = args[3].parse().unwrap();
+                let messages: usize = args.get(4).and_then(|s| s.parse().ok()).unwrap_or(0);
+                load_app(&db, users, messages).await;
+                println!("loaded {users} users and {messages} messages into {}", args[2]);
+            }
+            "floor" => floor(&client, &args[2], std::path::Path::new(&args[3])).await,
             _ => usage(),
         }
     });
+}
+
+/// An application's data: users with a unique e-mail, messages between
+/// them with the indexes a chat needs.
+async fn load_app(db: &mongodb::Database, users: usize, messages: usize) {
+    use mongodb::bson::{DateTime, oid::ObjectId};
+    db.drop().await.unwrap();
+    let ids: Vec<ObjectId> = (0..users).map(|_| ObjectId::new()).collect();
+    let start = 1_700_000_000_000i64;
+    let u = db.collection::<Document>("users");
+    for chunk in ids.chunks(5000).enumerate() {
+        let (c, part) = chunk;
+        u.insert_many(part.iter().enumerate().map(|(j, id)| {
+            let i = c * 5000 + j;
+            doc! {
+                "_id": id,
+                "name": format!("User Number {i}"),
+                "email": format!("user{i}@example.com"),
+                "createdAt": DateTime::from_millis(start + i as i64 * 60_000),
+                "roles": if i % 50 == 0 { vec!["user", "admin"] } else { vec!["user"] },
+                "profile": { "bio": format!("Writes about topic {} and likes the number {}.", i % 97, i % 13), "age": (18 + i % 60) as i32 },
+                "active": i % 7 != 0,
+            }
+        }))
+        .await
+        .unwrap();
+    }
+    u.create_index(
+        mongodb::IndexModel::builder()
+            .keys(doc! { "email": 1 })
+            .options(
+                mongodb::options::IndexOptions::builder()
+                    .unique(true)
+                    .build(),
+            )
+            .build(),
+    )
+    .await
+    .unwrap();
+    let m = db.collection::<Document>("messages");
+    let mut i = 0;
+    while i < messages {
+        let end = (i + 5000).min(messages);
+        m.insert_many((i..end).map(|k| {
+            doc! {
+                "from": ids[k % users],
+                "to": ids[(k * 7 + 3) % users],
+                "body": format!("Message {k}: see you at {} o'clock, bring the {} notes and {} coffees.", k % 24, k % 31, k % 5),
+                "sentAt": DateTime::from_millis(start + k as i64 * 1000),
+                "read": k % 3 == 0,
+                "tags": vec![format!("t{}", k % 11)],
+            }
+        }))
+        .await
+        .unwrap();
+        i = end;
+    }
+    m.create_index(
+        mongodb::IndexModel::builder()
+            .keys(doc! { "to": 1, "sentAt": -1 })
+            .build(),
+    )
+    .await
+    .unwrap();
+    m.create_index(
+        mongodb::IndexModel::builder()
+            .keys(doc! { "from": 1 })
+            .build(),
+    )
+    .await
+    .unwrap();
+}
+
+/// The fastest raw insert of a dump's documents: every batch size and
+/// parallelism tried, the best kept.
+async fn floor(client: &Client, db_name: &str, dir: &std::path::Path) {
+    let mut files: Vec<(String, Vec<RawDocumentBuf>)> = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        let Some(stem) = p
+            .file_name()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .strip_suffix(".bson")
+        else {
+            continue;
+        };
+        let bytes = std::fs::read(&p).unwrap();
+        let mut docs = Vec::new();
+        let mut at = 0;
+        while at < bytes.len() {
+            let n = i32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+            docs.push(RawDocumentBuf::from_bytes(bytes[at..at + n].to_vec()).unwrap());
+            at += n;
+        }
+        files.push((stem.to_owned(), docs));
+    }
+    let total: usize = files.iter().map(|f| f.1.len()).sum();
+    let db = client.database(db_name);
+    let mut best = (f64::MAX, 0, 0);
+    let grid = |var: &str, default: &str| -> Vec<usize> {
+        std::env::var(var)
+            .unwrap_or_else(|_| default.to_owned())
+            .split(',')
+            .map(|v| v.parse().unwrap())
+            .collect()
+    };
+    // FLOOR_BATCHES and FLOOR_PARALLEL narrow the search (comma-separated).
+    for batch in grid("FLOOR_BATCHES", "1000,5000,20000") {
+        for parallel in grid("FLOOR_PARALLEL", "1,2,4") {
+            db.drop().await.unwrap();
+            let t = Instant::now();
+            let mut jobs = Vec::new();
+            for (coll, docs) in &files {
+                for (i, chunk) in docs.chunks(batch).enumerate() {
+                    jobs.push((i, coll.clone(), chunk.to_vec()));
+                }
+            }
+            let sem = std::sync::Arc::new(tokio::sync::Semaphore::new(parallel));
+            let mut tasks = Vec::new();
+            for (_, coll, chunk) in jobs {
+                let permit = sem.clone().acquire_owned().await.unwrap();
+                let c = db.collection::<RawDocumentBuf>(&coll);
+                tasks.push(tokio::spawn(async move {
+                    c.insert_many(&chunk).ordered(false).await.unwrap();
+                    drop(permit);
+                }));
+            }
+            for t in tasks {
+                t.await.unwrap();
+            }
+            let s = t.elapsed().as_secs_f64();
+            eprintln!("floor: batch {batch}, {parallel} in flight: {s:.2} s");
+            if s < best.0 {
+                best = (s, batch, parallel);
+            }
+        }
+    }
+    db.drop().await.unwrap();
+    println!("{:.3} {} {} {total}", best.0, best.1, best.2);
 }

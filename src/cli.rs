@@ -28,6 +28,7 @@ then defaults. Run `cofre help <command>` for each command's options.",
 cofre list                           show the archives, newest first\n  \
 cofre restore latest --to /tmp/r     restore the newest archive into /tmp/r\n  \
 cofre verify --all                   read every archive and check every hash\n  \
+cofre drill                          prove the newest archive restores, database included\n  \
 cofre daemon                         back up on BACKUP_SCHEDULE until stopped"
 )]
 pub struct Cli {
@@ -90,6 +91,14 @@ cofre verify backup_2026-11-27T00-00-00.tar.gz.age\n  cofre verify --all"
     #[command(after_help = "Examples:\n  cofre status\n  \
 cofre status --max-age 26h     exit 1 when the last good backup is older (for health checks)")]
     Status(StatusArgs),
+    /// Prove an archive restores: files and database into scratch, compared, smoke-tested, removed
+    #[command(
+        after_help = "Examples:\n  cofre drill                   the newest archive\n  \
+cofre drill --remote          the newest copy in the bucket\n  \
+BACKUP_DRILL_COMMAND='node scripts/smoke.js' cofre drill\n  \
+cofre status --max-drill-age 8d     exit 1 when the last good drill is older (or the last failed)"
+    )]
+    Drill(DrillArgs),
     /// Upload to BACKUP_REMOTE every archive it lacks, then apply remote retention
     #[command(
         after_help = "Examples:\n  cofre upload          catch up after an outage (backup and the daemon do this on their own)"
@@ -284,6 +293,30 @@ pub struct StatusArgs {
     /// Exit 1 when the newest offsite copy is older than this, or the last upload failed
     #[arg(long, value_name = "DURATION")]
     pub max_offsite_age: Option<String>,
+    /// Exit 1 when the last successful restore drill is older than this (e.g. 8d), or the last one failed
+    #[arg(long, value_name = "DURATION")]
+    pub max_drill_age: Option<String>,
+}
+
+/// `cofre drill`.
+#[derive(Debug, Args)]
+pub struct DrillArgs {
+    /// Archive path, a name in BACKUP_DIR (or the bucket, with --remote), `latest`, or s3://BUCKET/PREFIX/NAME [default: latest]
+    #[arg(value_name = "ARCHIVE")]
+    pub archive: Option<String>,
+    /// Take the archive from the bucket (BACKUP_REMOTE), streaming
+    #[arg(long)]
+    pub remote: bool,
+    /// Drill an archive that is not signed by a trusted key (with a warning)
+    #[arg(long)]
+    pub allow_unsigned: bool,
+    /// Print the drill's record as one JSON document on stdout
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub keys: KeyArgs,
+    #[command(flatten)]
+    pub lock: LockArgs,
 }
 
 /// `cofre upload`.

@@ -436,6 +436,23 @@ pub struct Settings {
     pub remote: Option<RemoteSettings>,
     /// The `AWS_*` variables (for `s3://` archives named on the command line).
     pub aws: Vec<(String, Secret)>,
+    /// Restore drills.
+    pub drill: DrillSettings,
+}
+
+/// How restore drills run.
+#[derive(Debug, Clone)]
+pub struct DrillSettings {
+    /// When the daemon runs one (`None`: `off`).
+    pub schedule: Option<Schedule>,
+    /// Where the scratch directory is made (`None`: `BACKUP_DIR`).
+    pub dir: Option<PathBuf>,
+    /// The server the database is restored into (`None`: the backup's).
+    pub mongodb_uri: Option<Secret>,
+    /// The smoke test.
+    pub command: Option<String>,
+    /// How long the smoke test may run.
+    pub timeout: Duration,
 }
 
 impl Settings {
@@ -485,6 +502,7 @@ impl Settings {
             catch_up: parse_bool(src, &vars::CATCH_UP)?,
             retries: parse_u32(src, &vars::RETRIES, 0, 100)?,
             shutdown_grace: parse_duration(src, &vars::SHUTDOWN_GRACE)?,
+            drill: drill(src, &path_var)?,
             min_free: choice(
                 src,
                 &vars::MIN_FREE,
@@ -533,10 +551,14 @@ fn zone(src: &Sources) -> Result<Zone, ConfigError> {
 }
 
 fn schedule(src: &Sources) -> Result<Schedule, ConfigError> {
-    let text = src.value(&vars::SCHEDULE).unwrap_or_default();
+    cron(src, &vars::SCHEDULE)
+}
+
+fn cron(src: &Sources, var: &Var) -> Result<Schedule, ConfigError> {
+    let text = src.value(var).unwrap_or_default();
     Schedule::parse(text, zone(src)?).map_err(|why| {
         invalid(
-            vars::SCHEDULE.name,
+            var.name,
             text,
             format!(
                 "a cron expression with 5 fields (minute hour day month weekday) \
@@ -670,10 +692,15 @@ fn resolve_mongodb_uri(
     let Some((var, uri)) = chosen else {
         return Ok(None);
     };
-    // Registers the password (and secret options) before anything can print.
-    let shown = secret::redact_uri(&uri);
+    check_mongodb_uri(var, &uri).map(Some)
+}
+
+/// A MongoDB URI from `var`, checked as the driver reads it; its password
+/// is registered before anything can print it.
+fn check_mongodb_uri(var: &str, uri: &str) -> Result<Secret, ConfigError> {
+    let shown = secret::redact_uri(uri);
     let scheme_ok = uri.starts_with("mongodb://") || uri.starts_with("mongodb+srv://");
-    if !scheme_ok || !secret::uri_parses(&uri) {
+    if !scheme_ok || !secret::uri_parses(uri) {
         return Err(invalid(
             var,
             &shown,
@@ -682,7 +709,38 @@ fn resolve_mongodb_uri(
              (@ is %40, / is %2F)",
         ));
     }
-    Ok(Some(Secret::unregistered(uri)))
+    Ok(Secret::unregistered(uri.to_owned()))
+}
+
+fn drill(
+    src: &Sources,
+    path_var: &dyn Fn(&Var) -> Option<PathBuf>,
+) -> Result<DrillSettings, ConfigError> {
+    let schedule = match src.value(&vars::DRILL_SCHEDULE) {
+        Some(v) if v.trim().eq_ignore_ascii_case("off") => None,
+        _ => Some(cron(src, &vars::DRILL_SCHEDULE)?),
+    };
+    let mongodb_uri = match src.get(&vars::DRILL_MONGODB_URI) {
+        Some((uri, _)) => Some(check_mongodb_uri(vars::DRILL_MONGODB_URI.name, uri)?),
+        None => None,
+    };
+    let timeout = parse_duration(src, &vars::DRILL_TIMEOUT)?;
+    if timeout.is_zero() {
+        return Err(invalid(
+            vars::DRILL_TIMEOUT.name,
+            src.value(&vars::DRILL_TIMEOUT).unwrap_or_default(),
+            "a duration longer than zero, such as 10m",
+        ));
+    }
+    Ok(DrillSettings {
+        schedule,
+        dir: path_var(&vars::DRILL_DIR),
+        mongodb_uri,
+        command: src
+            .get(&vars::DRILL_COMMAND)
+            .map(|(c, _)| c.trim().to_owned()),
+        timeout,
+    })
 }
 
 fn check_recipient(var: &str, r: &str) -> Result<(), ConfigError> {

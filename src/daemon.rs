@@ -1,5 +1,9 @@
-//! The daemon: a backup (then retention) at every scheduled time, until the
-//! shutdown future completes.
+//! The daemon: a backup (then retention) at every scheduled time, and a
+//! restore drill at every drill time, until the shutdown future completes.
+//! One job runs at a time: a drill due while a backup runs starts when it
+//! ends, and a backup due while a drill runs starts when the drill ends
+//! (both also hold the store's lock, so neither can run beside the other
+//! started from a shell either).
 //!
 //! Like mini-redis's `server::run`, [`serve`] takes its shutdown signal as
 //! an argument; it also takes its clock and its jobs, so the binary drives
@@ -12,7 +16,8 @@
 //! A backup runs with a cancel flag. On shutdown it gets
 //! `BACKUP_SHUTDOWN_GRACE` to finish (default: none), then it is cancelled:
 //! it stops within a file or a batch, its temporary file is removed and the
-//! lock released, and the daemon exits 0.
+//! lock released, and the daemon exits 0. A drill is cancelled at once; it
+//! drops its scratch databases and removes its scratch directory.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -27,7 +32,7 @@ use crate::backup::{self, BackupError, Request};
 use crate::config::Settings;
 use crate::logging::Verbosity;
 use crate::schedule::Schedule;
-use crate::state::{DaemonState, State};
+use crate::state::{DaemonState, DrillState, State};
 use crate::store::{Store, StoreError};
 
 const DAEMON_LOCK: &str = ".cofre-daemon.lock";
@@ -112,15 +117,20 @@ pub type JobFuture<'a> = Pin<Box<dyn Future<Output = Result<String, JobError>> +
 pub trait Jobs: Send + Sync {
     /// When the last backup that succeeded started.
     fn last_success(&self) -> Option<DateTime<Utc>>;
+    /// When the last restore drill started (passed or not).
+    fn last_drill(&self) -> Option<DateTime<Utc>>;
     /// One backup; it watches `cancel` and stops soon after it is set.
     /// Returns the archive's name.
     fn backup(&self, cancel: Arc<AtomicBool>) -> JobFuture<'_>;
+    /// One restore drill of the newest archive, which records itself;
+    /// it watches `cancel`. Returns the archive's name when it passed.
+    fn drill(&self, cancel: Arc<AtomicBool>) -> JobFuture<'_>;
     /// What follows a successful backup (retention).
     fn after_backup(&self);
     /// Records a failed attempt (for `status`).
     fn record_failure(&self, message: &str);
-    /// Publishes the next run (for `status`).
-    fn next_run(&self, at: Option<DateTime<Utc>>);
+    /// Publishes the next backup and drill (for `status`).
+    fn next_runs(&self, backup: Option<DateTime<Utc>>, drill: Option<DateTime<Utc>>);
 }
 
 /// The daemon's settings, as it uses them.
@@ -134,6 +144,8 @@ pub struct Plan {
     pub retries: u32,
     /// How long a running backup may finish after a stop signal.
     pub shutdown_grace: Duration,
+    /// When restore drills run (`None`: never).
+    pub drill: Option<Schedule>,
 }
 
 impl Plan {
@@ -144,6 +156,7 @@ impl Plan {
             catch_up: s.catch_up,
             retries: s.retries,
             shutdown_grace: s.shutdown_grace,
+            drill: s.drill.schedule.clone(),
         }
     }
 }
@@ -215,24 +228,94 @@ pub async fn serve(
         std::process::id(),
         upcoming.join(", ")
     );
+    if let Some(d) = &plan.drill {
+        tracing::info!(schedule = d.text(), "restore drills scheduled");
+    }
     let mut first = true;
+    let mut backup_due = None;
+    let mut drill_due = None;
     loop {
         let now = clock.now();
-        let Some(run_at) = next_run(plan, jobs.last_success(), now, first) else {
-            tracing::warn!("the schedule has no next run; the daemon stops");
-            break;
-        };
+        if backup_due.is_none() {
+            backup_due = next_run(plan, jobs.last_success(), now, first);
+        }
+        if drill_due.is_none()
+            && let Some(d) = &plan.drill
+        {
+            drill_due = next_drill(plan.catch_up && first, d, jobs.last_drill(), now);
+        }
         first = false;
-        jobs.next_run(Some(run_at));
-        if !sleep_until(clock, run_at, shutdown.as_mut()).await {
+        jobs.next_runs(backup_due, drill_due);
+        // A backup wins a tie: the drill then tests the archive it made.
+        let (at, is_drill) = match (backup_due, drill_due) {
+            (Some(b), Some(d)) if d < b => (d, true),
+            (Some(b), _) => (b, false),
+            (None, Some(d)) => (d, true),
+            (None, None) => {
+                tracing::warn!("the schedule has no next run; the daemon stops");
+                break;
+            }
+        };
+        if !sleep_until(clock, at, shutdown.as_mut()).await {
             break;
         }
+        if is_drill {
+            drill_due = None;
+            if run_drill(jobs, shutdown.as_mut()).await.is_none() {
+                break;
+            }
+            continue;
+        }
+        backup_due = None;
         let run_started = clock.now();
         if let RunEnd::ShuttingDown = run_with_retries(plan, jobs, clock, shutdown.as_mut()).await {
             break;
         }
-        warn_skipped(schedule, run_at, run_started, clock.now());
+        warn_skipped(schedule, at, run_started, clock.now());
     }
+}
+
+/// When the next drill runs: now, when one was missed since the last drill
+/// (catching up at start; a first drill waits for its time); else the next
+/// scheduled time.
+fn next_drill(
+    catch_up: bool,
+    schedule: &Schedule,
+    last: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> Option<DateTime<Utc>> {
+    if catch_up && last.is_some() && schedule.missed_run(last, now) {
+        tracing::info!("catching up a missed restore drill");
+        return Some(now);
+    }
+    schedule.next_after(now)
+}
+
+/// Runs one drill. `None` when shutdown interrupted it (it was cancelled
+/// and has cleaned up).
+async fn run_drill(jobs: &dyn Jobs, mut shutdown: Shutdown<'_>) -> Option<()> {
+    let cancel = Arc::new(AtomicBool::new(false));
+    let mut job = jobs.drill(Arc::clone(&cancel));
+    let result = tokio::select! {
+        result = &mut job => result,
+        () = shutdown.as_mut() => {
+            tracing::info!("stopping the running drill");
+            cancel.store(true, Ordering::Relaxed);
+            let _ = job.await;
+            tracing::info!("the running drill was stopped; its scratch database and directory were removed");
+            return None;
+        }
+    };
+    match result {
+        Ok(archive) => tracing::info!(archive = %archive, "scheduled drill passed"),
+        Err(JobError::Locked(pid)) => tracing::warn!(
+            "skipped this drill: another cofre process{} is backing up or pruning",
+            pid.map(|p| format!(" (pid {p})")).unwrap_or_default()
+        ),
+        Err(JobError::Cancelled) => return None,
+        Err(JobError::Failed(msg)) => tracing::error!("scheduled drill failed: {msg}"),
+    }
+    Some(())
 }
 
 /// When the next backup runs: now, for a catch-up at start; else the next
@@ -472,6 +555,30 @@ impl Jobs for Live {
             .map(|s| s.started_at)
     }
 
+    fn last_drill(&self) -> Option<DateTime<Utc>> {
+        DrillState::load(self.store.dir())
+            .last
+            .map(|r| r.started_at)
+    }
+
+    fn drill(&self, cancel: Arc<AtomicBool>) -> JobFuture<'_> {
+        let (tx, rx) = oneshot::channel();
+        let settings = self.settings.clone();
+        let spawned = std::thread::Builder::new()
+            .name("cofre-drill".into())
+            .spawn(move || {
+                let _ = tx.send(drill_now(&settings, cancel));
+            });
+        Box::pin(async move {
+            if let Err(e) = spawned {
+                return Err(JobError::Failed(format!(
+                    "the system could not start a thread: {e}"
+                )));
+            }
+            rx.await.unwrap_or(Err(JobError::Cancelled))
+        })
+    }
+
     fn backup(&self, cancel: Arc<AtomicBool>) -> JobFuture<'_> {
         let (tx, rx) = oneshot::channel();
         let settings = self.settings.clone();
@@ -513,13 +620,14 @@ impl Jobs for Live {
         backup::record_failure(&self.settings, message);
     }
 
-    fn next_run(&self, at: Option<DateTime<Utc>>) {
+    fn next_runs(&self, backup: Option<DateTime<Utc>>, drill: Option<DateTime<Utc>>) {
         let state = DaemonState {
             pid: std::process::id(),
             started_at: self.started,
             schedule: self.settings.schedule.text().to_owned(),
             timezone: self.settings.schedule.zone().to_string(),
-            next_run: at,
+            next_run: backup,
+            next_drill: drill,
         };
         if let Err(e) = state.save(self.store.dir()) {
             tracing::warn!(
@@ -527,6 +635,35 @@ impl Jobs for Live {
                 self.store.dir().display()
             );
         }
+    }
+}
+
+/// One drill of the newest local archive, as the daemon runs it.
+fn drill_now(settings: &Settings, cancel: Arc<AtomicBool>) -> Result<String, JobError> {
+    let (keys, trusted) =
+        crate::drill::keys_from_settings(settings).map_err(|e| JobError::Failed(e.to_string()))?;
+    let record = crate::drill::run(&crate::drill::Request {
+        settings,
+        archive: "latest",
+        remote: None,
+        keys: &keys,
+        trusted: &trusted,
+        allow_unsigned: false,
+        wait: None,
+        verbosity: Verbosity::Quiet,
+        cancel,
+    });
+    match record {
+        Ok(r) if r.ok => Ok(r.archive),
+        Ok(r) if r.failed_check.as_deref() == Some("cancelled") => Err(JobError::Cancelled),
+        Ok(r) => Err(JobError::Failed(format!(
+            "{} at {}: {}",
+            r.archive,
+            r.failed_check.unwrap_or_default(),
+            r.error.unwrap_or_default()
+        ))),
+        Err(StoreError::Locked { pid, .. }) => Err(JobError::Locked(pid)),
+        Err(e) => Err(JobError::Failed(e.to_string())),
     }
 }
 
@@ -550,6 +687,8 @@ mod tests {
         outcomes: Mutex<Vec<bool>>,
         last_success: Mutex<Option<DateTime<Utc>>>,
         log: Mutex<Vec<(DateTime<Utc>, &'static str)>>,
+        drill_took: Duration,
+        last_drill: Mutex<Option<DateTime<Utc>>>,
     }
 
     impl Fake {
@@ -560,6 +699,8 @@ mod tests {
                 outcomes: Mutex::new(outcomes.iter().rev().copied().collect()),
                 last_success: Mutex::new(None),
                 log: Mutex::new(Vec::new()),
+                drill_took: Duration::from_secs(60),
+                last_drill: Mutex::new(None),
             }
         }
 
@@ -610,9 +751,38 @@ mod tests {
             })
         }
 
+        fn last_drill(&self) -> Option<DateTime<Utc>> {
+            *self.last_drill.lock().unwrap()
+        }
+
+        fn drill(&self, cancel: Arc<AtomicBool>) -> JobFuture<'_> {
+            Box::pin(async move {
+                let started = self.clock.now();
+                *self.last_drill.lock().unwrap() = Some(started);
+                self.log.lock().unwrap().push((started, "drill"));
+                let mut spent = Duration::ZERO;
+                while spent < self.drill_took {
+                    if cancel.load(Ordering::Relaxed) {
+                        self.log
+                            .lock()
+                            .unwrap()
+                            .push((self.clock.now(), "drill cancelled"));
+                        return Err(JobError::Cancelled);
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    spent += Duration::from_millis(100);
+                }
+                self.log
+                    .lock()
+                    .unwrap()
+                    .push((self.clock.now(), "drill done"));
+                Ok("archive".into())
+            })
+        }
+
         fn after_backup(&self) {}
         fn record_failure(&self, _: &str) {}
-        fn next_run(&self, _: Option<DateTime<Utc>>) {}
+        fn next_runs(&self, _: Option<DateTime<Utc>>, _: Option<DateTime<Utc>>) {}
     }
 
     fn plan(cron: &str) -> Plan {
@@ -621,6 +791,7 @@ mod tests {
             catch_up: true,
             retries: 2,
             shutdown_grace: Duration::ZERO,
+            drill: None,
         }
     }
 
@@ -711,6 +882,81 @@ mod tests {
         p.shutdown_grace = Duration::from_secs(600);
         serve_for(&p, &jobs, Duration::from_secs(60)).await;
         assert_eq!(jobs.log()[1], (utc("2026-03-01T00:05:00Z"), "done"));
+    }
+
+    /// The jobs' log as (start, end, what) intervals.
+    fn intervals(
+        log: &[(DateTime<Utc>, &'static str)],
+    ) -> Vec<(DateTime<Utc>, DateTime<Utc>, &'static str)> {
+        let mut out = Vec::new();
+        let mut open: Option<(DateTime<Utc>, &'static str)> = None;
+        for &(t, what) in log {
+            match what {
+                "start" | "drill" => {
+                    assert!(open.is_none(), "{what} at {t} while {open:?} runs: {log:?}");
+                    open = Some((t, what));
+                }
+                _ => {
+                    let (start, kind) = open.take().expect("an end has a start");
+                    out.push((start, t, kind));
+                }
+            }
+        }
+        out
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn drills_and_backups_never_overlap_and_neither_is_lost() {
+        let clock = TokioClock::starting_at(utc("2026-03-01T02:00:00Z"));
+        // Backups at 03:00 take 25 minutes; the drill is due at 03:10 and
+        // takes 40 minutes, so the 04:00 backup falls due while it runs.
+        let mut jobs = Fake::new(clock, Duration::from_secs(25 * 60), &[]);
+        jobs.drill_took = Duration::from_secs(40 * 60);
+        *jobs.last_success.lock().unwrap() = Some(utc("2026-03-01T01:00:00Z"));
+        *jobs.last_drill.lock().unwrap() = Some(utc("2026-02-28T03:10:00Z"));
+        let mut p = plan("0 * * * *");
+        p.drill = Some(Schedule::parse("10 3 * * *", Zone::parse("UTC").unwrap()).unwrap());
+        serve_for(&p, &jobs, Duration::from_secs(170 * 60)).await;
+        let runs = intervals(&jobs.log());
+        let got: Vec<(String, &str)> = runs
+            .iter()
+            .map(|(s, _, k)| (s.format("%H:%M").to_string(), *k))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("02:00".to_owned(), "start"),
+                ("03:00".to_owned(), "start"),
+                // Due 03:10; starts when the backup ends.
+                ("03:25".to_owned(), "drill"),
+                // Due 04:00, during the drill; starts when it ends.
+                ("04:05".to_owned(), "start"),
+            ]
+        );
+        for w in runs.windows(2) {
+            assert!(w[0].1 <= w[1].0, "{w:?} overlap");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_missed_drill_is_caught_up_but_a_first_one_waits_for_its_time() {
+        let d = || Some(Schedule::parse("0 4 * * 0", Zone::parse("UTC").unwrap()).unwrap());
+        // 2026-03-04 is a Wednesday; the last drill was 10 days ago.
+        let clock = TokioClock::starting_at(utc("2026-03-04T12:00:00Z"));
+        let mut jobs = Fake::new(clock, Duration::from_secs(1), &[]);
+        jobs.drill_took = Duration::from_secs(1);
+        *jobs.last_success.lock().unwrap() = Some(utc("2026-03-04T00:00:00Z"));
+        *jobs.last_drill.lock().unwrap() = Some(utc("2026-02-22T04:00:00Z"));
+        let mut p = plan("0 0 * * *");
+        p.drill = d();
+        serve_for(&p, &jobs, Duration::from_secs(60)).await;
+        assert_eq!(jobs.log()[0], (utc("2026-03-04T12:00:00Z"), "drill"));
+
+        let clock = TokioClock::starting_at(utc("2026-03-04T12:00:00Z"));
+        let jobs = Fake::new(clock, Duration::from_secs(1), &[]);
+        *jobs.last_success.lock().unwrap() = Some(utc("2026-03-04T00:00:00Z"));
+        serve_for(&p, &jobs, Duration::from_secs(60)).await;
+        assert!(jobs.log().is_empty(), "{:?}", jobs.log());
     }
 
     #[test]

@@ -40,6 +40,7 @@ pub mod cli;
 pub(crate) mod commands;
 pub(crate) mod config;
 pub(crate) mod daemon;
+pub(crate) mod drill;
 pub(crate) mod format;
 pub(crate) mod logging;
 pub(crate) mod mongo;

@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 const STATE_NAME: &str = ".cofre-state.json";
 const DAEMON_NAME: &str = ".cofre-daemon.json";
 const OFFSITE_NAME: &str = ".cofre-offsite.json";
+const DRILL_NAME: &str = ".cofre-drill.json";
 
 /// A successful backup.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -119,6 +120,129 @@ impl OffsiteState {
     }
 }
 
+/// A smoke test's run, as a drill records it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct CommandRun {
+    /// The command, as configured.
+    pub command: String,
+    /// Its exit code, when it exited.
+    pub exit_code: Option<i32>,
+    /// The signal that ended it, when one did.
+    pub signal: Option<i32>,
+    /// Whether it ran out of time (and was stopped).
+    pub timed_out: bool,
+    /// How long it ran.
+    pub seconds: f64,
+    /// The end of what it printed (stdout and stderr), secrets scrubbed.
+    pub output_tail: String,
+}
+
+/// One restore drill.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct DrillRecord {
+    /// The archive restored.
+    pub archive: String,
+    /// Start (UTC).
+    pub started_at: DateTime<Utc>,
+    /// End, clean-up included (UTC).
+    pub finished_at: DateTime<Utc>,
+    /// Whether every step and check passed.
+    pub ok: bool,
+    /// The step that failed: `setup`, `archive`, `files`, `database`,
+    /// `compare`, `command`, `cancelled`.
+    pub failed_check: Option<String>,
+    /// Why.
+    pub error: Option<String>,
+    /// Seconds to restore the files (reading, decrypting and checking the
+    /// archive included).
+    pub files_seconds: Option<f64>,
+    /// Seconds to restore the database.
+    pub database_seconds: Option<f64>,
+    /// Files plus database: the recovery time this archive gives.
+    pub recovery_seconds: Option<f64>,
+    /// The archive's size.
+    pub archive_bytes: Option<u64>,
+    /// Files restored.
+    pub files: u64,
+    /// Bytes of files restored.
+    pub file_bytes: u64,
+    /// Collections restored and compared.
+    pub collections: u64,
+    /// Documents restored and compared.
+    pub documents: u64,
+    /// What the comparison found different (at most 20).
+    #[serde(default)]
+    pub mismatches: Vec<String>,
+    /// The smoke test, when one ran.
+    pub command: Option<CommandRun>,
+    /// Clean-up that did not work (the next drill tries again).
+    #[serde(default)]
+    pub cleanup_problems: Vec<String>,
+}
+
+/// What a drill made, recorded before it makes it, so the next drill can
+/// remove it when this one could not.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct PendingDrill {
+    /// The scratch directory.
+    pub dir: std::path::PathBuf,
+    /// The prefix of the scratch databases (`cofre_drill_<time>_`).
+    pub db_prefix: String,
+}
+
+/// The drills' record.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct DrillState {
+    /// The last drill.
+    pub last: Option<DrillRecord>,
+    /// The last drill that passed.
+    pub last_success: Option<DrillRecord>,
+    /// Scratch made by drills and not yet removed.
+    #[serde(default)]
+    pub pending: Vec<PendingDrill>,
+}
+
+impl DrillState {
+    /// Reads it (empty when missing or damaged).
+    pub fn load(dir: &Path) -> DrillState {
+        read_json(&dir.join(DRILL_NAME))
+    }
+
+    /// Writes it atomically.
+    pub fn save(&self, dir: &Path) -> std::io::Result<()> {
+        write_json(dir, DRILL_NAME, self)
+    }
+}
+
+/// Whether drills are healthy at `now`: the last one passed and the last
+/// pass is at most `max_age` old.
+pub fn drill_health(
+    drills: &DrillState,
+    max_age: std::time::Duration,
+    now: DateTime<Utc>,
+) -> Option<String> {
+    let Some(last) = &drills.last else {
+        return Some("no restore drill has run yet".to_owned());
+    };
+    if !last.ok {
+        return Some(format!(
+            "the last restore drill ({}) failed at {}: {}",
+            last.archive,
+            last.failed_check.as_deref().unwrap_or("?"),
+            last.error.as_deref().unwrap_or("")
+        ));
+    }
+    let success = drills.last_success.as_ref().unwrap_or(last);
+    let age = (now - success.started_at).num_seconds();
+    (age > max_age.as_secs() as i64).then(|| {
+        format!(
+            "the last successful restore drill is {} old, more than --max-drill-age {}",
+            crate::format::age_text(age),
+            humantime::format_duration(max_age)
+        )
+    })
+}
+
 /// What the daemon says about itself.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct DaemonState {
@@ -132,6 +256,9 @@ pub struct DaemonState {
     pub timezone: String,
     /// Its next run.
     pub next_run: Option<DateTime<Utc>>,
+    /// Its next restore drill.
+    #[serde(default)]
+    pub next_drill: Option<DateTime<Utc>>,
 }
 
 /// The largest state file read (they are small; anything larger is not ours).
@@ -194,17 +321,36 @@ pub struct Limits {
     pub max_age: Option<std::time::Duration>,
     /// The oldest the newest offsite copy may be.
     pub max_offsite_age: Option<std::time::Duration>,
+    /// The oldest the last successful restore drill may be.
+    pub max_drill_age: Option<std::time::Duration>,
 }
 
 /// Whether backups are healthy at `now`: `None`, or the problem. `offsite`
-/// is the bucket's record when `BACKUP_REMOTE` is set.
+/// is the bucket's record when `BACKUP_REMOTE` is set; drills are judged
+/// when `limits.max_drill_age` is set.
 pub fn health(
     state: &State,
+    offsite: Option<&OffsiteState>,
+    drills: &DrillState,
+    limits: Limits,
+    now: DateTime<Utc>,
+) -> Option<String> {
+    let drill = || {
+        limits
+            .max_drill_age
+            .and_then(|max| drill_health(drills, max, now))
+    };
+    local_health(state, limits.max_age, now)
+        .or_else(|| offsite_health(offsite, limits, now))
+        .or_else(drill)
+}
+
+fn offsite_health(
     offsite: Option<&OffsiteState>,
     limits: Limits,
     now: DateTime<Utc>,
 ) -> Option<String> {
-    local_health(state, limits.max_age, now).or_else(|| {
+    {
         let offsite = offsite?;
         if offsite.failing() {
             let why = offsite
@@ -225,7 +371,7 @@ pub fn health(
                 humantime::format_duration(max)
             )
         })
-    })
+    }
 }
 
 fn local_health(
@@ -359,6 +505,7 @@ mod tests {
             let got = health(
                 &state,
                 None,
+                &DrillState::default(),
                 Limits {
                     max_age: max,
                     ..Limits::default()

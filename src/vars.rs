@@ -125,6 +125,16 @@ vars! {
         "`off`, `governance` or `compliance`: S3 Object Lock on each object until retention would delete it";
     REMOTE_BANDWIDTH = "BACKUP_REMOTE_BANDWIDTH", flag "" "BYTES/S", default "unlimited", list false,
         "upload cap in bytes per second (`20M`)";
+    DRILL_SCHEDULE = "BACKUP_DRILL_SCHEDULE", flag "" "CRON", default "`0 4 * * 0`", list false,
+        "cron expression for the daemon's restore drills (`cofre drill latest`), or `off`";
+    DRILL_DIR = "BACKUP_DRILL_DIR", flag "" "DIR", default "`BACKUP_DIR`", list false,
+        "a drill restores the files into a private scratch directory made inside this one, removed after";
+    DRILL_MONGODB_URI = "BACKUP_DRILL_MONGODB_URI", flag "" "URI", default "the backup's server", list false,
+        "the server a drill restores the database into, each database as `cofre_drill_<time>_<db>`";
+    DRILL_COMMAND = "BACKUP_DRILL_COMMAND", flag "" "COMMAND", default "unset", list false,
+        "a smoke test run by `sh -c` in the restored tree after the checks; its exit code decides the drill";
+    DRILL_TIMEOUT = "BACKUP_DRILL_TIMEOUT", flag "" "DURATION", default "`10m`", list false,
+        "the smoke test is stopped (its whole process group) after this long, and the drill fails";
     MIN_FREE = "BACKUP_MIN_FREE", flag "" "SIZE", default "`10%`", list false,
         "warn when a backup would leave less free space than this (`10%`, `5G`)";
 }

@@ -5,6 +5,7 @@
 
 mod backup;
 mod daemon;
+mod drill;
 mod keygen;
 pub(crate) mod list;
 mod prune;
@@ -63,6 +64,7 @@ pub fn add_flags(s: &mut Sources, cli: &Cli) {
             s.flag(&vars::SCHEDULE, a.schedule.clone());
         }
         Command::Restore(a) => key_flags(s, &a.keys),
+        Command::Drill(a) => key_flags(s, &a.keys),
         Command::Verify(a) => key_flags(s, &a.keys),
         Command::List(_)
         | Command::Prune(_)
@@ -115,6 +117,30 @@ pub fn bucket(settings: &Settings) -> Result<crate::remote::Remote, anyhow::Erro
             expected: "BACKUP_REMOTE set to s3://BUCKET/PREFIX (and the AWS_* credentials)".into(),
         })?;
     Ok(crate::remote::Remote::connect(remote)?)
+}
+
+/// The bucket an archive comes from, if any: an `s3://` argument names
+/// its own; `--remote` means `BACKUP_REMOTE`. Returns it and the name to
+/// look for.
+pub fn archive_source(
+    settings: &Settings,
+    arg: &str,
+    remote: bool,
+) -> Result<(Option<crate::remote::Remote>, String), anyhow::Error> {
+    if arg.starts_with("s3://") {
+        let (remote, name) = settings
+            .remote_for_url(arg)
+            .ok_or_else(|| ConfigError::Invalid {
+                var: "ARCHIVE".into(),
+                value: arg.to_owned(),
+                expected: "s3://BUCKET/PREFIX/backup_YYYY-MM-DDTHH-MM-SS.tar.gz.age".into(),
+            })?;
+        return Ok((Some(crate::remote::Remote::connect(&remote)?), name));
+    }
+    if remote {
+        return Ok((Some(bucket(settings)?), arg.to_owned()));
+    }
+    Ok((None, arg.to_owned()))
 }
 
 /// Parses a `--wait`/`--max-age` style duration flag.
@@ -179,6 +205,7 @@ pub fn run(cli: &Cli, settings: Option<Settings>) -> Result<Outcome, anyhow::Err
         Command::Prune(a) => prune::run(a, &settings),
         Command::Daemon(a) => daemon::run(a, &settings, verbosity),
         Command::Status(a) => status::run(a, &settings),
+        Command::Drill(a) => drill::run(a, &settings, verbosity),
         Command::Upload(_) => upload::run(&settings),
         Command::Keygen(a) => keygen::run(a),
     }

@@ -40,6 +40,7 @@ fn mongo_target(args: &RestoreArgs, settings: &Settings) -> mongo::restore::Targ
     mongo::restore::Target {
         uri,
         to_db: args.to_db.clone(),
+        db_prefix: None,
         drop: args.drop,
     }
 }
@@ -108,7 +109,7 @@ pub fn run(
         .expect("clap requires ARCHIVE without --mongo-dir");
     let keys = read_keys(settings, &args.keys);
     let trusted = trusted_keys(settings, &keys)?;
-    let (remote, arg) = remote_source(args, settings, arg)?;
+    let (remote, arg) = super::archive_source(settings, arg, args.remote)?;
     let req = open::Request {
         arg: &arg,
         backup_dir: &settings.backup_dir,
@@ -192,30 +193,6 @@ pub fn run(
         tracing::warn!("could not remove the staging directory: {e}");
     }
     Ok(outcome)
-}
-
-/// The bucket an archive comes from, if any: an `s3://` argument names
-/// its own; `--remote` means `BACKUP_REMOTE`. Returns it and the name to
-/// look for.
-fn remote_source(
-    args: &RestoreArgs,
-    settings: &Settings,
-    arg: &str,
-) -> Result<(Option<crate::remote::Remote>, String), anyhow::Error> {
-    if arg.starts_with("s3://") {
-        let (remote, name) = settings
-            .remote_for_url(arg)
-            .ok_or_else(|| ConfigError::Invalid {
-                var: "ARCHIVE".into(),
-                value: arg.to_owned(),
-                expected: "s3://BUCKET/PREFIX/backup_YYYY-MM-DDTHH-MM-SS.tar.gz.age".into(),
-            })?;
-        return Ok((Some(crate::remote::Remote::connect(&remote)?), name));
-    }
-    if args.remote {
-        return Ok((Some(super::bucket(settings)?), arg.to_owned()));
-    }
-    Ok((None, arg.to_owned()))
 }
 
 /// Refuses a target that is a file, or not empty without `--force`.

@@ -7,7 +7,7 @@ use serde::Serialize;
 use crate::cli::StatusArgs;
 use crate::config::Settings;
 use crate::format::{age_text, human};
-use crate::state::{DaemonState, OffsiteState, State};
+use crate::state::{DaemonState, DrillState, OffsiteState, State};
 use crate::store::{Store, StoreError};
 
 use super::{Outcome, duration_flag};
@@ -30,6 +30,16 @@ struct Status {
     total_bytes: Option<u64>,
     signing_public_key: Option<String>,
     offsite: Option<OffsiteState>,
+    drill: DrillStatus,
+}
+
+#[derive(Serialize)]
+struct DrillStatus {
+    schedule: Option<String>,
+    next_drill: Option<String>,
+    last: Option<crate::state::DrillRecord>,
+    last_success_at: Option<String>,
+    last_success_age_seconds: Option<i64>,
 }
 
 /// Runs `cofre status`.
@@ -37,6 +47,7 @@ pub fn run(args: &StatusArgs, settings: &Settings) -> Result<Outcome, anyhow::Er
     let limits = crate::state::Limits {
         max_age: duration_flag("--max-age", args.max_age.as_deref())?,
         max_offsite_age: duration_flag("--max-offsite-age", args.max_offsite_age.as_deref())?,
+        max_drill_age: duration_flag("--max-drill-age", args.max_drill_age.as_deref())?,
     };
     let status = gather(settings, limits, Utc::now())?;
     if args.json {
@@ -47,7 +58,9 @@ pub fn run(args: &StatusArgs, settings: &Settings) -> Result<Outcome, anyhow::Er
     } else {
         print_text(&status);
     }
-    let checked = limits.max_age.is_some() || limits.max_offsite_age.is_some();
+    let checked = limits.max_age.is_some()
+        || limits.max_offsite_age.is_some()
+        || limits.max_drill_age.is_some();
     if checked && status.problem.is_some() {
         return Ok(Outcome::Failed);
     }
@@ -94,7 +107,34 @@ fn gather(
         o.remote = r.url.clone();
         o
     });
-    let problem = crate::state::health(&state, offsite.as_ref(), limits, now);
+    let drills = store
+        .as_ref()
+        .map(|s| DrillState::load(s.dir()))
+        .unwrap_or_default();
+    let problem = crate::state::health(&state, offsite.as_ref(), &drills, limits, now);
+    let rfc = |t: chrono::DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let next_drill = match &daemon {
+        Some(d) => d.next_drill,
+        None => settings
+            .drill
+            .schedule
+            .as_ref()
+            .and_then(|s| s.next_after(now)),
+    };
+    let drill = DrillStatus {
+        schedule: settings
+            .drill
+            .schedule
+            .as_ref()
+            .map(|s| s.text().to_owned()),
+        next_drill: next_drill.map(rfc),
+        last_success_at: drills.last_success.as_ref().map(|r| rfc(r.started_at)),
+        last_success_age_seconds: drills
+            .last_success
+            .as_ref()
+            .map(|r| (now - r.started_at).num_seconds()),
+        last: drills.last,
+    };
     let status = Status {
         backup_dir: settings.backup_dir.display().to_string(),
         healthy: problem.is_none(),
@@ -114,6 +154,7 @@ fn gather(
             .ok()
             .map(|k| k.public_base64()),
         offsite,
+        drill,
     };
     Ok(status)
 }
@@ -192,6 +233,7 @@ fn print_text(status: &Status) {
                 );
             }
         }
+        print_drill(&status.drill);
         if let Some(k) = &status.signing_public_key {
             println!("signing key       {k} (trust it where you restore: BACKUP_TRUSTED_KEYS)");
         }
@@ -202,5 +244,35 @@ fn print_text(status: &Status) {
                 .as_deref()
                 .map_or_else(|| "ok".to_owned(), |p| format!("PROBLEM: {p}"))
         );
+    }
+}
+
+fn print_drill(d: &DrillStatus) {
+    let next = match (&d.schedule, &d.next_drill) {
+        (Some(s), Some(n)) => format!("next {n} ({s})"),
+        _ => "no drills scheduled (BACKUP_DRILL_SCHEDULE=off)".to_owned(),
+    };
+    let Some(last) = &d.last else {
+        println!("restore drill     none yet; {next}");
+        return;
+    };
+    let when = last
+        .started_at
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    if last.ok {
+        println!(
+            "restore drill     passed {when}: {} restores in {:.1} s; {next}",
+            last.archive,
+            last.recovery_seconds.unwrap_or(0.0)
+        );
+    } else {
+        println!(
+            "restore drill     FAILED {when} at {}: {}; {next}",
+            last.failed_check.as_deref().unwrap_or("?"),
+            last.error.as_deref().unwrap_or("")
+        );
+        if let (Some(at), Some(age)) = (&d.last_success_at, d.last_success_age_seconds) {
+            println!("                  last passed {at} ({} ago)", age_text(age));
+        }
     }
 }

@@ -11,6 +11,7 @@
 //! The driver is async; these modules run it on a small tokio runtime of
 //! their own, so the rest of cofre stays synchronous.
 
+pub mod concurrency;
 pub mod dump;
 pub mod metadata;
 pub mod restore;
@@ -154,6 +155,13 @@ const QUERY_ESCAPE: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'~')
     .remove(b' ');
 
+/// Characters escaped in a database name put in a URI.
+const DB_ESCAPE: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
 /// Escaped names longer than this are shortened, as mongodump does, so
 /// `<name>.metadata.json.gz` fits in 255 bytes.
 const MAX_ESCAPED: usize = 238;
@@ -185,6 +193,73 @@ pub fn unescape_name(file_stem: &str) -> String {
     percent_decode_str(&file_stem.replace('+', " "))
         .decode_utf8_lossy()
         .into_owned()
+}
+
+/// The parts of a connection string, split as the driver splits it (and
+/// as [`secret::redact_uri`] does): scheme, credentials, hosts, database,
+/// options.
+struct UriParts<'a> {
+    scheme: &'a str,
+    credentials: Option<&'a str>,
+    hosts: &'a str,
+    database: &'a str,
+    options: Option<&'a str>,
+}
+
+fn split_uri(uri: &str) -> Option<UriParts<'_>> {
+    let (scheme, rest) = uri.split_once("://")?;
+    let (pre, options) = match rest.split_once('?') {
+        Some((p, o)) => (p, Some(o)),
+        None => (rest, None),
+    };
+    let (credentials, after) = match pre.rsplit_once('@') {
+        Some((c, a)) => (Some(c), a),
+        None => (None, pre),
+    };
+    let (hosts, database) = after.split_once('/').unwrap_or((after, ""));
+    Some(UriParts {
+        scheme,
+        credentials,
+        hosts,
+        database,
+        options,
+    })
+}
+
+/// The database a connection string names, if any.
+pub fn uri_database(uri: &str) -> Option<String> {
+    let db = split_uri(uri)?.database;
+    (!db.is_empty()).then(|| percent_decode_str(db).decode_utf8_lossy().into_owned())
+}
+
+/// The same connection string naming database `db`. Credentials that were
+/// checked against the database the string named (no `authSource`) keep
+/// being checked there: `authSource` is added.
+pub fn with_database(uri: &str, db: &str) -> String {
+    let Some(p) = split_uri(uri) else {
+        return uri.to_owned();
+    };
+    let has_auth_source = p.options.is_some_and(|o| {
+        o.split('&')
+            .any(|kv| kv.to_ascii_lowercase().starts_with("authsource="))
+    });
+    let mut options: Vec<String> = p.options.map(|o| vec![o.to_owned()]).unwrap_or_default();
+    if p.credentials.is_some() && !has_auth_source {
+        let source = if p.database.is_empty() {
+            "admin"
+        } else {
+            p.database
+        };
+        options.push(format!("authSource={source}"));
+    }
+    let credentials = p.credentials.map(|c| format!("{c}@")).unwrap_or_default();
+    let db = utf8_percent_encode(db, DB_ESCAPE);
+    let query = if options.is_empty() {
+        String::new()
+    } else {
+        format!("?{}", options.join("&"))
+    };
+    format!("{}://{credentials}{}/{db}{query}", p.scheme, p.hosts)
 }
 
 /// A tokio runtime for the driver.
@@ -309,6 +384,47 @@ mod tests {
         let escaped = escape_name(&long);
         assert_eq!(escaped.len(), 208 + 3 + 27);
         assert!(escaped.starts_with(&"x".repeat(208)) && escaped[208..].starts_with("%24"));
+    }
+
+    #[test]
+    fn a_uri_with_another_database() {
+        let cases = [
+            ("mongodb://h:1/app", "x", "mongodb://h:1/x"),
+            (
+                "mongodb://h1,h2/app?replicaSet=rs",
+                "x",
+                "mongodb://h1,h2/x?replicaSet=rs",
+            ),
+            ("mongodb://h/", "x", "mongodb://h/x"),
+            ("mongodb://h", "x", "mongodb://h/x"),
+            // Credentials stay checked where they were.
+            (
+                "mongodb://u:p%40ss@h/app",
+                "x",
+                "mongodb://u:p%40ss@h/x?authSource=app",
+            ),
+            ("mongodb://u:p@h", "x", "mongodb://u:p@h/x?authSource=admin"),
+            (
+                "mongodb://u:p@h/app?authSource=admin&tls=true",
+                "x",
+                "mongodb://u:p@h/x?authSource=admin&tls=true",
+            ),
+            (
+                "mongodb+srv://u:p@cluster.example.com/app?retryWrites=true",
+                "cofre_drill_1_app",
+                "mongodb+srv://u:p@cluster.example.com/cofre_drill_1_app?retryWrites=true&authSource=app",
+            ),
+        ];
+        for (uri, db, want) in cases {
+            assert_eq!(with_database(uri, db), want, "{uri}");
+            assert!(crate::secret::uri_parses(want), "{want}");
+        }
+        assert_eq!(
+            uri_database("mongodb://u:p@h/app?x=1").as_deref(),
+            Some("app")
+        );
+        assert_eq!(uri_database("mongodb://h/?x=1"), None);
+        assert_eq!(uri_database("mongodb://a/b@h/app").as_deref(), Some("app"));
     }
 
     #[test]

@@ -6,6 +6,7 @@ mod harness;
 
 mod bad_input;
 mod daemon;
+mod drill;
 mod hostile;
 mod interop;
 mod mongo;

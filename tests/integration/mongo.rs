@@ -38,7 +38,7 @@ pub fn mongo() -> Option<Mongo> {
 }
 
 impl Mongo {
-    fn connect(uri: &str) -> Mongo {
+    pub fn connect(uri: &str) -> Mongo {
         let host = uri
             .trim_start_matches("mongodb://")
             .split(['/', '?'])
@@ -677,9 +677,9 @@ fn unreadable_collection_and_server_going_away_fail_cleanly() {
 }
 
 /// A server of our own, stopped when dropped.
-struct OwnServer {
+pub struct OwnServer {
     child: Child,
-    port: u16,
+    pub port: u16,
     _dir: tempfile::TempDir,
 }
 
@@ -690,7 +690,7 @@ impl Drop for OwnServer {
     }
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -699,7 +699,7 @@ fn free_port() -> u16 {
 }
 
 /// Starts a SecantusDB of our own and waits until it answers.
-fn start_server(bin: &str, storage: &std::ffi::OsStr, port: u16, flags: &[&str]) -> Child {
+pub fn start_server(bin: &str, storage: &std::ffi::OsStr, port: u16, flags: &[&str]) -> Child {
     let child = Command::new(bin)
         .args([
             "--host",
@@ -723,7 +723,7 @@ fn start_server(bin: &str, storage: &std::ffi::OsStr, port: u16, flags: &[&str])
 }
 
 /// The SecantusDB binary, to start servers of our own.
-fn secantusd() -> Option<String> {
+pub fn secantusd() -> Option<String> {
     let Ok(bin) = std::env::var("COFRE_TEST_SECANTUSD") else {
         assert!(
             std::env::var("COFRE_TEST_REQUIRE_MONGODB").is_err(),
@@ -733,6 +733,34 @@ fn secantusd() -> Option<String> {
         return None;
     };
     Some(bin)
+}
+
+/// A SecantusDB of the test's own (for a second server), in memory.
+pub fn own_server() -> Option<OwnServer> {
+    let bin = secantusd()?;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let child = start_server(&bin, std::ffi::OsStr::new(":memory:"), port, &[]);
+    Some(OwnServer {
+        child,
+        port,
+        _dir: dir,
+    })
+}
+
+impl OwnServer {
+    /// A URI for database `db` on this server (empty: none).
+    pub fn uri(&self, db: &str) -> String {
+        format!(
+            "mongodb://127.0.0.1:{}/{db}?directConnection=true",
+            self.port
+        )
+    }
+
+    /// A client of this server.
+    pub fn client(&self) -> Mongo {
+        Mongo::connect(&self.uri(""))
+    }
 }
 
 /// A password with every character a URI reserves.

@@ -1,0 +1,717 @@
+//! Restore drills: proof, on a schedule, that an archive restores, its
+//! database included, and that the application comes back from it.
+//!
+//! A drill takes the store's lock (so it never runs beside a backup or a
+//! prune, which could delete the archive under it), then:
+//!
+//! 1. **Files**: restores the archive into a new private scratch directory
+//!    (`.cofre-drill-<time>` in `BACKUP_DRILL_DIR`, by default
+//!    `BACKUP_DIR`) with every check a real restore makes: signature,
+//!    hashes, modes, links ([`crate::restore::stage_and_place`]).
+//! 2. **Database**: restores the dump into scratch databases on the drill
+//!    server, each database `db` as `cofre_drill_<time>_<db>`. It refuses
+//!    to start when any database with that prefix exists, and a restore
+//!    never touches a collection that exists.
+//! 3. **Compare** ([`compare`]): counts, content digests, indexes and
+//!    options of every collection against the archive.
+//! 4. **Smoke test** ([`smoke`]), when `BACKUP_DRILL_COMMAND` is set.
+//! 5. **Clean-up**, whatever happened: scratch databases dropped, scratch
+//!    directory removed. What it makes is recorded in the drill state
+//!    *before* it is made, so when a drill is killed outright, the next
+//!    one finds the leftovers by name and removes them.
+//! 6. **Record**: the outcome goes to `.cofre-drill.json` for `status`.
+//!
+//! The recovery time a drill reports is the time to restore the files plus
+//! the time to restore the database: what a restore of this archive takes.
+
+pub mod compare;
+pub mod smoke;
+
+use std::future::IntoFuture;
+use std::io::{self, Read};
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+
+use crate::archive::crypt::ReadKeys;
+use crate::config::Settings;
+use crate::format::human;
+use crate::logging::{self, Verbosity};
+use crate::mongo::{self, MongoError};
+use crate::open::{self, OpenArchive};
+use crate::remote::Remote;
+use crate::restore::{self, ExtractOptions, RestoreError};
+use crate::secret::Secret;
+use crate::sign::TrustedKeys;
+use crate::state::{DrillRecord, DrillState, PendingDrill};
+use crate::store::{Store, StoreError};
+
+/// The prefix of scratch directories.
+const DIR_PREFIX: &str = ".cofre-drill-";
+/// The prefix of scratch databases.
+const DB_PREFIX: &str = "cofre_drill_";
+/// The most mismatches kept in the record.
+const MAX_MISMATCHES: usize = 20;
+/// MongoDB's limit on database names, in bytes.
+const MAX_DB_NAME: usize = 63;
+
+/// What to drill, and how.
+pub struct Request<'a> {
+    /// Validated settings.
+    pub settings: &'a Settings,
+    /// `latest`, a name or a path.
+    pub archive: &'a str,
+    /// Read it from this bucket instead of `BACKUP_DIR`.
+    pub remote: Option<&'a Remote>,
+    /// Keys to decrypt with.
+    pub keys: &'a ReadKeys,
+    /// Keys whose signatures are trusted.
+    pub trusted: &'a TrustedKeys,
+    /// Drill an archive without a trusted signature.
+    pub allow_unsigned: bool,
+    /// How long to wait for the lock.
+    pub wait: Option<Duration>,
+    /// Progress bars or not.
+    pub verbosity: Verbosity,
+    /// Set to stop the drill (it then cleans up and records `cancelled`).
+    pub cancel: Arc<AtomicBool>,
+}
+
+/// The keys a drill reads archives with when nothing is given on a command
+/// line (the daemon): the configured identity and passphrase, and the keys
+/// trusted for them.
+pub fn keys_from_settings(
+    settings: &Settings,
+) -> Result<(ReadKeys, TrustedKeys), crate::sign::SignError> {
+    let keys = ReadKeys {
+        identity_files: vec![settings.identity_file.clone()],
+        passphrase: settings.passphrase.clone(),
+    };
+    let trusted = TrustedKeys::load(
+        &settings.signing_key,
+        &keys.identity_files,
+        &settings.trusted_keys,
+    )?;
+    Ok((keys, trusted))
+}
+
+/// Why a drill failed: the step, and a sentence.
+#[derive(Debug)]
+struct Failure {
+    check: &'static str,
+    message: String,
+}
+
+impl Failure {
+    fn new(check: &'static str, message: impl std::fmt::Display) -> Failure {
+        Failure {
+            check,
+            message: message.to_string(),
+        }
+    }
+}
+
+/// Runs one drill and records it. Fails only when it could not start (the
+/// store is missing or locked); a drill that ran and failed is an `Ok`
+/// record with `ok: false`.
+pub fn run(req: &Request<'_>) -> Result<DrillRecord, StoreError> {
+    let settings = req.settings;
+    let store = Store::open(&settings.backup_dir)?;
+    let _lock = store.lock(req.wait)?;
+    let mut state = DrillState::load(store.dir());
+    let started_at = Utc::now();
+    let stamp = started_at.format("%Y%m%d%H%M%S").to_string();
+    let base = settings
+        .drill
+        .dir
+        .clone()
+        .unwrap_or_else(|| store.dir().to_path_buf());
+    let mut drill = Drill {
+        req,
+        backup_dir: store.dir().to_path_buf(),
+        scratch: base.join(format!("{DIR_PREFIX}{stamp}")),
+        prefix: format!("{DB_PREFIX}{stamp}_"),
+        server: settings
+            .drill
+            .mongodb_uri
+            .clone()
+            .or_else(|| settings.mongodb_uri.clone()),
+        db: None,
+        kept: Vec::new(),
+        claimed: false,
+        record: DrillRecord {
+            started_at,
+            ..DrillRecord::default()
+        },
+    };
+    tracing::info!(archive = req.archive, scratch = %drill.scratch.display(), "drill started");
+    drill.remove_leftovers(&state.pending);
+    let result = drill.steps(&base);
+    let cleanup = drill.clean_up();
+    let mut record = drill.record;
+    record.finished_at = Utc::now();
+    if let Err(f) = &result {
+        record.failed_check = Some(f.check.to_owned());
+        record.error = Some(crate::secret::scrub(&f.message));
+    }
+    record.ok = result.is_ok();
+    state.pending = drill.kept;
+    if !cleanup.is_empty() {
+        record.cleanup_problems.extend(cleanup);
+        if drill.claimed {
+            state.pending.push(PendingDrill {
+                dir: drill.scratch,
+                db_prefix: drill.prefix,
+            });
+        }
+    }
+    state.last = Some(record.clone());
+    if record.ok {
+        state.last_success = Some(record.clone());
+    }
+    if let Err(e) = state.save(store.dir()) {
+        tracing::warn!(
+            "cannot write the drill state in {}: {e}",
+            store.dir().display()
+        );
+    }
+    log_outcome(&record);
+    Ok(record)
+}
+
+fn log_outcome(r: &DrillRecord) {
+    if r.ok {
+        tracing::info!(
+            archive = %r.archive,
+            recovery_seconds = r.recovery_seconds,
+            files = r.files,
+            documents = r.documents,
+            "drill passed: {} restores in {:.1} s (files {:.1} s, database {:.1} s)",
+            r.archive,
+            r.recovery_seconds.unwrap_or(0.0),
+            r.files_seconds.unwrap_or(0.0),
+            r.database_seconds.unwrap_or(0.0),
+        );
+    } else {
+        tracing::error!(
+            archive = %r.archive,
+            check = r.failed_check.as_deref().unwrap_or(""),
+            "drill failed at {}: {}",
+            r.failed_check.as_deref().unwrap_or("?"),
+            r.error.as_deref().unwrap_or("")
+        );
+    }
+    for p in &r.cleanup_problems {
+        tracing::warn!("drill clean-up: {p}; the next drill tries again");
+    }
+}
+
+/// The drill server, connected.
+struct DrillDb {
+    rt: tokio::runtime::Runtime,
+    client: mongodb::Client,
+    uri: Secret,
+}
+
+impl DrillDb {
+    /// The databases whose names start with `prefix`.
+    fn databases_with_prefix(&self, prefix: &str) -> Result<Vec<String>, MongoError> {
+        self.rt.block_on(async {
+            let names = self
+                .client
+                .list_database_names()
+                .await
+                .map_err(|e| mongo::read_error("the list of databases", &e))?;
+            Ok(names
+                .into_iter()
+                .filter(|n| n.starts_with(prefix))
+                .collect())
+        })
+    }
+
+    /// Drops every database whose name starts with `prefix`; returns what
+    /// could not be dropped.
+    fn drop_prefixed(&self, prefix: &str) -> Vec<String> {
+        let names = match self.databases_with_prefix(prefix) {
+            Ok(n) => n,
+            Err(e) => return vec![format!("cannot list the {prefix}* databases: {e}")],
+        };
+        let mut problems = Vec::new();
+        for name in names {
+            let dropped = self
+                .rt
+                .block_on(self.client.database(&name).drop().into_future());
+            match dropped {
+                Ok(()) => tracing::info!("dropped the scratch database {name}"),
+                Err(e) => problems.push(format!(
+                    "cannot drop the scratch database {name}: {}",
+                    mongo::short(&e)
+                )),
+            }
+        }
+        problems
+    }
+}
+
+/// One drill in progress.
+struct Drill<'a> {
+    req: &'a Request<'a>,
+    backup_dir: PathBuf,
+    scratch: PathBuf,
+    prefix: String,
+    server: Option<Secret>,
+    db: Option<DrillDb>,
+    /// Earlier drills' scratch that could not be removed yet.
+    kept: Vec<PendingDrill>,
+    /// Whether the scratch names are this drill's: no database had the
+    /// prefix when it started, and it is on record. Only then does the
+    /// clean-up drop or remove anything of this drill's.
+    claimed: bool,
+    record: DrillRecord,
+}
+
+impl Drill<'_> {
+    fn cancelled(&self) -> Result<(), Failure> {
+        if self.req.cancel.load(Ordering::Relaxed) {
+            return Err(Failure::new(
+                "cancelled",
+                "the drill was stopped before it finished",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Connects to the drill server (once).
+    fn connect(&mut self) -> Result<&DrillDb, Failure> {
+        if self.db.is_none() {
+            let Some(uri) = self.server.clone() else {
+                return Err(Failure::new(
+                    "setup",
+                    "the archive holds a database dump but there is no server to restore it into; \
+                     set BACKUP_DRILL_MONGODB_URI (or MONGODB_URI)",
+                ));
+            };
+            let rt = mongo::runtime().map_err(|e| Failure::new("setup", e))?;
+            let client = rt
+                .block_on(mongo::connect(&uri))
+                .map_err(|e| Failure::new("setup", format!("the drill server: {e}")))?
+                .0;
+            self.db = Some(DrillDb { rt, client, uri });
+        }
+        Ok(self.db.as_ref().expect("connected above"))
+    }
+
+    /// Removes what earlier drills left: their recorded scratch (directory
+    /// and databases), and any scratch directory in `BACKUP_DIR`, which
+    /// only cofre writes. What cannot be removed stays on record.
+    fn remove_leftovers(&mut self, pending: &[PendingDrill]) {
+        let mut dirs: Vec<PathBuf> = pending.iter().map(|p| p.dir.clone()).collect();
+        if let Ok(entries) = std::fs::read_dir(&self.backup_dir) {
+            for e in entries.flatten() {
+                let is_scratch = e.file_name().to_string_lossy().starts_with(DIR_PREFIX)
+                    && e.file_type().is_ok_and(|t| t.is_dir());
+                if is_scratch && e.path() != self.scratch {
+                    dirs.push(e.path());
+                }
+            }
+        }
+        let mut failed_dirs = Vec::new();
+        for dir in dirs {
+            if !dir.exists() {
+                continue;
+            }
+            match crate::beneath::remove_tree(&dir) {
+                Ok(()) => tracing::info!("removed {}, left by an interrupted drill", dir.display()),
+                Err(e) => {
+                    self.record
+                        .cleanup_problems
+                        .push(format!("cannot remove {}: {e}", dir.display()));
+                    failed_dirs.push(dir);
+                }
+            }
+        }
+        let mut failed_prefixes = Vec::new();
+        if !pending.is_empty() && self.server.is_some() {
+            match self.connect() {
+                Ok(db) => {
+                    let mut problems = Vec::new();
+                    for p in pending {
+                        let more = db.drop_prefixed(&p.db_prefix);
+                        if !more.is_empty() {
+                            failed_prefixes.push(p.db_prefix.clone());
+                        }
+                        problems.extend(more);
+                    }
+                    self.record.cleanup_problems.extend(problems);
+                }
+                Err(f) => {
+                    self.record.cleanup_problems.push(format!(
+                        "cannot reach the drill server to drop the scratch databases of an interrupted drill: {}",
+                        f.message
+                    ));
+                    failed_prefixes.extend(pending.iter().map(|p| p.db_prefix.clone()));
+                }
+            }
+        }
+        self.kept = pending
+            .iter()
+            .filter(|p| failed_dirs.contains(&p.dir) || failed_prefixes.contains(&p.db_prefix))
+            .cloned()
+            .collect();
+    }
+
+    /// Puts this drill's scratch on record before anything is made, so a
+    /// drill killed outright is cleaned up by the next one.
+    fn claim(&mut self) -> Result<(), Failure> {
+        let mut state = DrillState::load(&self.backup_dir);
+        state.pending = self.kept.clone();
+        state.pending.push(PendingDrill {
+            dir: self.scratch.clone(),
+            db_prefix: self.prefix.clone(),
+        });
+        state.save(&self.backup_dir).map_err(|e| {
+            Failure::new(
+                "setup",
+                format!(
+                    "cannot record the drill in {} ({e}); check that BACKUP_DIR is writable",
+                    self.backup_dir.display()
+                ),
+            )
+        })?;
+        self.claimed = true;
+        Ok(())
+    }
+
+    /// Everything but the clean-up.
+    fn steps(&mut self, base: &Path) -> Result<(), Failure> {
+        if self.server.is_some() {
+            let prefix = self.prefix.clone();
+            let taken = self
+                .connect()?
+                .databases_with_prefix(&prefix)
+                .map_err(|e| Failure::new("setup", e))?;
+            if let Some(name) = taken.first() {
+                return Err(Failure::new(
+                    "setup",
+                    format!(
+                        "the drill server already has a database named {name}, which this drill's \
+                         scratch databases would collide with; nothing was restored (drop it, or \
+                         run the drill a second later)"
+                    ),
+                ));
+            }
+        }
+        self.claim()?;
+        let req = self.req;
+        let open_req = open::Request {
+            arg: req.archive,
+            backup_dir: &req.settings.backup_dir,
+            remote: req.remote,
+            keys: req.keys,
+            trusted: req.trusted,
+            allow_unsigned: req.allow_unsigned,
+        };
+        let found = open::resolve(&open_req).map_err(|e| Failure::new("archive", e))?;
+        self.record.archive = found.name();
+        if let open::Found::Local(path, _) = &found {
+            self.record.archive_bytes = std::fs::metadata(path).ok().map(|m| m.len());
+        }
+        self.make_scratch(base)?;
+        let mut opened =
+            open::open_found(&open_req, &found).map_err(|e| Failure::new("archive", e))?;
+        self.cancelled()?;
+        let clock = Instant::now();
+        let restored = self.restore_files(&mut opened)?;
+        let files_seconds = clock.elapsed().as_secs_f64();
+        self.record.files_seconds = Some(files_seconds);
+        self.record.files = restored.files;
+        self.record.file_bytes = restored.bytes;
+        self.record.recovery_seconds = Some(files_seconds);
+        tracing::info!(
+            "drill: {} files ({}) restored and checked in {files_seconds:.1} s",
+            restored.files,
+            human(restored.bytes)
+        );
+        let databases = match &restored.info.mongodb {
+            Some(section) => self.restore_database(&restored, section)?,
+            None => Vec::new(),
+        };
+        if let Err(e) = restored.finish() {
+            tracing::warn!("could not remove the drill's staging directory: {e}");
+        }
+        self.cancelled()?;
+        self.smoke_test(&databases)
+    }
+
+    /// The scratch directory: new, private, in `base`.
+    fn make_scratch(&self, base: &Path) -> Result<(), Failure> {
+        if !base.is_dir() {
+            return Err(Failure::new(
+                "setup",
+                format!(
+                    "the drill directory {} does not exist; create it or check BACKUP_DRILL_DIR",
+                    base.display()
+                ),
+            ));
+        }
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&self.scratch)
+            .map_err(|e| {
+                Failure::new(
+                    "setup",
+                    format!(
+                        "cannot create the scratch directory {} ({e}); check BACKUP_DRILL_DIR",
+                        self.scratch.display()
+                    ),
+                )
+            })
+    }
+
+    /// Step 1: the files, with every check a restore makes.
+    fn restore_files(&mut self, opened: &mut OpenArchive) -> Result<restore::Restored, Failure> {
+        let stream = std::mem::replace(&mut opened.stream, Box::new(io::empty()));
+        opened.stream = Box::new(CancelRead {
+            inner: stream,
+            cancel: Arc::clone(&self.req.cancel),
+        });
+        let progress = logging::progress(self.req.verbosity, "drill: restoring");
+        let result = restore::stage_and_place(
+            opened,
+            restore::Request {
+                target: &self.scratch,
+                opts: ExtractOptions {
+                    files: true,
+                    mongo: true,
+                    include: None,
+                    dry_run: false,
+                    existing_target: Some(self.scratch.clone()),
+                    same_owner: false,
+                    same_permissions: false,
+                },
+                allow_outside_symlinks: false,
+                includes: &[],
+                dump_has_target: self.server.is_some(),
+            },
+            &progress,
+        );
+        progress.finish_and_clear();
+        result.map_err(|e| {
+            self.cancelled()
+                .err()
+                .unwrap_or_else(|| Failure::new(restore_step(&e), e))
+        })
+    }
+
+    /// Step 2 and 3: the database into scratch databases, then compared.
+    /// Returns (database in the dump, scratch name) pairs.
+    fn restore_database(
+        &mut self,
+        restored: &restore::Restored,
+        section: &crate::archive::manifest::MongoSection,
+    ) -> Result<Vec<(String, String)>, Failure> {
+        if let Some(db) = section
+            .databases
+            .iter()
+            .find(|d| self.prefix.len() + d.len() > MAX_DB_NAME)
+        {
+            return Err(Failure::new(
+                "setup",
+                format!(
+                    "the scratch name {}{db} is longer than MongoDB's {MAX_DB_NAME} bytes for a database name",
+                    self.prefix
+                ),
+            ));
+        }
+        let uri = self.connect()?.uri.clone();
+        let target = mongo::restore::Target {
+            uri: Some(uri),
+            to_db: None,
+            db_prefix: Some(self.prefix.clone()),
+            drop: false,
+        };
+        let clock = Instant::now();
+        let report = mongo::restore::restore_dir_until(
+            &restored.dump_dir(),
+            &target,
+            false,
+            &self.req.cancel,
+        )
+        .map_err(|e| match e {
+            MongoError::Cancelled => {
+                Failure::new("cancelled", "the drill was stopped before it finished")
+            }
+            e => Failure::new("database", e),
+        })?;
+        let database_seconds = clock.elapsed().as_secs_f64();
+        self.record.database_seconds = Some(database_seconds);
+        *self.record.recovery_seconds.get_or_insert(0.0) += database_seconds;
+        if let Some((ns, _)) = report
+            .collections
+            .iter()
+            .find(|(_, f)| matches!(f, mongo::restore::Fate::Exists))
+        {
+            return Err(Failure::new(
+                "setup",
+                format!(
+                    "{ns} already existed on the drill server; it was left alone and the drill stopped"
+                ),
+            ));
+        }
+        tracing::info!(
+            "drill: {} collections restored in {database_seconds:.1} s",
+            report.restored.len()
+        );
+        self.cancelled()?;
+        let db = self.db.as_ref().expect("connected for the restore");
+        let comparison = db
+            .rt
+            .block_on(compare::compare(
+                &db.client,
+                section,
+                &report.restored,
+                &self.req.cancel,
+            ))
+            .map_err(|e| match e {
+                MongoError::Cancelled => {
+                    Failure::new("cancelled", "the drill was stopped before it finished")
+                }
+                e => Failure::new("compare", e),
+            })?;
+        self.record.collections = comparison.collections;
+        self.record.documents = comparison.documents;
+        let count = comparison.mismatches.len();
+        self.record.mismatches = comparison.mismatches;
+        self.record.mismatches.truncate(MAX_MISMATCHES);
+        if let Some(first) = self.record.mismatches.first() {
+            return Err(Failure::new(
+                "compare",
+                format!(
+                    "the restored database differs from the archive in {count} place{}: {first}",
+                    if count == 1 { "" } else { "s" }
+                ),
+            ));
+        }
+        let mut dbs: Vec<(String, String)> = section
+            .databases
+            .iter()
+            .map(|d| (d.clone(), format!("{}{d}", self.prefix)))
+            .collect();
+        dbs.sort();
+        Ok(dbs)
+    }
+
+    /// Step 4: the smoke test, when there is one.
+    fn smoke_test(&mut self, databases: &[(String, String)]) -> Result<(), Failure> {
+        let Some(command) = self.req.settings.drill.command.clone() else {
+            return Ok(());
+        };
+        let mut env = vec![(
+            "COFRE_DRILL_DIR".to_owned(),
+            self.scratch.display().to_string(),
+        )];
+        if let Some(db) = &self.db {
+            // The database the application uses: the one its URI names,
+            // else the first.
+            let own = self
+                .req
+                .settings
+                .mongodb_uri
+                .as_ref()
+                .and_then(|u| mongo::uri_database(u.expose()));
+            let main = databases
+                .iter()
+                .find(|(d, _)| Some(d) == own.as_ref())
+                .or(databases.first());
+            if let Some((_, scratch)) = main {
+                let uri = mongo::with_database(db.uri.expose(), scratch);
+                env.push(("COFRE_DRILL_MONGODB_URI".into(), uri.clone()));
+                env.push(("MONGODB_URI".into(), uri));
+            }
+            let list: Vec<String> = databases.iter().map(|(d, s)| format!("{d}={s}")).collect();
+            env.push(("COFRE_DRILL_DATABASES".into(), list.join(",")));
+        }
+        tracing::info!("drill: running the smoke test: {command}");
+        let run = smoke::run(
+            &smoke::Smoke {
+                command: &command,
+                dir: &self.scratch,
+                env,
+                timeout: self.req.settings.drill.timeout,
+            },
+            &self.req.cancel,
+        )
+        .map_err(|e| Failure::new("command", format!("cannot run BACKUP_DRILL_COMMAND: {e}")))?;
+        let outcome = if run.timed_out {
+            Some(format!(
+                "BACKUP_DRILL_COMMAND did not finish within {} (BACKUP_DRILL_TIMEOUT) and was stopped",
+                humantime::format_duration(self.req.settings.drill.timeout)
+            ))
+        } else if run.exit_code == Some(0) {
+            None
+        } else {
+            Some(match (run.exit_code, run.signal) {
+                (Some(code), _) => format!("BACKUP_DRILL_COMMAND exited with code {code}"),
+                (None, Some(sig)) => format!("BACKUP_DRILL_COMMAND was killed by signal {sig}"),
+                (None, None) => "BACKUP_DRILL_COMMAND ended abnormally".to_owned(),
+            })
+        };
+        let tail = run.output_tail.lines().last().unwrap_or("").to_owned();
+        self.record.command = Some(run);
+        self.cancelled()?;
+        match outcome {
+            None => Ok(()),
+            Some(why) if tail.is_empty() => Err(Failure::new("command", why)),
+            Some(why) => Err(Failure::new(
+                "command",
+                format!("{why}; its last line: {tail}"),
+            )),
+        }
+    }
+
+    /// Step 5: drops the scratch databases and removes the scratch
+    /// directory; returns what could not be done.
+    fn clean_up(&mut self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if !self.claimed {
+            return problems;
+        }
+        if let Some(db) = &self.db {
+            problems.extend(db.drop_prefixed(&self.prefix));
+        }
+        if let Err(e) = crate::beneath::remove_tree(&self.scratch) {
+            problems.push(format!("cannot remove {}: {e}", self.scratch.display()));
+        }
+        problems
+    }
+}
+
+/// Which step a restore error belongs to: reading and checking the archive,
+/// or writing the files.
+fn restore_step(e: &RestoreError) -> &'static str {
+    match e {
+        RestoreError::Read(_) | RestoreError::Sign(_) => "archive",
+        RestoreError::Database(_) => "setup",
+        _ => "files",
+    }
+}
+
+/// A reader that fails once `cancel` is set, so a long read stops soon.
+struct CancelRead {
+    inner: Box<dyn Read + Send>,
+    cancel: Arc<AtomicBool>,
+}
+
+impl Read for CancelRead {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.cancel.load(Ordering::Relaxed) {
+            // Not `Interrupted`: readers retry that.
+            return Err(io::Error::other("the drill was stopped"));
+        }
+        self.inner.read(buf)
+    }
+}
