@@ -125,7 +125,7 @@ pub trait Jobs: Send + Sync {
     /// One restore drill of the newest archive, which records itself;
     /// it watches `cancel`. Returns the archive's name when it passed.
     fn drill(&self, cancel: Arc<AtomicBool>) -> JobFuture<'_>;
-    /// What follows a successful backup (retention).
+    /// What follows a successful backup (retention, then the offsite copy).
     fn after_backup(&self);
     /// Records a failed attempt (for `status`).
     fn record_failure(&self, message: &str);
@@ -477,8 +477,17 @@ pub struct Live {
     store: Store,
     started: DateTime<Utc>,
     uploader: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
-    upload_again: Arc<AtomicBool>,
+    upload_turn: Arc<std::sync::Mutex<UploadTurn>>,
     upload_cancel: Arc<AtomicBool>,
+}
+
+/// Whether the upload thread runs, and whether it must go round once more.
+/// One mutex holds both, so a request made while the thread decides to
+/// stop is never lost.
+#[derive(Default)]
+struct UploadTurn {
+    running: bool,
+    again: bool,
 }
 
 impl Live {
@@ -489,7 +498,7 @@ impl Live {
             store,
             started: Utc::now(),
             uploader: std::sync::Mutex::new(None),
-            upload_again: Arc::new(AtomicBool::new(false)),
+            upload_turn: Arc::default(),
             upload_cancel: Arc::new(AtomicBool::new(false)),
         }
     }
@@ -500,15 +509,19 @@ impl Live {
         let Some(remote) = self.settings.remote.clone() else {
             return;
         };
-        let mut slot = self.uploader.lock().unwrap_or_else(|e| e.into_inner());
-        if slot.as_ref().is_some_and(|h| !h.is_finished()) {
-            self.upload_again.store(true, Ordering::Relaxed);
-            return;
+        {
+            let mut turn = self.upload_turn.lock().unwrap_or_else(|e| e.into_inner());
+            if turn.running {
+                turn.again = true;
+                return;
+            }
+            turn.running = true;
+            turn.again = false;
         }
         let settings = self.settings.clone();
-        let again = Arc::clone(&self.upload_again);
+        let turn = Arc::clone(&self.upload_turn);
         let cancel = Arc::clone(&self.upload_cancel);
-        *slot = std::thread::Builder::new()
+        let spawned = std::thread::Builder::new()
             .name("cofre-upload".into())
             .spawn(move || {
                 loop {
@@ -526,12 +539,33 @@ impl Live {
                             "offsite copy failed: {e}; the archives stay here and go up at the next run"
                         ),
                     }
-                    if cancel.load(Ordering::Relaxed) || !again.swap(false, Ordering::Relaxed) {
-                        break;
+                    let mut turn = turn.lock().unwrap_or_else(|e| e.into_inner());
+                    if turn.again && !cancel.load(Ordering::Relaxed) {
+                        turn.again = false;
+                        continue;
                     }
+                    turn.running = false;
+                    break;
                 }
-            })
-            .ok();
+            });
+        match spawned {
+            Ok(handle) => {
+                let mut slot = self.uploader.lock().unwrap_or_else(|e| e.into_inner());
+                // A previous thread has finished its turn; reap it.
+                if let Some(old) = slot.replace(handle) {
+                    let _ = old.join();
+                }
+            }
+            Err(e) => {
+                self.upload_turn
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .running = false;
+                tracing::error!(
+                    "cannot start the upload thread: {e}; the archives go up at the next run"
+                );
+            }
+        }
     }
 
     /// Stops an upload in progress (between parts) and waits for it.
@@ -614,6 +648,7 @@ impl Jobs for Live {
         if let Err(e) = crate::prune::after_backup(&self.settings, Some(Duration::from_secs(60))) {
             tracing::error!("retention failed: {e}");
         }
+        self.upload_in_background();
     }
 
     fn record_failure(&self, message: &str) {
