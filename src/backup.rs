@@ -455,6 +455,16 @@ fn record_success(
             documents: totals.documents,
             warnings: info.warnings.len(),
             encryption,
+            mongodb: info
+                .mongodb
+                .iter()
+                .flat_map(|m| &m.collections)
+                .map(|c| crate::state::CollectionCount {
+                    db: c.db.clone(),
+                    collection: c.name.clone(),
+                    documents: c.documents,
+                })
+                .collect(),
         },
     );
     if let Err(e) = state.save(store.dir()) {

@@ -278,6 +278,11 @@ pub struct DaemonArgs {
     pub mongo: MongoSelect,
     #[arg(long = vars::SCHEDULE.flag, value_name = vars::SCHEDULE.value_name, help = vars::SCHEDULE.help_text())]
     pub schedule: Option<String>,
+    /// Stop (as on SIGTERM) when the process that started the daemon dies,
+    /// even by SIGKILL: for a daemon run as a child of an application
+    /// (Linux: PR_SET_PDEATHSIG)
+    #[arg(long)]
+    pub exit_with_parent: bool,
 }
 
 /// `cofre status`.

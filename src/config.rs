@@ -17,6 +17,7 @@ use std::time::Duration;
 use crate::archive::Compression;
 pub use crate::archive::crypt::AgeKeys;
 pub use crate::logging::LogFormat;
+use crate::notify::{Event, NotifySettings, Target};
 pub use crate::retention::RetentionPolicy;
 use crate::schedule::{Schedule, Zone};
 use crate::secret::{self, Secret};
@@ -438,6 +439,19 @@ pub struct Settings {
     pub aws: Vec<(String, Secret)>,
     /// Restore drills.
     pub drill: DrillSettings,
+    /// Prometheus metrics.
+    pub metrics: MetricsSettings,
+    /// Notifications.
+    pub notify: NotifySettings,
+}
+
+/// Where metrics go.
+#[derive(Debug, Clone, Default)]
+pub struct MetricsSettings {
+    /// The daemon serves `/metrics` here.
+    pub addr: Option<std::net::SocketAddr>,
+    /// Written after every run.
+    pub file: Option<PathBuf>,
 }
 
 /// How restore drills run.
@@ -503,6 +517,11 @@ impl Settings {
             retries: parse_u32(src, &vars::RETRIES, 0, 100)?,
             shutdown_grace: parse_duration(src, &vars::SHUTDOWN_GRACE)?,
             drill: drill(src, &path_var)?,
+            metrics: MetricsSettings {
+                addr: metrics_addr(src)?,
+                file: path_var(&vars::METRICS_FILE),
+            },
+            notify: notify(src)?,
             min_free: choice(
                 src,
                 &vars::MIN_FREE,
@@ -739,6 +758,70 @@ fn drill(
         command: src
             .get(&vars::DRILL_COMMAND)
             .map(|(c, _)| c.trim().to_owned()),
+        timeout,
+    })
+}
+
+fn metrics_addr(src: &Sources) -> Result<Option<std::net::SocketAddr>, ConfigError> {
+    match src.get(&vars::METRICS_ADDR) {
+        None => Ok(None),
+        Some((v, _)) if v.trim().eq_ignore_ascii_case("off") => Ok(None),
+        Some((v, _)) => v.trim().parse().map(Some).map_err(|_| {
+            invalid(
+                vars::METRICS_ADDR.name,
+                v,
+                "an address and port such as 127.0.0.1:9184 (or [::1]:9184), or off",
+            )
+        }),
+    }
+}
+
+fn notify(src: &Sources) -> Result<NotifySettings, ConfigError> {
+    let targets = src
+        .list(&vars::NOTIFY_URL)
+        .iter()
+        .map(|u| {
+            Target::parse(u).map_err(|expected| {
+                // Only the scheme is shown: the rest may be a token.
+                let shown = u
+                    .split_once("://")
+                    .map_or_else(|| "***".to_owned(), |(s, _)| format!("{s}://***"));
+                invalid(vars::NOTIFY_URL.name, &shown, expected)
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let on = match src.get(&vars::NOTIFY_ON) {
+        None => None,
+        Some((text, _)) => {
+            let mut events = Vec::new();
+            for name in src.list(&vars::NOTIFY_ON) {
+                if name == "all" {
+                    events.extend(Event::ALL);
+                } else {
+                    events.push(Event::parse(&name).ok_or_else(|| {
+                        invalid(
+                            vars::NOTIFY_ON.name,
+                            text,
+                            "comma-separated events: start, success, warning, failure, \
+                             drill_success, drill_failure, offsite_failure, or all",
+                        )
+                    })?);
+                }
+            }
+            Some(events)
+        }
+    };
+    let timeout = parse_duration(src, &vars::NOTIFY_TIMEOUT)?;
+    if timeout.is_zero() {
+        return Err(invalid(
+            vars::NOTIFY_TIMEOUT.name,
+            src.value(&vars::NOTIFY_TIMEOUT).unwrap_or_default(),
+            "a duration longer than zero, such as 10s",
+        ));
+    }
+    Ok(NotifySettings {
+        targets,
+        on,
         timeout,
     })
 }

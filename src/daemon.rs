@@ -31,6 +31,7 @@ use tokio::sync::oneshot;
 use crate::backup::{self, BackupError, Request};
 use crate::config::Settings;
 use crate::logging::Verbosity;
+use crate::report::BackupRun;
 use crate::schedule::Schedule;
 use crate::state::{DaemonState, DrillState, State};
 use crate::store::{Store, StoreError};
@@ -53,6 +54,9 @@ pub enum DaemonError {
     /// Signals or the runtime could not be set up.
     #[error("cannot start the daemon: {0}")]
     Setup(std::io::Error),
+    /// The metrics address cannot be served.
+    #[error(transparent)]
+    Metrics(#[from] crate::metrics::MetricsError),
 }
 
 /// What time it is (on the wall).
@@ -125,8 +129,13 @@ pub trait Jobs: Send + Sync {
     /// One restore drill of the newest archive, which records itself;
     /// it watches `cancel`. Returns the archive's name when it passed.
     fn drill(&self, cancel: Arc<AtomicBool>) -> JobFuture<'_>;
-    /// What follows a successful backup (retention, then the offsite copy).
+    /// A scheduled backup begins (before its first attempt).
+    fn run_started(&self);
+    /// What follows a successful backup: retention, the report (metrics,
+    /// notification), the offsite copy.
     fn after_backup(&self);
+    /// A scheduled backup failed on its last attempt.
+    fn gave_up(&self, message: &str);
     /// Records a failed attempt (for `status`).
     fn record_failure(&self, message: &str);
     /// Publishes the next backup and drill (for `status`).
@@ -190,7 +199,19 @@ pub fn run(settings: &Settings) -> Result<(), DaemonError> {
         let _daemon_lock = store
             .lock_named(DAEMON_LOCK, None)
             .map_err(|_| DaemonError::AlreadyRunning(store.dir().display().to_string()))?;
+        let metrics = match settings.metrics.addr {
+            Some(addr) => {
+                let listener = crate::metrics::bind(addr).await?;
+                tracing::info!("serving metrics at http://{addr}/metrics");
+                Some(tokio::spawn(crate::metrics::serve(
+                    listener,
+                    settings.clone(),
+                )))
+            }
+            None => None,
+        };
         let jobs = Live::new(settings, store.clone());
+        crate::metrics::update_file(settings);
         // Archives a past outage kept from the bucket go up now.
         jobs.upload_in_background();
         serve(
@@ -200,7 +221,11 @@ pub fn run(settings: &Settings) -> Result<(), DaemonError> {
             shutdown,
         )
         .await;
+        if let Some(task) = metrics {
+            task.abort();
+        }
         jobs.stop_uploading();
+        jobs.finish_reports();
         DaemonState::clear(store.dir());
         tracing::info!("daemon stopped");
         Ok(())
@@ -380,6 +405,7 @@ async fn run_with_retries(
     mut shutdown: Shutdown<'_>,
 ) -> RunEnd {
     let attempts = plan.retries + 1;
+    jobs.run_started();
     for attempt in 1..=attempts {
         let Some(result) = run_backup(plan, jobs, shutdown.as_mut()).await else {
             return RunEnd::ShuttingDown;
@@ -403,6 +429,7 @@ async fn run_with_retries(
         jobs.record_failure(&msg);
         if attempt == attempts {
             tracing::error!("scheduled backup failed (attempt {attempt} of {attempts}): {msg}");
+            jobs.gave_up(&msg);
             return RunEnd::Done;
         }
         let wait = backoff(&plan.schedule, attempt, clock.now());
@@ -479,7 +506,16 @@ pub struct Live {
     uploader: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
     upload_turn: Arc<std::sync::Mutex<UploadTurn>>,
     upload_cancel: Arc<AtomicBool>,
+    /// The scheduled run in progress, for its report.
+    run: std::sync::Mutex<Option<BackupRun>>,
+    /// What the last successful backup made: name, size, warnings.
+    made: Arc<std::sync::Mutex<Option<Made>>>,
+    /// Reports being sent (joined at shutdown).
+    reports: std::sync::Mutex<Vec<std::thread::JoinHandle<()>>>,
 }
+
+/// What a backup made, for its report: archive name, size, warnings.
+type Made = (String, u64, Vec<String>);
 
 /// Whether the upload thread runs, and whether it must go round once more.
 /// One mutex holds both, so a request made while the thread decides to
@@ -499,6 +535,9 @@ impl Live {
             started: Utc::now(),
             uploader: std::sync::Mutex::new(None),
             upload_turn: Arc::default(),
+            run: std::sync::Mutex::new(None),
+            made: Arc::default(),
+            reports: std::sync::Mutex::new(Vec::new()),
             upload_cancel: Arc::new(AtomicBool::new(false)),
         }
     }
@@ -525,19 +564,27 @@ impl Live {
             .name("cofre-upload".into())
             .spawn(move || {
                 loop {
+                    let mark = crate::logging::tail_mark();
                     match crate::offsite::sync(&settings, &remote, &cancel) {
-                        Ok(r) if !r.uploaded.is_empty() || !r.deleted.is_empty() => {
-                            tracing::info!(
-                                uploaded = r.uploaded.len(),
-                                deleted = r.deleted.len(),
-                                "offsite copies up to date in {}",
-                                remote.url
-                            );
+                        Ok(r) => {
+                            if !r.uploaded.is_empty() || !r.deleted.is_empty() {
+                                tracing::info!(
+                                    uploaded = r.uploaded.len(),
+                                    deleted = r.deleted.len(),
+                                    "offsite copies up to date in {}",
+                                    remote.url
+                                );
+                            }
+                            crate::metrics::update_file(&settings);
                         }
-                        Ok(_) => {}
-                        Err(e) => tracing::error!(
-                            "offsite copy failed: {e}; the archives stay here and go up at the next run"
-                        ),
+                        Err(e) => {
+                            tracing::error!(
+                                "offsite copy failed: {e}; the archives stay here and go up at the next run"
+                            );
+                            if !cancel.load(Ordering::Relaxed) {
+                                crate::report::offsite_failed(&settings, &e.to_string(), mark);
+                            }
+                        }
                     }
                     let mut turn = turn.lock().unwrap_or_else(|e| e.into_inner());
                     if turn.again && !cancel.load(Ordering::Relaxed) {
@@ -565,6 +612,28 @@ impl Live {
                     "cannot start the upload thread: {e}; the archives go up at the next run"
                 );
             }
+        }
+    }
+
+    /// Sends a report on a thread of its own: notification targets can be
+    /// slow, and the schedule must not wait for them.
+    fn report_in_background(&self, f: impl FnOnce() + Send + 'static) {
+        let mut reports = self.reports.lock().unwrap_or_else(|e| e.into_inner());
+        reports.retain(|h| !h.is_finished());
+        match std::thread::Builder::new()
+            .name("cofre-report".into())
+            .spawn(f)
+        {
+            Ok(h) => reports.push(h),
+            Err(e) => tracing::warn!("cannot send the run's report: {e}"),
+        }
+    }
+
+    /// Waits for the reports still being sent.
+    pub fn finish_reports(&self) {
+        let reports = std::mem::take(&mut *self.reports.lock().unwrap_or_else(|e| e.into_inner()));
+        for h in reports {
+            let _ = h.join();
         }
     }
 
@@ -616,6 +685,7 @@ impl Jobs for Live {
     fn backup(&self, cancel: Arc<AtomicBool>) -> JobFuture<'_> {
         let (tx, rx) = oneshot::channel();
         let settings = self.settings.clone();
+        let made = Arc::clone(&self.made);
         let spawned = std::thread::Builder::new()
             .name("cofre-backup".into())
             .spawn(move || {
@@ -625,7 +695,19 @@ impl Jobs for Live {
                     verbosity: Verbosity::Quiet,
                     cancel: Some(cancel),
                 };
-                let _ = tx.send(backup::run(&req));
+                let result = backup::run(&req);
+                if let Ok(r) = &result {
+                    let size = std::fs::metadata(&r.path).map_or(0, |m| m.len());
+                    let warnings = r
+                        .info
+                        .warnings
+                        .iter()
+                        .map(|w| format!("{}: {}", w.path, w.message))
+                        .collect();
+                    *made.lock().unwrap_or_else(|e| e.into_inner()) =
+                        Some((r.name.clone(), size, warnings));
+                }
+                let _ = tx.send(result);
             });
         Box::pin(async move {
             if let Err(e) = spawned {
@@ -644,11 +726,33 @@ impl Jobs for Live {
         })
     }
 
+    fn run_started(&self) {
+        *self.run.lock().unwrap_or_else(|e| e.into_inner()) = Some(BackupRun::begin());
+        if self.settings.notify.any_wants(crate::notify::Event::Start) {
+            let settings = self.settings.clone();
+            self.report_in_background(move || crate::report::announce_start(&settings));
+        }
+    }
+
     fn after_backup(&self) {
         if let Err(e) = crate::prune::after_backup(&self.settings, Some(Duration::from_secs(60))) {
             tracing::error!("retention failed: {e}");
         }
+        let run = self.run.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let made = self.made.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let (Some(run), Some((name, size, warnings))) = (run, made) {
+            let settings = self.settings.clone();
+            self.report_in_background(move || run.succeeded(&settings, &name, size, warnings));
+        }
         self.upload_in_background();
+    }
+
+    fn gave_up(&self, message: &str) {
+        let run = self.run.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let run = run.unwrap_or_else(BackupRun::begin);
+        let settings = self.settings.clone();
+        let message = message.to_owned();
+        self.report_in_background(move || run.failed(&settings, &message));
     }
 
     fn record_failure(&self, message: &str) {
@@ -722,6 +826,8 @@ mod tests {
         outcomes: Mutex<Vec<bool>>,
         last_success: Mutex<Option<DateTime<Utc>>>,
         log: Mutex<Vec<(DateTime<Utc>, &'static str)>>,
+        /// Runs begun and given up, as reported.
+        reports: Mutex<Vec<(DateTime<Utc>, &'static str)>>,
         drill_took: Duration,
         last_drill: Mutex<Option<DateTime<Utc>>>,
     }
@@ -734,6 +840,7 @@ mod tests {
                 outcomes: Mutex::new(outcomes.iter().rev().copied().collect()),
                 last_success: Mutex::new(None),
                 log: Mutex::new(Vec::new()),
+                reports: Mutex::new(Vec::new()),
                 drill_took: Duration::from_secs(60),
                 last_drill: Mutex::new(None),
             }
@@ -815,7 +922,13 @@ mod tests {
             })
         }
 
+        fn run_started(&self) {
+            self.reports.lock().unwrap().push((self.clock.now(), "run"));
+        }
         fn after_backup(&self) {}
+        fn gave_up(&self, _: &str) {
+            self.reports.lock().unwrap().push((self.clock.now(), "gave up"));
+        }
         fn record_failure(&self, _: &str) {}
         fn next_runs(&self, _: Option<DateTime<Utc>>, _: Option<DateTime<Utc>>) {}
     }
@@ -882,6 +995,15 @@ mod tests {
             ]
         );
         assert_eq!(jobs.log().iter().filter(|(_, w)| *w == "failed").count(), 3);
+        // One run, reported once: started before the first attempt, given
+        // up after the last.
+        assert_eq!(
+            *jobs.reports.lock().unwrap(),
+            [
+                (utc("2026-03-01T03:00:00Z"), "run"),
+                (utc("2026-03-01T03:01:33Z"), "gave up")
+            ]
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -19,7 +19,9 @@
 //!   archive and checking its signature while it is read; `mongo` — native
 //!   dump and restore in mongodump's formats; `prune` applies `retention`, a
 //!   pure plan; `schedule` — pure cron arithmetic; `state` — the state files
-//!   and the health decision.
+//!   and the health decision; `report` — what follows each run: the metrics
+//!   file (`metrics`, rendered from the state files, also served by the
+//!   daemon) and the run's event sent to `notify`'s targets.
 //! - **Primitives.** `archive` — the streaming pipeline (tar, gzip/zstd,
 //!   age), the manifest, reading with verification and caps; `store` —
 //!   `BACKUP_DIR`: names, atomic writes, listing, the lock; `sign` —
@@ -43,11 +45,14 @@ pub(crate) mod daemon;
 pub(crate) mod drill;
 pub(crate) mod format;
 pub(crate) mod logging;
+pub(crate) mod metrics;
 pub(crate) mod mongo;
+pub(crate) mod notify;
 pub(crate) mod offsite;
 pub(crate) mod open;
 pub(crate) mod prune;
 pub(crate) mod remote;
+pub(crate) mod report;
 pub(crate) mod restore;
 pub(crate) mod retention;
 pub(crate) mod schedule;

@@ -6,10 +6,12 @@
 //! so cron mails only when something happened; `--verbose` and the daemon
 //! print everything. The log file always receives the informational lines.
 
+use std::collections::VecDeque;
 use std::fs::OpenOptions;
 use std::io::{self, IsTerminal, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -164,13 +166,97 @@ pub fn init(format: LogFormat, log_file: Option<&Path>, verbosity: Verbosity, da
             }
         }
     });
+    let tail = TailLayer
+        .with_filter(LevelFilter::INFO)
+        .with_filter(FilterFn::new(move |m| ours(m) && m.target() != EXIT_TARGET));
     let _ = tracing_subscriber::registry()
+        .with(tail)
         .with(text_stderr)
         .with(json_stderr)
         .with(file_layer)
         .try_init();
     if let Some(msg) = file_error {
         tracing::warn!("{msg}");
+    }
+}
+
+/// Lines the tail keeps.
+const TAIL_LINES: usize = 40;
+
+fn tail() -> &'static Mutex<VecDeque<(u64, String)>> {
+    static TAIL: Mutex<VecDeque<(u64, String)>> = Mutex::new(VecDeque::new());
+    &TAIL
+}
+
+static TAIL_SEQ: AtomicU64 = AtomicU64::new(0);
+
+/// A mark in the log: [`tail_since`] returns only lines logged after it.
+pub fn tail_mark() -> u64 {
+    TAIL_SEQ.load(Ordering::Relaxed)
+}
+
+/// The last `n` informational lines logged since `mark`, secrets scrubbed
+/// (what a notification carries as the run's log tail).
+pub fn tail_since(mark: u64, n: usize) -> Vec<String> {
+    let tail = tail().lock().unwrap_or_else(|e| e.into_inner());
+    let lines: Vec<String> = tail
+        .iter()
+        .filter(|(seq, _)| *seq > mark)
+        .map(|(_, l)| l.clone())
+        .collect();
+    lines[lines.len().saturating_sub(n)..].to_vec()
+}
+
+/// Keeps the last [`TAIL_LINES`] lines in memory, formatted plainly
+/// (`LEVEL message key=value`). tracing-subscriber's formatters write to a
+/// writer per event; collecting them into a ring needs only this visitor.
+struct TailLayer;
+
+#[derive(Default)]
+struct LineVisitor {
+    message: String,
+    fields: String,
+}
+
+impl tracing::field::Visit for LineVisitor {
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        if field.name() == "message" {
+            self.message = value.to_owned();
+        } else {
+            self.fields.push_str(&format!(" {}={value}", field.name()));
+        }
+    }
+
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        if field.name() == "message" {
+            self.message = format!("{value:?}");
+        } else {
+            self.fields
+                .push_str(&format!(" {}={value:?}", field.name()));
+        }
+    }
+}
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for TailLayer {
+    fn on_event(
+        &self,
+        event: &tracing::Event<'_>,
+        _ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        let mut v = LineVisitor::default();
+        event.record(&mut v);
+        let line = secret::scrub(&format!(
+            "{} {}{}",
+            event.metadata().level(),
+            v.message,
+            v.fields
+        ));
+        let seq = TAIL_SEQ.fetch_add(1, Ordering::Relaxed) + 1;
+        let mut tail = tail().lock().unwrap_or_else(|e| e.into_inner());
+        if tail.len() == TAIL_LINES {
+            tail.pop_front();
+        }
+        tail.push_back((seq, line));
     }
 }
 

@@ -176,7 +176,7 @@ impl std::fmt::Debug for Remote {
 }
 
 /// The TLS library needs its cryptography chosen once per process.
-fn install_crypto() {
+pub(crate) fn install_crypto() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 

@@ -62,6 +62,20 @@ pub struct Summary {
     /// How it was encrypted.
     #[serde(default)]
     pub encryption: String,
+    /// Documents per collection.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mongodb: Vec<CollectionCount>,
+}
+
+/// One collection's document count in an archive.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct CollectionCount {
+    /// Database.
+    pub db: String,
+    /// Collection.
+    pub collection: String,
+    /// Documents.
+    pub documents: u64,
 }
 
 /// The backup state.

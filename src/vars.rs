@@ -135,6 +135,16 @@ vars! {
         "a smoke test run by `sh -c` in the restored tree after the checks; its exit code decides the drill";
     DRILL_TIMEOUT = "BACKUP_DRILL_TIMEOUT", flag "" "DURATION", default "`10m`", list false,
         "the smoke test is stopped (its whole process group) after this long, and the drill fails";
+    METRICS_ADDR = "BACKUP_METRICS_ADDR", flag "" "HOST:PORT", default "off", list false,
+        "the daemon serves Prometheus metrics at `http://HOST:PORT/metrics` (`127.0.0.1:9184`)";
+    METRICS_FILE = "BACKUP_METRICS_FILE", flag "" "FILE", default "unset", list false,
+        "the same metrics written (atomically) after every run, for node_exporter's textfile collector";
+    NOTIFY_URL = "BACKUP_NOTIFY_URL", flag "" "URL", default "unset", list true,
+        "where events go, comma-separated: `https://` (JSON webhook), `hc+https://` (Healthchecks ping), `ntfy+https://host/topic`";
+    NOTIFY_ON = "BACKUP_NOTIFY_ON", flag "" "EVENTS", default "failures and warnings", list true,
+        "events to send: `start`, `success`, `warning`, `failure`, `drill_success`, `drill_failure`, `offsite_failure`, or `all`";
+    NOTIFY_TIMEOUT = "BACKUP_NOTIFY_TIMEOUT", flag "" "DURATION", default "`10s`", list false,
+        "each delivery attempt gives up after this long (3 attempts, then a warning; a backup never fails for it)";
     MIN_FREE = "BACKUP_MIN_FREE", flag "" "SIZE", default "`10%`", list false,
         "warn when a backup would leave less free space than this (`10%`, `5G`)";
 }

@@ -4,6 +4,7 @@ use crate::backup::{self, Request};
 use crate::cli::BackupArgs;
 use crate::config::Settings;
 use crate::logging::Verbosity;
+use crate::report::BackupRun;
 
 use super::{Outcome, duration_flag};
 
@@ -20,18 +21,29 @@ pub fn run(
         verbosity,
         cancel: None,
     };
+    let run = BackupRun::start(settings);
     let report = match backup::run(&req) {
         Ok(r) => r,
         Err(e) => {
             backup::record_failure(settings, &e.to_string());
+            run.failed(settings, &e.to_string());
             return Err(e.into());
         }
     };
     if verbosity != Verbosity::Quiet {
         println!("{}", report.path.display());
     }
-    if !args.no_prune {
-        crate::prune::after_backup(settings, wait)?;
+    let warnings: Vec<String> = report
+        .info
+        .warnings
+        .iter()
+        .map(|w| format!("{}: {}", w.path, w.message))
+        .collect();
+    if !args.no_prune
+        && let Err(e) = crate::prune::after_backup(settings, wait)
+    {
+        run.succeeded(settings, &report.name, size(&report), warnings);
+        return Err(e.into());
     }
     let mut outcome = if report.info.warnings.is_empty() {
         Outcome::Success
@@ -39,6 +51,7 @@ pub fn run(
         Outcome::Warnings
     };
     if let Some(remote) = &settings.remote {
+        let mark = crate::logging::tail_mark();
         let never = std::sync::atomic::AtomicBool::new(false);
         match crate::offsite::sync(settings, remote, &never) {
             Ok(r) => tracing::info!(
@@ -52,6 +65,7 @@ pub fn run(
                     "the backup is done, but its offsite copy failed: {e}; \
                      it stays here and goes up at the next run"
                 );
+                crate::report::offsite_failed(settings, &e.to_string(), mark);
                 eprintln!(
                     "warning: {}: the offsite copy failed: {}",
                     report.name,
@@ -61,5 +75,10 @@ pub fn run(
             }
         }
     }
+    run.succeeded(settings, &report.name, size(&report), warnings);
     Ok(outcome)
+}
+
+fn size(report: &backup::BackupReport) -> u64 {
+    std::fs::metadata(&report.path).map_or(0, |m| m.len())
 }

@@ -31,6 +31,11 @@ struct Status {
     signing_public_key: Option<String>,
     offsite: Option<OffsiteState>,
     drill: DrillStatus,
+    /// Where notifications go, tokens hidden.
+    notify: Vec<String>,
+    /// Where metrics go.
+    metrics_addr: Option<String>,
+    metrics_file: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -155,6 +160,18 @@ fn gather(
             .map(|k| k.public_base64()),
         offsite,
         drill,
+        notify: settings
+            .notify
+            .targets
+            .iter()
+            .map(|t| t.shown().to_owned())
+            .collect(),
+        metrics_addr: settings.metrics.addr.map(|a| a.to_string()),
+        metrics_file: settings
+            .metrics
+            .file
+            .as_ref()
+            .map(|f| f.display().to_string()),
     };
     Ok(status)
 }
@@ -234,6 +251,15 @@ fn print_text(status: &Status) {
             }
         }
         print_drill(&status.drill);
+        if !status.notify.is_empty() {
+            println!("notifications     {}", status.notify.join(", "));
+        }
+        if let Some(a) = &status.metrics_addr {
+            println!("metrics           http://{a}/metrics (served by the daemon)");
+        }
+        if let Some(f) = &status.metrics_file {
+            println!("metrics file      {f}");
+        }
         if let Some(k) = &status.signing_public_key {
             println!("signing key       {k} (trust it where you restore: BACKUP_TRUSTED_KEYS)");
         }

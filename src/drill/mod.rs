@@ -121,7 +121,8 @@ impl Failure {
 pub fn run(req: &Request<'_>) -> Result<DrillRecord, StoreError> {
     let settings = req.settings;
     let store = Store::open(&settings.backup_dir)?;
-    let _lock = store.lock(req.wait)?;
+    let lock = store.lock(req.wait)?;
+    let mark = crate::logging::tail_mark();
     let mut state = DrillState::load(store.dir());
     let started_at = Utc::now();
     let stamp = started_at.format("%Y%m%d%H%M%S").to_string();
@@ -180,6 +181,10 @@ pub fn run(req: &Request<'_>) -> Result<DrillRecord, StoreError> {
         );
     }
     log_outcome(&record);
+    // Reported once the lock is free: a slow notification target must not
+    // hold up the next backup.
+    drop(lock);
+    crate::report::drill_finished(settings, &record, mark);
     Ok(record)
 }
 

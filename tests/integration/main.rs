@@ -11,6 +11,7 @@ mod hostile;
 mod interop;
 mod mongo;
 mod mongo_tools;
+mod monitor;
 mod offsite;
 mod property;
 mod restore;
