@@ -927,7 +927,10 @@ mod tests {
         }
         fn after_backup(&self) {}
         fn gave_up(&self, _: &str) {
-            self.reports.lock().unwrap().push((self.clock.now(), "gave up"));
+            self.reports
+                .lock()
+                .unwrap()
+                .push((self.clock.now(), "gave up"));
         }
         fn record_failure(&self, _: &str) {}
         fn next_runs(&self, _: Option<DateTime<Utc>>, _: Option<DateTime<Utc>>) {}

@@ -196,6 +196,32 @@ pub fn register_uri(uri: &str) {
     let _ = redact_uri(uri);
 }
 
+/// Writes a new private file (0600, its directory made 0700): whole or not
+/// at all, never over an existing file or through a symlink. The text goes
+/// to a temporary file beside it, which is synced and then linked into
+/// place, so a process killed while writing a key leaves no empty key that
+/// every later run would fail on.
+pub fn write_private_new(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::DirBuilderExt;
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
+    // tempfile creates its files 0600.
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".cofre-key-")
+        .tempfile_in(dir)?;
+    tmp.write_all(text.as_bytes())?;
+    tmp.as_file().sync_all()?;
+    tmp.persist_noclobber(path).map_err(|e| e.error)?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

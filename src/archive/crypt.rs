@@ -6,7 +6,6 @@
 
 use std::fs;
 use std::io::{self, BufRead, Read, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
@@ -202,22 +201,7 @@ pub fn write_identity(
         path: path.to_path_buf(),
         source,
     };
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .map_err(err)?;
-    }
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(err)?;
-    f.write_all(identity_text(identity, note).as_bytes())
-        .and_then(|()| f.sync_all())
-        .map_err(err)
+    crate::secret::write_private_new(path, &identity_text(identity, note)).map_err(err)
 }
 
 /// An identity in age-keygen's file format, with the comment lines `note`

@@ -84,7 +84,15 @@ function parseLine(line) {
       raw,
     };
   } catch {
-    return { time: new Date().toISOString(), level: 'info', message: line, fields: {}, raw: line };
+    // Lines cofre prints before its logging starts (a bad setting) are text.
+    const error = line.startsWith('error: ');
+    return {
+      time: new Date().toISOString(),
+      level: error ? 'error' : 'info',
+      message: error ? line.slice('error: '.length) : line,
+      fields: {},
+      raw: line,
+    };
   }
 }
 
