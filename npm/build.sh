@@ -57,6 +57,10 @@ for platform in "$here"/platforms/*/; do
   mkdir -p "$dir/bin"
   cp "$platform/package.json" "$dir/"
   install -m 0755 "$binary" "$dir/bin/cofre"
+  # What users download: no debug information (backtraces keep function names).
+  if [ "$profile" = release ] && command -v strip >/dev/null; then
+    strip --strip-debug "$dir/bin/cofre"
+  fi
   set_version "$dir/package.json" "$version"
   (cd "$dir" && npm pack --silent --pack-destination "$out" >/dev/null)
   echo "$out/cofre-$name-$version.tgz"

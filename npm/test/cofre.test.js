@@ -31,6 +31,8 @@ const env = {
   npm_config_update_notifier: 'false',
   npm_config_fund: 'false',
   npm_config_audit: 'false',
+  // Everything comes from the two tarballs: no registry.
+  npm_config_offline: 'true',
 };
 
 function run(cmd, args, opts = {}) {
@@ -173,8 +175,13 @@ function cofre() {
   return require(path.join(app, 'node_modules', 'cofre'));
 }
 
-test('start() runs the daemon: logs reach onLog, status, runNow and stop work', async () => {
+test('start() backs up on a seconds schedule while the application serves; status() and runNow() say what the CLI says', async () => {
+  const http = require('node:http');
+  const server = http.createServer((_req, res) => res.end('hello from the app'));
+  await new Promise((r) => server.listen(0, '127.0.0.1', r));
   const logs = [];
+  const backupsDir = path.join(app, 'backups');
+  const before = fs.readdirSync(backupsDir).filter((n) => n.endsWith('.age')).length;
   const backups = cofre().start({
     schedule: '*/2 * * * * *',
     catchUp: false,
@@ -183,27 +190,44 @@ test('start() runs the daemon: logs reach onLog, status, runNow and stop work', 
     env: { HOME: home },
     onLog: (e) => logs.push(e),
   });
+  const cli = (...args) => ok(path.join(app, 'node_modules', '.bin', 'cofre'), args).stdout;
   try {
-    await until(() => logs.some((l) => l.message.includes('scheduled backup done')), 30_000, 'a scheduled backup');
+    await until(
+      () => logs.filter((l) => l.message.includes('scheduled backup done')).length >= 2,
+      30_000,
+      'two scheduled backups',
+    );
+    // The application kept serving meanwhile.
+    const res = await fetch(`http://127.0.0.1:${server.address().port}/`);
+    assert.equal(await res.text(), 'hello from the app');
+    const made = fs.readdirSync(backupsDir).filter((n) => n.endsWith('.age')).length;
+    assert.ok(made >= before + 2, `${made} archives, ${before} before`);
     const started = logs.find((l) => l.message.includes('daemon started'));
     assert.equal(started.level, 'info');
     assert.equal(started.fields.schedule, '*/2 * * * * *');
     const pid = backups.pid;
     assert.ok(alive(pid));
-
-    const status = await backups.status();
-    assert.equal(status.daemon_running, true);
-    assert.ok(status.last_success.archive.startsWith('backup_'));
-
-    const done = await backups.runNow();
-    assert.ok(fs.existsSync(done.archive), done.archive);
-    assert.equal(done.warnings, false);
+    assert.equal((await backups.status()).daemon_running, true);
 
     await backups.stop();
     assert.equal(alive(pid), false);
     assert.ok(logs.some((l) => l.message.includes('daemon stopped')));
+
+    // With the daemon stopped nothing changes between the two readings.
+    const status = await backups.status();
+    const fromCli = JSON.parse(cli('status', '--json'));
+    for (const key of ['last_success', 'archives', 'archives_bytes', 'daemon_running', 'healthy']) {
+      assert.deepEqual(status[key], fromCli[key], key);
+    }
+    const done = await backups.runNow();
+    assert.ok(fs.existsSync(done.archive), done.archive);
+    assert.equal(done.warnings, false);
+    const newest = JSON.parse(cli('list', '--json'))[0];
+    assert.equal(newest.path, done.archive);
+    assert.equal(newest.signature, 'trusted');
   } finally {
     await backups.stop();
+    server.close();
   }
 });
 
