@@ -743,14 +743,7 @@ fn drill(
         Some((uri, _)) => Some(check_mongodb_uri(vars::DRILL_MONGODB_URI.name, uri)?),
         None => None,
     };
-    let timeout = parse_duration(src, &vars::DRILL_TIMEOUT)?;
-    if timeout.is_zero() {
-        return Err(invalid(
-            vars::DRILL_TIMEOUT.name,
-            src.value(&vars::DRILL_TIMEOUT).unwrap_or_default(),
-            "a duration longer than zero, such as 10m",
-        ));
-    }
+    let timeout = parse_positive_duration(src, &vars::DRILL_TIMEOUT)?;
     Ok(DrillSettings {
         schedule,
         dir: path_var(&vars::DRILL_DIR),
@@ -811,14 +804,7 @@ fn notify(src: &Sources) -> Result<NotifySettings, ConfigError> {
             Some(events)
         }
     };
-    let timeout = parse_duration(src, &vars::NOTIFY_TIMEOUT)?;
-    if timeout.is_zero() {
-        return Err(invalid(
-            vars::NOTIFY_TIMEOUT.name,
-            src.value(&vars::NOTIFY_TIMEOUT).unwrap_or_default(),
-            "a duration longer than zero, such as 10s",
-        ));
-    }
+    let timeout = parse_positive_duration(src, &vars::NOTIFY_TIMEOUT)?;
     Ok(NotifySettings {
         targets,
         on,
@@ -868,6 +854,21 @@ fn parse_bool(src: &Sources, var: &Var) -> Result<bool, ConfigError> {
         "0" | "false" | "no" | "off" => Ok(false),
         _ => Err(invalid(var.name, v, "true or false")),
     }
+}
+
+/// A duration that must be longer than zero (a timeout).
+fn parse_positive_duration(src: &Sources, var: &Var) -> Result<Duration, ConfigError> {
+    let d = parse_duration(src, var)?;
+    if d.is_zero() {
+        let v = src.value(var).unwrap_or_default();
+        let example = var.default_value().unwrap_or("10s");
+        return Err(invalid(
+            var.name,
+            v,
+            format!("a duration longer than zero, such as {example}"),
+        ));
+    }
+    Ok(d)
 }
 
 fn parse_duration(src: &Sources, var: &Var) -> Result<Duration, ConfigError> {

@@ -300,6 +300,7 @@ fn bad_notification_and_metrics_settings_are_refused_without_echoing_tokens() {
         ("BACKUP_NOTIFY_URL", "ntfy+https://ntfy.sh/", "with a topic"),
         ("BACKUP_NOTIFY_ON", "failure,sometimes", "drill_failure"),
         ("BACKUP_NOTIFY_TIMEOUT", "0s", "longer than zero"),
+        ("BACKUP_DRILL_TIMEOUT", "0", "longer than zero, such as 10m"),
         ("BACKUP_METRICS_ADDR", "localhost", "127.0.0.1:9184"),
     ] {
         let mut env2 = Env::new();
