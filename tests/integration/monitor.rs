@@ -519,3 +519,72 @@ fn drills_report_their_outcome_with_the_recovery_time() {
         "{error}"
     );
 }
+
+#[test]
+fn the_daemon_reports_each_run_once_after_its_retries() {
+    let rx = Receiver::start(Duration::ZERO, 200);
+    let mut env = Env::new();
+    fs::write(env.project.join("a.txt"), "a").unwrap();
+    env.set("BACKUP_SCHEDULE", "*/2 * * * * *");
+    env.set("BACKUP_CATCH_UP", "false");
+    env.set("BACKUP_RETRIES", "1");
+    env.set(
+        "MONGODB_URI",
+        "mongodb://127.0.0.1:9/app?serverSelectionTimeoutMS=300",
+    );
+    env.set(
+        "BACKUP_NOTIFY_URL",
+        format!(
+            "{},{}",
+            rx.url("http", "/hook/a"),
+            rx.url("hc+http", "/ping/b")
+        ),
+    );
+    let mut daemon = Daemon::start(&env);
+    assert!(daemon.wait_for(Duration::from_secs(40), |l| count(l, "attempt 2 of 2") >= 2));
+    let (code, seen) = daemon.stop();
+    assert_eq!(code, Some(0), "{seen:#?}");
+    // Reports still being sent at the stop were waited for.
+    let gave_up = count(&seen, "attempt 2 of 2");
+    let got = rx.take();
+    let hook: Vec<serde_json::Value> = got
+        .iter()
+        .filter(|r| r.path == "/hook/a")
+        .map(|r| serde_json::from_str(&r.body).unwrap())
+        .collect();
+    assert_eq!(
+        hook.len(),
+        gave_up,
+        "one failure per run, not per attempt: {hook:#?}"
+    );
+    assert!(hook.iter().all(|j| {
+        j["event"] == "failure"
+            && j["error"]
+                .as_str()
+                .unwrap()
+                .contains("cannot reach MongoDB")
+    }));
+    let path_count = |p: &str| got.iter().filter(|r| r.path == p).count();
+    assert_eq!(path_count("/ping/b/fail"), gave_up);
+    let started = path_count("/ping/b/start");
+    assert!(
+        started == gave_up || started == gave_up + 1,
+        "{started} starts, {gave_up} failures"
+    );
+
+    // Once the database is back, the check hears of each success and the
+    // webhook (failures and warnings only) of nothing.
+    env.set("MONGODB_URI", "");
+    let mut daemon = Daemon::start(&env);
+    assert!(daemon.wait_for(Duration::from_secs(30), |l| count(
+        l,
+        "scheduled backup done"
+    ) >= 1));
+    let (code, seen) = daemon.stop();
+    assert_eq!(code, Some(0), "{seen:#?}");
+    let done = count(&seen, "scheduled backup done");
+    let got = rx.take();
+    let path_count = |p: &str| got.iter().filter(|r| r.path == p).count();
+    assert_eq!(path_count("/ping/b"), done, "{got:#?}");
+    assert_eq!(path_count("/hook/a"), 0, "{got:#?}");
+}
