@@ -227,6 +227,32 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_private_file_is_written_whole_once_and_never_through_a_link() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("keys/signing.key");
+        write_private_new(&key, "secret text\n").unwrap();
+        assert_eq!(std::fs::read_to_string(&key).unwrap(), "secret text\n");
+        let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&key), 0o600);
+        assert_eq!(mode(key.parent().unwrap()), 0o700);
+        // Never over an existing file, nor through a symlink.
+        assert!(write_private_new(&key, "other").is_err());
+        assert_eq!(std::fs::read_to_string(&key).unwrap(), "secret text\n");
+        let outside = dir.path().join("outside");
+        let link = dir.path().join("keys/link.key");
+        std::os::unix::fs::symlink(&outside, &link).unwrap();
+        assert!(write_private_new(&link, "other").is_err());
+        assert!(!outside.exists());
+        // No temporary file is left behind either way.
+        let names: Vec<_> = std::fs::read_dir(key.parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(names.len(), 2, "{names:?}");
+    }
+
+    #[test]
     fn redacts_the_password_only() {
         assert_eq!(
             redact_uri("mongodb://app:s3cret@db:27017/app?authSource=admin"),
