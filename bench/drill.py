@@ -25,24 +25,14 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
-from run import make_tree, sh, shlex_quote, timed, warm  # noqa: E402
+from run import free_port, make_tree, sh, shlex_quote, timed, wait_for_port, warm  # noqa: E402
 
 CACHE = os.path.join(os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "cofre-test")
 VENV = os.path.join(CACHE, "secantusdb-0.7.0b3")
-
-
-def free_port():
-    import socket
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def start_server(work):
@@ -52,13 +42,7 @@ def start_server(work):
     log = open(os.path.join(work, "server.log"), "w")
     proc = subprocess.Popen([os.path.join(VENV, "bin", "secantusd-py"), "--host", "127.0.0.1", "--port", str(port),
                              "--storage-path", os.path.join(work, "db")], stdout=log, stderr=log)
-    import socket
-    for _ in range(300):
-        try:
-            socket.create_connection(("127.0.0.1", port), 0.2).close()
-            break
-        except OSError:
-            time.sleep(0.1)
+    wait_for_port(port)
     return proc, f"mongodb://127.0.0.1:{port}/?directConnection=true", port
 
 

@@ -23,8 +23,7 @@ import urllib.request
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
-from run import make_tree, sh, warm  # noqa: E402
-from drill import free_port  # noqa: E402
+from run import free_port, make_tree, sh, warm  # noqa: E402
 
 
 class Quiet(http.server.BaseHTTPRequestHandler):

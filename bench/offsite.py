@@ -17,7 +17,6 @@ side by side, interleaved:
 import argparse
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -26,16 +25,10 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+from run import free_port, wait_for_port  # noqa: E402
 BIN = os.path.join(REPO, "target", "release", "cofre")
 MOTO = os.path.expanduser("~/.cache/cofre-test/moto-5.2.5/bin")
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def timed(cmd, env):
@@ -76,12 +69,7 @@ def main():
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     endpoint = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(100):
-            try:
-                socket.create_connection(("127.0.0.1", port), 0.2).close()
-                break
-            except OSError:
-                time.sleep(0.1)
+        wait_for_port(port, tries=100)
         env = {k: v for k, v in os.environ.items() if not k.startswith("BACKUP_")}
         env.update(HOME=os.path.join(work, "home"), AWS_ENDPOINT_URL=endpoint, AWS_ACCESS_KEY_ID="t",
                    AWS_SECRET_ACCESS_KEY="t", AWS_REGION="us-east-1", MONGODB_URI="",

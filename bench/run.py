@@ -37,6 +37,28 @@ def sh(cmd, env=None, check=True):
     return subprocess.run(cmd, shell=True, env=env, check=check, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
+def free_port():
+    """A TCP port nothing listens on, for a server the benchmark starts."""
+    import socket
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def wait_for_port(port, tries=300):
+    """Waits (0.1 s a try) until something accepts connections on `port`."""
+    import socket
+    import time
+    for _ in range(tries):
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+
+
 def timed(cmd, env=None):
     """Runs a shell command under /usr/bin/time; returns (seconds, peak KiB)."""
     with tempfile.NamedTemporaryFile("r", suffix=".time") as t:

@@ -22,7 +22,7 @@ use mongodb::bson::{Bson, Document, RawDocumentBuf, doc};
 
 use crate::archive::manifest::{CollectionKind, MongoSection};
 use crate::mongo::restore::{Digest, RestoredCollection, is_system};
-use crate::mongo::{MongoError, metadata, read_error};
+use crate::mongo::{MongoError, list_indexes, metadata, read_error};
 
 /// What the comparison found.
 #[derive(Debug, Default)]
@@ -177,23 +177,6 @@ async fn options(db: &mongodb::Database, coll: &str) -> Result<Option<Document>,
     Ok(Some(
         spec.get_document("options").cloned().unwrap_or_default(),
     ))
-}
-
-async fn list_indexes(db: &mongodb::Database, coll: &str) -> Result<Vec<Document>, MongoError> {
-    let what = format!("the indexes of {}.{coll}", db.name());
-    let mut cursor = db
-        .run_cursor_command(doc! { "listIndexes": coll })
-        .await
-        .map_err(|e| read_error(&what, &e))?;
-    let mut out = Vec::new();
-    while cursor.advance().await.map_err(|e| read_error(&what, &e))? {
-        out.push(
-            cursor
-                .deserialize_current()
-                .map_err(|e| read_error(&what, &e))?,
-        );
-    }
-    Ok(out)
 }
 
 /// Equal values, numbers by value, documents field by field in order.

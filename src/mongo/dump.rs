@@ -19,7 +19,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use mongodb::bson::{Bson, Document, doc};
 use mongodb::{Client, ClientSession, Database};
 
-use super::{MongoError, SYSTEM_DATABASES, Selection, connect, escape_name, metadata, read_error};
+use super::{
+    MongoError, SYSTEM_DATABASES, Selection, connect, escape_name, list_indexes, metadata,
+    read_error,
+};
 use crate::archive::MONGO_PREFIX;
 use crate::archive::manifest::{CollectionKind, CollectionRecord, MongoSection};
 use crate::archive::writer::{ArchiveWriter, StreamMeta};
@@ -135,23 +138,6 @@ async fn list_collections(db: &Database) -> Result<Vec<CollInfo>, MongoError> {
         });
     }
     out.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok(out)
-}
-
-async fn list_indexes(db: &Database, coll: &str) -> Result<Vec<Document>, MongoError> {
-    let what = format!("the indexes of {}.{coll}", db.name());
-    let mut cursor = db
-        .run_cursor_command(doc! { "listIndexes": coll })
-        .await
-        .map_err(|e| read_error(&what, &e))?;
-    let mut out = Vec::new();
-    while cursor.advance().await.map_err(|e| read_error(&what, &e))? {
-        out.push(
-            cursor
-                .deserialize_current()
-                .map_err(|e| read_error(&what, &e))?,
-        );
-    }
     Ok(out)
 }
 

@@ -290,6 +290,27 @@ pub(crate) fn connect_error(uri: &str, e: &mongodb::error::Error) -> MongoError 
     }
 }
 
+/// The indexes of `db.coll`, as `listIndexes` returns them.
+pub(crate) async fn list_indexes(
+    db: &mongodb::Database,
+    coll: &str,
+) -> Result<Vec<mongodb::bson::Document>, MongoError> {
+    let what = format!("the indexes of {}.{coll}", db.name());
+    let mut cursor = db
+        .run_cursor_command(mongodb::bson::doc! { "listIndexes": coll })
+        .await
+        .map_err(|e| read_error(&what, &e))?;
+    let mut out = Vec::new();
+    while cursor.advance().await.map_err(|e| read_error(&what, &e))? {
+        out.push(
+            cursor
+                .deserialize_current()
+                .map_err(|e| read_error(&what, &e))?,
+        );
+    }
+    Ok(out)
+}
+
 /// Classifies a driver error while reading `what`.
 pub(crate) fn read_error(what: &str, e: &mongodb::error::Error) -> MongoError {
     let detail = secret::scrub(&short(e));

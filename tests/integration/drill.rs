@@ -4,8 +4,8 @@
 //! it passes, fails, times out, collides or is stopped by SIGTERM.
 
 use std::fs;
-use std::path::Path;
-use std::process::Stdio;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use cofre::parts::Kind;
@@ -255,21 +255,19 @@ fn process_alive(pid: &str) -> bool {
     fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.contains(") Z "))
 }
 
-#[test]
-fn sigterm_in_the_middle_of_a_drill_cleans_up() {
-    let Some(m) = mongo() else { return };
-    let db = unique("drillterm");
-    let (mut env, server) = project_with_database(&m, &db);
+/// Starts `cofre drill` with a smoke test that writes its pid and sleeps,
+/// and returns once the smoke test runs (the scratch is then all made).
+fn drill_waiting_in_its_smoke_test(env: &mut Env, stderr: Stdio) -> (Child, PathBuf) {
     let pid_file = env.path("pid");
     env.set(
         "BACKUP_DRILL_COMMAND",
         format!("echo $$ > '{}'; sleep 300", pid_file.display()),
     );
-    let mut child = env
+    let child = env
         .cmd()
         .arg("drill")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(stderr)
         .spawn()
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -277,6 +275,15 @@ fn sigterm_in_the_middle_of_a_drill_cleans_up() {
         assert!(Instant::now() < deadline, "the smoke test never started");
         std::thread::sleep(Duration::from_millis(100));
     }
+    (child, pid_file)
+}
+
+#[test]
+fn sigterm_in_the_middle_of_a_drill_cleans_up() {
+    let Some(m) = mongo() else { return };
+    let db = unique("drillterm");
+    let (mut env, server) = project_with_database(&m, &db);
+    let (mut child, pid_file) = drill_waiting_in_its_smoke_test(&mut env, Stdio::piped());
     // Mid-drill: the scratch is there.
     let client = server.client();
     assert_eq!(scratch_dbs(&client).len(), 1, "{:?}", scratch_dbs(&client));
@@ -311,23 +318,7 @@ fn leftovers_of_a_killed_drill_are_removed_by_the_next() {
     let Some(m) = mongo() else { return };
     let db = unique("drillkill");
     let (mut env, server) = project_with_database(&m, &db);
-    let pid_file = env.path("pid");
-    env.set(
-        "BACKUP_DRILL_COMMAND",
-        format!("echo $$ > '{}'; sleep 300", pid_file.display()),
-    );
-    let mut child = env
-        .cmd()
-        .arg("drill")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while !pid_file.exists() {
-        assert!(Instant::now() < deadline, "the smoke test never started");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let (mut child, pid_file) = drill_waiting_in_its_smoke_test(&mut env, Stdio::null());
     // kill -9: no chance to clean up.
     child.kill().unwrap();
     child.wait().unwrap();

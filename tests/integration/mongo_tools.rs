@@ -97,18 +97,7 @@ fn cofre_restores_what_mongodump_dumped() {
     populate(&m, &source, 3000);
     let env = Env::new();
     let out = env.path("dump");
-    run_tool(
-        &bin,
-        "mongodump",
-        &[
-            "--uri",
-            &m.uri("", ""),
-            "--db",
-            &source,
-            "--out",
-            out.to_str().unwrap(),
-        ],
-    );
+    mongodump_db(&bin, &m, &source, &out);
     env.ok(&[
         "restore",
         "--mongo-dir",
@@ -121,6 +110,22 @@ fn cofre_restores_what_mongodump_dumped() {
     assert_same_db(&state(&m, &source), &state(&m, &copy));
     m.drop_db(&source);
     m.drop_db(&copy);
+}
+
+/// `mongodump --db DB --out OUT`.
+fn mongodump_db(bin: &Path, m: &Mongo, db: &str, out: &Path) {
+    run_tool(
+        bin,
+        "mongodump",
+        &[
+            "--uri",
+            &m.uri("", ""),
+            "--db",
+            db,
+            "--out",
+            out.to_str().unwrap(),
+        ],
+    );
 }
 
 /// A `.metadata.json` as the comparison sees it: mongodump leaves out an
@@ -151,18 +156,7 @@ fn cofre_metadata_matches_mongodump() {
     let ours = env.path("ours");
     cofre_dump_opened_by_hand(&mut env, &m, &db, &ours);
     let theirs = env.path("theirs");
-    run_tool(
-        &bin,
-        "mongodump",
-        &[
-            "--uri",
-            &m.uri("", ""),
-            "--db",
-            &db,
-            "--out",
-            theirs.to_str().unwrap(),
-        ],
-    );
+    mongodump_db(&bin, &m, &db, &theirs);
     let mut compared = 0;
     for entry in fs::read_dir(theirs.join(&db)).unwrap().flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
