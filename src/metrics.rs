@@ -263,9 +263,13 @@ pub fn write_file(settings: &Settings) -> Result<(), MetricsError> {
     let Some(path) = &settings.metrics.file else {
         return Ok(());
     };
-    let err = |source| MetricsError::File {
+    // tempfile's errors name its temporary file; the message names the
+    // file the user set, so only the system's reason is kept.
+    let err = |e: std::io::Error| MetricsError::File {
         path: path.clone(),
-        source,
+        source: e
+            .raw_os_error()
+            .map_or(e, std::io::Error::from_raw_os_error),
     };
     let dir = path.parent().unwrap_or(Path::new("."));
     let mut tmp = tempfile::Builder::new()

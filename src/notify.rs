@@ -412,6 +412,9 @@ fn deliver_all(jobs: Vec<(String, Outgoing)>, timeout: Duration, event: &'static
         .connect_timeout(timeout)
         .timeout(timeout)
         .user_agent(concat!("cofre/", env!("CARGO_PKG_VERSION")))
+        // The body (log lines) goes only where the URL says: a redirect
+        // could send it, or a request from this machine, anywhere.
+        .redirect(reqwest::redirect::Policy::none())
         .build()
     {
         Ok(c) => c,
@@ -427,7 +430,6 @@ fn deliver_all(jobs: Vec<(String, Outgoing)>, timeout: Duration, event: &'static
                 match deliver(&client, &out).await {
                     Ok(()) => tracing::debug!(target = %shown, "{event} notification sent"),
                     Err(why) => tracing::warn!(
-                        target = %shown,
                         "could not send the {event} notification to {shown} after {ATTEMPTS} attempts: {}; \
                          check BACKUP_NOTIFY_URL and that the service is reachable",
                         secret::scrub(&why)
@@ -439,7 +441,8 @@ fn deliver_all(jobs: Vec<(String, Outgoing)>, timeout: Duration, event: &'static
 }
 
 /// Up to [`ATTEMPTS`] tries, 1 s then 2 s apart. Client errors (4xx other
-/// than 408 and 429) are not retried: the same request would fail again.
+/// than 408 and 429) and redirects (never followed) are not retried: the
+/// same request would fail again. Only the status is read, never the body.
 async fn deliver(client: &reqwest::Client, out: &Outgoing) -> Result<(), String> {
     let mut last = String::new();
     for attempt in 1..=ATTEMPTS {

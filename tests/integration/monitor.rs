@@ -34,14 +34,24 @@ struct Receiver {
 
 impl Receiver {
     fn start(delay: Duration, status: u16) -> Receiver {
+        let reply =
+            format!("HTTP/1.1 {status} X\r\nContent-Length: 2\r\nConnection: close\r\n\r\nOK");
+        Receiver::replying(delay, reply, Duration::ZERO)
+    }
+
+    /// Answers every request, after `delay`, with the bytes of `reply`
+    /// (whatever they are), then holds the connection open for `hold`.
+    fn replying(delay: Duration, reply: String, hold: Duration) -> Receiver {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let got = Arc::new(Mutex::new(Vec::new()));
         let sink = Arc::clone(&got);
+        let reply = Arc::new(reply);
         thread::spawn(move || {
             for stream in listener.incoming().map_while(Result::ok) {
                 let sink = Arc::clone(&sink);
-                thread::spawn(move || handle(stream, &sink, delay, status));
+                let reply = Arc::clone(&reply);
+                thread::spawn(move || handle(stream, &sink, delay, &reply, hold));
             }
         });
         Receiver { port, got }
@@ -60,7 +70,13 @@ impl Receiver {
     }
 }
 
-fn handle(stream: TcpStream, sink: &Mutex<Vec<Received>>, delay: Duration, status: u16) {
+fn handle(
+    stream: TcpStream,
+    sink: &Mutex<Vec<Received>>,
+    delay: Duration,
+    reply: &str,
+    hold: Duration,
+) {
     let mut reader = BufReader::new(stream);
     let mut line = String::new();
     if reader.read_line(&mut line).is_err() {
@@ -90,10 +106,8 @@ fn handle(stream: TcpStream, sink: &Mutex<Vec<Received>>, delay: Duration, statu
     });
     thread::sleep(delay);
     let mut stream = reader.into_inner();
-    let _ = write!(
-        stream,
-        "HTTP/1.1 {status} X\r\nContent-Length: 2\r\nConnection: close\r\n\r\nOK"
-    );
+    let _ = stream.write_all(reply.as_bytes());
+    thread::sleep(hold);
 }
 
 const HOOK_TOKEN: &str = "hooktoken7Q2x";
@@ -587,4 +601,125 @@ fn the_daemon_reports_each_run_once_after_its_retries() {
     let path_count = |p: &str| got.iter().filter(|r| r.path == p).count();
     assert_eq!(path_count("/ping/b"), done, "{got:#?}");
     assert_eq!(path_count("/hook/a"), 0, "{got:#?}");
+}
+
+#[test]
+fn a_hostile_target_gets_nothing_more_and_holds_nothing_up() {
+    let mut env = Env::new();
+    fs::write(env.project.join("a.txt"), "a").unwrap();
+    env.set("BACKUP_NOTIFY_ON", "success");
+    env.set("BACKUP_NOTIFY_TIMEOUT", "2s");
+    let elsewhere = Receiver::start(Duration::ZERO, 200);
+
+    // A redirect is not followed: the log lines go only where the URL says.
+    let redirecting = Receiver::replying(
+        Duration::ZERO,
+        format!(
+            "HTTP/1.1 307 X\r\nLocation: {}\r\nContent-Length: 0\r\n\r\n",
+            elsewhere.url("http", "/stolen")
+        ),
+        Duration::ZERO,
+    );
+    env.set("BACKUP_NOTIFY_URL", redirecting.url("http", "/hook"));
+    let out = env.run(&["backup"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        text(&out).contains("the server answered 307"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(redirecting.take().len(), 1);
+    assert!(elsewhere.take().is_empty(), "the redirect was followed");
+
+    // A reply that promises 10 GB and never sends it: only the status is
+    // read, so the backup neither waits for it nor holds it in memory.
+    let lying = Receiver::replying(
+        Duration::ZERO,
+        "HTTP/1.1 200 OK\r\nContent-Length: 10000000000\r\n\r\nstart".into(),
+        Duration::from_secs(60),
+    );
+    env.set("BACKUP_NOTIFY_URL", lying.url("http", "/hook"));
+    let t = Instant::now();
+    let out = env
+        .cmd_via(&[
+            "/usr/bin/time",
+            "-f",
+            "%M",
+            "-o",
+            env.path("rss").to_str().unwrap(),
+        ])
+        .arg("backup")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+    assert!(!text(&out).contains("could not send"), "{}", text(&out));
+    let rss_kib: u64 = fs::read_to_string(env.path("rss"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(rss_kib < 64 * 1024, "{rss_kib} KiB");
+
+    // Not HTTP at all: three attempts, a warning, the backup stands.
+    let garbage = Receiver::replying(
+        Duration::ZERO,
+        "\u{0}\u{1}garbage\r\n\r\n".repeat(1000),
+        Duration::ZERO,
+    );
+    env.set("BACKUP_NOTIFY_URL", garbage.url("http", "/hook"));
+    let out = env.run(&["backup"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        text(&out).contains("could not send the success notification"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(garbage.take().len(), 3);
+    assert_eq!(env.archives().len(), 3);
+}
+
+#[test]
+fn junk_sent_to_the_metrics_port_harms_nothing() {
+    let mut env = Env::new();
+    fs::write(env.project.join("a.txt"), "a").unwrap();
+    env.ok(&["backup"]);
+    let port = free_port();
+    env.set("BACKUP_METRICS_ADDR", format!("127.0.0.1:{port}"));
+    env.set("BACKUP_SCHEDULE", "0 0 1 1 *");
+    let mut daemon = Daemon::start(&env);
+    assert!(
+        daemon.wait_for(Duration::from_secs(20), |l| count(l, "serving metrics")
+            >= 1)
+    );
+    // Idle connections that never send a request.
+    let idle: Vec<TcpStream> = (0..50)
+        .map(|_| TcpStream::connect(("127.0.0.1", port)).unwrap())
+        .collect();
+    // A megabyte of binary junk, a header without end, a request for
+    // somewhere else.
+    let mut junk = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let _ = junk.write_all(&vec![0xff; 1 << 20]);
+    let mut endless = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let _ = write!(
+        endless,
+        "GET /metrics HTTP/1.1\r\nX: {}",
+        "a".repeat(1 << 20)
+    );
+    let mut other = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        other,
+        "GET /../../etc/passwd HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    other.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 404"), "{answer}");
+    assert!(!answer.contains("root:"), "{answer}");
+    // The daemon still serves the real thing.
+    let metrics = scrape(port);
+    assert_eq!(value(&metrics, "cofre_archives"), Some(1.0), "{metrics}");
+    drop((idle, junk, endless));
+    let (code, seen) = daemon.stop();
+    assert_eq!(code, Some(0), "{seen:#?}");
 }
