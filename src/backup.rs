@@ -125,7 +125,9 @@ pub struct Request<'a> {
 }
 
 /// Estimates the archive size: the last archive's size with 20% room, or,
-/// for a first backup, the project's bytes as if they did not compress.
+/// for a first backup, the project's bytes on disk as if they did not
+/// compress (allocated bytes: a sparse file's holes take no room in the
+/// archive either).
 fn estimate(
     state: &State,
     source: &Path,
@@ -136,9 +138,13 @@ fn estimate(
         return last.size + last.size / 5;
     }
     let mut total = 0u64;
-    let _ = walk::walk(source, matcher.clone(), skip, |item| {
-        if let Item::File { path, .. } = item {
-            total += fs::symlink_metadata(path).map(|m| m.len()).unwrap_or(0);
+    let opts = walk::Options {
+        skip_dir: skip,
+        open_files: false,
+    };
+    let _ = walk::walk(source, matcher.clone(), &opts, |item| {
+        if let Item::File { meta, .. } = item {
+            total += meta.allocated.min(meta.size);
         }
         Ok(WalkState::Continue)
     });
@@ -300,7 +306,8 @@ impl Job<'_> {
         encryption: Option<crypt::Encrypting>,
     ) -> Result<(ArchiveWriter, Signer, ProgressBar), BackupError> {
         let file = tmp.as_file().try_clone().map_err(|e| self.write_err(e))?;
-        let mut signer = signing.start(name);
+        let origin = sign::Origin::here(&self.req.settings.source);
+        let mut signer = signing.start(name, &origin);
         let bottom = layers::TeeSink::new(Box::new(FileSink::new(file)), Box::new(signer.feeder()));
         let sink = layers::writer(
             Box::new(bottom),
@@ -353,16 +360,22 @@ impl Job<'_> {
         skip_dir: Option<PathBuf>,
     ) -> Result<(), BackupError> {
         let mut stopped = false;
-        walk::walk(source, matcher, skip_dir, |item| {
+        let opts = walk::Options {
+            skip_dir,
+            open_files: true,
+        };
+        walk::walk(source, matcher, &opts, |item| {
             if self.cancelled() {
                 stopped = true;
                 return Ok(WalkState::Quit);
             }
             match item {
                 Item::Dir { rel, meta } => aw.add_dir(&files_path(&rel), &meta)?,
-                Item::File { rel, path } => {
+                Item::File { rel, file, meta } => {
                     let shown = String::from_utf8_lossy(&rel).into_owned();
-                    aw.add_file(&files_path(&rel), &path, &shown)?;
+                    if let Some(file) = file {
+                        aw.add_file(&files_path(&rel), &file, &meta, &shown)?;
+                    }
                 }
                 Item::Symlink { rel, target, meta } => {
                     aw.add_symlink(&files_path(&rel), &target, &meta)?;
@@ -387,7 +400,8 @@ impl Job<'_> {
         signer: Signer,
         info: &ManifestInfo,
     ) -> Result<PathBuf, BackupError> {
-        let bytes_in = info.totals.bytes + info.totals.mongo_bytes;
+        // What a restore writes to disk: holes of sparse files take none.
+        let bytes_in = info.totals.bytes - info.totals.holes + info.totals.mongo_bytes;
         let signature = signer.finish(bytes_in)?;
         let sig_path = self.store.write_signature(name, &signature)?;
         self.store.persist(tmp, name).map_err(|e| {

@@ -190,6 +190,20 @@ impl Dir {
         Ok(File::from(fd))
     }
 
+    /// Opens the file `name` here for reading: a final symlink is refused
+    /// (`O_NOFOLLOW`), a FIFO never blocks the open (`O_NONBLOCK`), a
+    /// terminal is never taken (`O_NOCTTY`). The caller checks what it got.
+    pub fn open_read(&self, name: &[u8]) -> io::Result<File> {
+        check_name(name)?;
+        let fd = rustix::fs::openat(
+            &self.fd,
+            name,
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        Ok(File::from(fd))
+    }
+
     /// Creates the symlink `name` pointing to `target` (never followed).
     pub fn symlink(&self, target: &[u8], name: &[u8]) -> io::Result<()> {
         check_name(name)?;

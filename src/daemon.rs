@@ -735,8 +735,17 @@ impl Jobs for Live {
     }
 
     fn after_backup(&self) {
-        if let Err(e) = crate::prune::after_backup(&self.settings, Some(Duration::from_secs(60))) {
-            tracing::error!("retention failed: {e}");
+        let pruned = crate::drill::keys_from_settings(&self.settings)
+            .map_err(anyhow::Error::from)
+            .and_then(|(_, trusted)| {
+                Ok(crate::prune::after_backup(
+                    &self.settings,
+                    &trusted,
+                    Some(Duration::from_secs(60)),
+                )?)
+            });
+        if let Err(e) = pruned {
+            tracing::error!("retention failed: {e:#}");
         }
         let run = self.run.lock().unwrap_or_else(|e| e.into_inner()).take();
         let made = self.made.lock().unwrap_or_else(|e| e.into_inner()).take();

@@ -94,6 +94,31 @@ impl<'a, W: Write + 'a> MakeWriter<'a> for Scrubbing<W> {
     }
 }
 
+/// Opens the log file for appending: never through a symlink (cofre often
+/// runs as root, and the file is in a directory the application writes),
+/// and only a regular file (a FIFO would block, a device is not a log).
+fn open_log(path: &Path) -> io::Result<std::fs::File> {
+    let flags = rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK;
+    let f = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .custom_flags(flags.bits() as i32)
+        .open(path)
+        .map_err(|e| {
+            if e.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) {
+                io::Error::other("it is a symlink, which cofre does not follow")
+            } else {
+                e
+            }
+        })?;
+    if !f.metadata()?.is_file() {
+        return Err(io::Error::other("it is not a regular file"));
+    }
+    let _ = rustix::fs::fcntl_setfl(&f, rustix::fs::OFlags::APPEND);
+    Ok(f)
+}
+
 /// Sets up logging. `log_file` failures are reported and logging goes on
 /// without it (a missing log must not stop a backup).
 pub fn init(format: LogFormat, log_file: Option<&Path>, verbosity: Verbosity, daemon: bool) {
@@ -129,41 +154,34 @@ pub fn init(format: LogFormat, log_file: Option<&Path>, verbosity: Verbosity, da
             .with_filter(FilterFn::new(ours))
     });
     let mut file_error = None;
-    let file_layer = log_file.and_then(|path| {
-        match OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(0o600)
-            .open(path)
-        {
-            Ok(f) => {
-                let writer = Scrubbing {
-                    inner: Arc::new(Mutex::new(f)),
-                };
-                let level = if debug { Level::DEBUG } else { Level::INFO };
-                Some(match format {
-                    LogFormat::Text => tracing_subscriber::fmt::layer()
-                        .with_writer(writer)
-                        .with_ansi(false)
-                        .with_target(false)
-                        .with_filter(LevelFilter::from_level(level))
-                        .with_filter(FilterFn::new(ours))
-                        .boxed(),
-                    LogFormat::Json => tracing_subscriber::fmt::layer()
-                        .json()
-                        .with_writer(writer)
-                        .with_filter(LevelFilter::from_level(level))
-                        .with_filter(FilterFn::new(ours))
-                        .boxed(),
-                })
-            }
-            Err(e) => {
-                file_error = Some(format!(
-                    "cannot append to BACKUP_LOG_FILE {}: {e}; logging to stderr only",
-                    path.display()
-                ));
-                None
-            }
+    let file_layer = log_file.and_then(|path| match open_log(path) {
+        Ok(f) => {
+            let writer = Scrubbing {
+                inner: Arc::new(Mutex::new(f)),
+            };
+            let level = if debug { Level::DEBUG } else { Level::INFO };
+            Some(match format {
+                LogFormat::Text => tracing_subscriber::fmt::layer()
+                    .with_writer(writer)
+                    .with_ansi(false)
+                    .with_target(false)
+                    .with_filter(LevelFilter::from_level(level))
+                    .with_filter(FilterFn::new(ours))
+                    .boxed(),
+                LogFormat::Json => tracing_subscriber::fmt::layer()
+                    .json()
+                    .with_writer(writer)
+                    .with_filter(LevelFilter::from_level(level))
+                    .with_filter(FilterFn::new(ours))
+                    .boxed(),
+            })
+        }
+        Err(e) => {
+            file_error = Some(format!(
+                "cannot append to BACKUP_LOG_FILE {}: {e}; logging to stderr only",
+                path.display()
+            ));
+            None
         }
     });
     let tail = TailLayer

@@ -3,11 +3,17 @@
 //! listing with the same pure plan as local retention.
 //!
 //! A sync is idempotent: what the bucket has is not sent again, so a run
-//! after an outage uploads everything missed. Each upload is retried with
+//! after an outage uploads everything missed. "What the bucket has" is
+//! proven, not read off a listing: an object counts as cofre's copy when
+//! it is what an earlier upload recorded (ETag and version), or has the
+//! local file's size and ETag (or bytes). Each upload is retried with
 //! backoff; when one still fails, the sync stops, the local archives stay,
 //! and the failure is recorded (`status`, and exit code 3 for `backup`).
-//! A deletion a lock refuses is reported once and not tried again for a
-//! day.
+//!
+//! Only this project's archives signed by a trusted key go up, and remote
+//! retention plans over the same kind in the bucket: an object someone
+//! else put there is never counted, never deleted on its name's word. A
+//! deletion a lock refuses is reported once and not tried again for a day.
 
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
@@ -15,10 +21,11 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use crate::config::{RemoteSettings, Settings};
-use crate::remote::{Deleted, Remote, RemoteError};
+use crate::remote::{Deleted, Remote, RemoteArchive, RemoteError};
 use crate::retention::{self, Candidate};
+use crate::sign::{Origin, SignError, Standing, TrustedKeys};
 use crate::state::{Failure, OffsiteState};
-use crate::store::{Store, StoreError};
+use crate::store::{ArchiveEntry, Store, StoreError};
 
 /// Attempts per archive, and the wait before each retry.
 const BACKOFF: [Duration; 2] = [Duration::from_secs(2), Duration::from_secs(6)];
@@ -32,6 +39,9 @@ pub enum OffsiteError {
     /// The local directory.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The trusted keys.
+    #[error(transparent)]
+    Sign(#[from] SignError),
 }
 
 /// What a sync did.
@@ -45,6 +55,8 @@ pub struct SyncReport {
     pub refused: Vec<String>,
     /// The newest archive in the bucket afterwards.
     pub newest: Option<String>,
+    /// Archives whose current version in the bucket is not cofre's.
+    pub overwritten: Vec<String>,
 }
 
 /// Uploads what the bucket lacks, applies remote retention, records the
@@ -92,14 +104,27 @@ fn sync_with(
     cancel: &AtomicBool,
 ) -> Result<SyncReport, OffsiteError> {
     let bucket = Remote::connect(remote)?;
+    let (_, trusted) = crate::drill::keys_from_settings(settings)?;
+    let origin = Origin::here(&settings.source);
     let now = Utc::now();
     let zone = settings.schedule.zone();
-    let remote_list = bucket.list()?;
-    let local = store.list()?;
-    // What the bucket should hold: the remote plan over everything there
-    // is, local and remote; local archives it keeps and the bucket lacks
-    // (or holds unsigned) go up, newest first.
-    let mut all: Vec<Candidate> = remote_list
+    let listing = bucket.list()?;
+    let in_bucket = ours_in_bucket(&bucket, &listing, &trusted, &origin)?;
+    let local: Vec<ArchiveEntry> = store
+        .list()?
+        .into_iter()
+        .filter(|a| {
+            let text = crate::sign::read_sig(&a.path).ok().flatten();
+            matches!(
+                crate::sign::standing(&a.name, text.as_deref(), &trusted, &origin),
+                Standing::Ours(_)
+            )
+        })
+        .collect();
+    // What the bucket should hold: the remote plan over this project's
+    // trusted archives, local and remote; local archives it keeps go up
+    // unless the bucket has cofre's copy, newest first.
+    let mut all: Vec<Candidate> = in_bucket
         .iter()
         .map(|a| Candidate {
             name: a.name.clone(),
@@ -115,41 +140,90 @@ fn sync_with(
         }
     }
     let plan = retention::plan(&all, &remote.retention, now, zone);
-    let wanted: Vec<&crate::store::ArchiveEntry> = local
+    let wanted: Vec<&ArchiveEntry> = local
         .iter()
-        .filter(|a| a.signature.is_some())
         .filter(|a| plan.iter().any(|d| d.name == a.name && d.keep))
-        .filter(|a| !remote_list.iter().any(|r| r.name == a.name && r.signed))
         .collect();
     state.pending = wanted.iter().map(|a| a.name.clone()).collect();
+    state
+        .copies
+        .retain(|name, _| listing.iter().any(|r| &r.name == name));
     let mut report = SyncReport::default();
     for archive in wanted {
-        upload_with_retries(&bucket, archive, cancel)?;
-        tracing::info!(archive = %archive.name, "uploaded {} to {}", archive.name, remote.url);
-        report.uploaded.push(archive.name.clone());
+        let listed = listing.iter().find(|r| r.name == archive.name);
+        let known = state.copies.get(&archive.name).cloned();
+        let up = upload_with_retries(&bucket, archive, listed, known.as_ref(), cancel)?;
+        if up.sent {
+            tracing::info!(archive = %archive.name, "uploaded {} to {}", archive.name, remote.url);
+            report.uploaded.push(archive.name.clone());
+        }
+        if up.overwritten {
+            tracing::warn!(
+                "the current version of {} in {} is not cofre's: someone wrote over it; \
+                 restores read the version cofre wrote",
+                archive.name,
+                remote.url
+            );
+            report.overwritten.push(archive.name.clone());
+        }
+        state.copies.insert(archive.name.clone(), up.copies);
         state.pending.retain(|n| n != &archive.name);
     }
-    apply_retention(&bucket, remote, state, &mut report, now, zone)?;
-    report.newest = bucket
-        .list()?
-        .into_iter()
-        .find(|a| a.signed)
-        .map(|a| a.name);
+    state.overwritten = report.overwritten.clone();
+    apply_retention(
+        &bucket,
+        remote,
+        state,
+        &mut report,
+        now,
+        zone,
+        &trusted,
+        &origin,
+    )?;
+    let listing = bucket.list()?;
+    report.newest = ours_in_bucket(&bucket, &listing, &trusted, &origin)?
+        .first()
+        .map(|a| a.name.clone());
     Ok(report)
+}
+
+/// This project's archives in the bucket signed by a trusted key (the
+/// signature cofre wrote, fetched concurrently), newest first.
+fn ours_in_bucket<'a>(
+    bucket: &Remote,
+    listing: &'a [RemoteArchive],
+    trusted: &TrustedKeys,
+    origin: &Origin,
+) -> Result<Vec<&'a RemoteArchive>, RemoteError> {
+    let signed: Vec<&RemoteArchive> = listing.iter().filter(|a| a.signed()).collect();
+    let texts = bucket.signatures(&signed)?;
+    Ok(signed
+        .into_iter()
+        .zip(texts)
+        .filter(|(a, text)| {
+            matches!(
+                crate::sign::standing(&a.name, text.as_deref(), trusted, origin),
+                Standing::Ours(_)
+            )
+        })
+        .map(|(a, _)| a)
+        .collect())
 }
 
 fn upload_with_retries(
     bucket: &Remote,
-    archive: &crate::store::ArchiveEntry,
+    archive: &ArchiveEntry,
+    listed: Option<&RemoteArchive>,
+    known: Option<&crate::remote::Copies>,
     cancel: &AtomicBool,
-) -> Result<(), RemoteError> {
+) -> Result<crate::remote::Uploaded, RemoteError> {
     let mut attempt = 0;
     loop {
-        match bucket.upload(&archive.path, &archive.name, cancel) {
-            Ok(_) => return Ok(()),
+        match bucket.upload(&archive.path, &archive.name, listed, known, cancel) {
+            Ok(up) => return Ok(up),
             Err(
                 e @ (RemoteError::Cancelled
-                | RemoteError::Exists { .. }
+                | RemoteError::Foreign { .. }
                 | RemoteError::Local { .. }),
             ) => {
                 return Err(e);
@@ -170,8 +244,9 @@ fn upload_with_retries(
     }
 }
 
-/// Deletes what remote retention says, skipping (for a day) deletions a
-/// lock refused before.
+/// Deletes what remote retention says, over this project's trusted
+/// archives only, skipping (for a day) deletions a lock refused before.
+#[allow(clippy::too_many_arguments)]
 fn apply_retention(
     bucket: &Remote,
     remote: &RemoteSettings,
@@ -179,9 +254,12 @@ fn apply_retention(
     report: &mut SyncReport,
     now: DateTime<Utc>,
     zone: crate::schedule::Zone,
+    trusted: &TrustedKeys,
+    origin: &Origin,
 ) -> Result<(), RemoteError> {
     let listing = bucket.list()?;
-    let candidates: Vec<Candidate> = listing
+    let ours = ours_in_bucket(bucket, &listing, trusted, origin)?;
+    let candidates: Vec<Candidate> = ours
         .iter()
         .map(|a| Candidate {
             name: a.name.clone(),
@@ -202,7 +280,10 @@ fn apply_retention(
         {
             continue;
         }
-        match bucket.delete(&d.name)? {
+        let Some(archive) = ours.iter().find(|a| a.name == d.name) else {
+            continue;
+        };
+        match bucket.delete(archive)? {
             Deleted::Yes => {
                 tracing::info!(archive = %d.name, "deleted {} from {}: {}", d.name, remote.url, d.reasons.join("; "));
                 report.deleted.push(d.name);

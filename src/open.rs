@@ -1,8 +1,14 @@
 //! Opening an archive to read it, from `BACKUP_DIR` or from the bucket:
-//! find it (`latest` means the newest one signed by a trusted key), check
-//! its signature as far as can be checked up front, open its layers, and
-//! check the signature against every byte as the layers read them. Used by
-//! `verify` and `restore`.
+//! find it (`latest` means the newest backup of this project signed by a
+//! trusted key), check its signature as far as can be checked up front,
+//! open its layers, and check the signature against every byte as the
+//! layers read them. Used by `verify`, `restore` and drills.
+//!
+//! `latest` believes nothing a listing says: a name is only a candidate,
+//! its signature decides. In the bucket, names whose signature is not in
+//! the listing are passed over without a request, signatures are fetched
+//! a batch at a time, concurrently, newest first, and at most
+//! [`MAX_EXAMINED`] of them, however many objects someone planted.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -11,8 +17,13 @@ use crate::archive::crypt::ReadKeys;
 use crate::archive::layers::{self, OpenError};
 use crate::archive::worker_threads;
 use crate::remote::{Remote, RemoteError};
-use crate::sign::{self, Checker, Claim, SignError, TrustedKeys};
+use crate::sign::{self, Checker, Claim, Origin, SignError, Standing, TrustedKeys};
 use crate::store::{self, ArchiveName, Store, StoreError};
+
+/// The most signatures `latest` examines in the bucket.
+pub const MAX_EXAMINED: usize = 256;
+/// Signatures fetched from the bucket at once.
+const BATCH: usize = 16;
 
 /// Why an archive could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -37,7 +48,7 @@ pub enum OpenArchiveError {
     /// `latest` found archives, none signed by a trusted key.
     #[error(
         "none of the {count} archives in {place} is signed by a trusted key (the newest, {newest}: {why}); \
-         check BACKUP_TRUSTED_KEYS, or name an archive and pass --allow-unsigned"
+         check BACKUP_IDENTITY_FILE and BACKUP_TRUSTED_KEYS, or name an archive and pass --allow-unsigned"
     )]
     NoTrustedLatest {
         /// Where.
@@ -48,6 +59,27 @@ pub enum OpenArchiveError {
         newest: String,
         /// Why it was not accepted.
         why: String,
+    },
+    /// `latest` found trusted archives of several other projects, none of
+    /// this one.
+    #[error(
+        "none of the {count} archives in {place} is a backup of {ours}, and they are backups of \
+         {projects} other projects (the newest signed by a trusted key, {newest}, is {theirs}): \
+         name the archive to restore, or run cofre for that project (--source)"
+    )]
+    OnlyForeign {
+        /// Where.
+        place: String,
+        /// How many archives there are.
+        count: usize,
+        /// This project.
+        ours: String,
+        /// How many other projects.
+        projects: usize,
+        /// The newest trusted one.
+        newest: String,
+        /// What it is a backup of.
+        theirs: String,
     },
 }
 
@@ -64,7 +96,10 @@ pub struct Request<'a> {
     pub keys: &'a ReadKeys,
     /// Keys whose signatures are trusted.
     pub trusted: &'a TrustedKeys,
-    /// Accept an archive whose signature is missing, broken or untrusted.
+    /// This project: `latest` is its newest archive.
+    pub origin: &'a Origin,
+    /// Accept the archive named (never `latest`'s choice) although its
+    /// signature is missing, broken or untrusted.
     pub allow_unsigned: bool,
 }
 
@@ -131,76 +166,193 @@ fn prepare(req: &Request<'_>, found: &Found) -> Result<sign::Prepared, OpenArchi
     Ok(sign::prepare(&found.name(), text.as_deref(), req.trusted)?)
 }
 
-/// The archive `arg` names: `latest` is the newest archive signed by a
-/// trusted key (or simply the newest, with `allow_unsigned`).
+/// The archive `arg` names: `latest` is the newest backup of this
+/// project signed by a trusted key (`--allow-unsigned` does not change
+/// which: it only lets the archive named be read).
 pub fn resolve(req: &Request<'_>) -> Result<Found, OpenArchiveError> {
-    let candidates: Vec<Found> = match (req.remote, req.arg) {
-        (Some(_), "latest") => req
-            .remote
-            .expect("matched")
-            .list()?
-            .into_iter()
-            .map(|a| Found::Remote(a.name))
-            .collect(),
+    match (req.remote, req.arg) {
+        (Some(bucket), "latest") => latest_remote(req, bucket),
         (Some(_), name) => {
             if ArchiveName::parse(name).is_none() {
                 return Err(OpenArchiveError::BadName(name.to_owned()));
             }
-            return Ok(Found::Remote(name.to_owned()));
+            Ok(Found::Remote(name.to_owned()))
         }
-        (None, "latest") => Store::open(req.backup_dir)?
-            .list()?
-            .into_iter()
-            .map(|a| Found::Local(a.path, true))
-            .collect(),
+        (None, "latest") => latest_local(req),
         (None, arg) => {
             let (path, inside) = Store::resolve(req.backup_dir, arg)?;
-            return Ok(Found::Local(path, inside));
+            Ok(Found::Local(path, inside))
         }
-    };
-    let place = req.remote.map_or_else(
-        || req.backup_dir.display().to_string(),
-        |r| r.url().to_owned(),
-    );
-    let Some(newest) = candidates.first() else {
-        return Err(match req.remote {
-            Some(r) => RemoteError::NotFound {
-                url: r.url().to_owned(),
-                name: "latest".into(),
-            }
-            .into(),
-            None => StoreError::Empty(req.backup_dir.to_path_buf()).into(),
-        });
-    };
-    if req.allow_unsigned {
-        return Ok(newest.clone());
     }
-    let mut first_refusal = None;
-    for found in &candidates {
-        match prepare(req, found) {
-            Ok(_) => {
-                if let Some((name, why)) = &first_refusal {
+}
+
+/// Goes through candidates newest first, remembering why each was passed
+/// over, until one is this project's and trusted.
+///
+/// When none is, and every trusted archive there is a backup of one and
+/// the same other project (a restore on a new machine, run from another
+/// directory), the newest of those is taken, and said so loudly. Trusted
+/// archives of several other projects, and none of this one: refused,
+/// naming them, since nothing says which is wanted.
+struct Latest<'a> {
+    req: &'a Request<'a>,
+    count: usize,
+    skipped: Vec<(String, String)>,
+    /// The newest trusted archive of another project, and its claim.
+    foreign: Option<(Found, Claim)>,
+    /// The other projects seen.
+    sources: std::collections::BTreeSet<String>,
+    refused: Option<(String, String)>,
+}
+
+impl<'a> Latest<'a> {
+    fn new(req: &'a Request<'a>, count: usize) -> Self {
+        Latest {
+            req,
+            count,
+            skipped: Vec::new(),
+            foreign: None,
+            sources: std::collections::BTreeSet::new(),
+            refused: None,
+        }
+    }
+
+    /// Whether `found` (with its signature `text`) is the one.
+    fn consider(&mut self, found: &Found, text: Option<&str>) -> bool {
+        let name = found.name();
+        let standing = sign::standing(&name, text, self.req.trusted, self.req.origin);
+        match &standing {
+            Standing::Ours(_) => {
+                if let Some((first, why)) = self.skipped.first() {
                     tracing::warn!(
-                        "skipped {name} for `latest`: {why}; using {} instead",
-                        found.name()
+                        "`latest` is {name}: passed over {} newer archive{} that {} not this \
+                         project's trusted backups ({first} {why})",
+                        self.skipped.len(),
+                        if self.skipped.len() == 1 { "" } else { "s" },
+                        if self.skipped.len() == 1 { "is" } else { "are" },
                     );
                 }
-                return Ok(found.clone());
+                return true;
             }
-            Err(e) => {
-                if first_refusal.is_none() {
-                    first_refusal = Some((found.name(), e.to_string()));
+            Standing::Foreign(claim) => {
+                self.sources.insert(
+                    claim
+                        .origin
+                        .as_ref()
+                        .map_or_else(String::new, |o| o.source.clone()),
+                );
+                if self.foreign.is_none() {
+                    self.foreign = Some((found.clone(), claim.clone()));
+                }
+            }
+            _ => {
+                if self.refused.is_none() {
+                    let why = match sign::prepare(&name, text, self.req.trusted) {
+                        Err(e) => e.to_string(),
+                        Ok(_) => standing.refusal().unwrap_or_default(),
+                    };
+                    self.refused = Some((name.clone(), why));
                 }
             }
         }
+        let why = standing.refusal().unwrap_or_default();
+        self.skipped.push((name, why));
+        false
     }
-    let (newest, why) = first_refusal.unwrap_or_default();
-    Err(OpenArchiveError::NoTrustedLatest {
-        place,
-        count: candidates.len(),
-        newest,
-        why,
-    })
+
+    /// No archive of this project: the newest of the one other project
+    /// there is, or why there is none to take.
+    fn finish(self, place: String) -> Result<Found, OpenArchiveError> {
+        match self.foreign {
+            Some((found, claim)) if self.sources.len() == 1 => {
+                tracing::warn!(
+                    "no archive in {place} is a backup of {}; every archive there signed by a \
+                     trusted key is {}, so `latest` is the newest of them: {}",
+                    self.req.origin.source,
+                    claim.describe_origin(),
+                    found.name()
+                );
+                Ok(found)
+            }
+            Some((found, claim)) => Err(OpenArchiveError::OnlyForeign {
+                place,
+                count: self.count,
+                ours: self.req.origin.source.clone(),
+                projects: self.sources.len(),
+                newest: found.name(),
+                theirs: claim.describe_origin(),
+            }),
+            None => {
+                let (newest, why) = self.refused.unwrap_or_default();
+                Err(OpenArchiveError::NoTrustedLatest {
+                    place,
+                    count: self.count,
+                    newest,
+                    why,
+                })
+            }
+        }
+    }
+}
+
+fn latest_local(req: &Request<'_>) -> Result<Found, OpenArchiveError> {
+    let list = Store::open(req.backup_dir)?.list()?;
+    if list.is_empty() {
+        return Err(StoreError::Empty(req.backup_dir.to_path_buf()).into());
+    }
+    let mut latest = Latest::new(req, list.len());
+    for a in &list {
+        let text = match sign::read_sig(&a.path) {
+            Ok(t) => t,
+            Err(e) => Some(format!("unreadable: {e}")),
+        };
+        let found = Found::Local(a.path.clone(), true);
+        if latest.consider(&found, text.as_deref()) {
+            return Ok(found);
+        }
+    }
+    latest.finish(req.backup_dir.display().to_string())
+}
+
+fn latest_remote(req: &Request<'_>, bucket: &Remote) -> Result<Found, OpenArchiveError> {
+    let list = bucket.list()?;
+    if list.is_empty() {
+        return Err(RemoteError::NotFound {
+            url: bucket.url().to_owned(),
+            name: "latest".into(),
+        }
+        .into());
+    }
+    let mut latest = Latest::new(req, list.len());
+    let signed: Vec<&crate::remote::RemoteArchive> = list
+        .iter()
+        .filter(|a| {
+            if !a.signed() {
+                latest
+                    .skipped
+                    .push((a.name.clone(), "is not signed".into()));
+            }
+            a.signed()
+        })
+        .take(MAX_EXAMINED)
+        .collect();
+    for batch in signed.chunks(BATCH) {
+        let texts = bucket.signatures(batch)?;
+        for (a, text) in batch.iter().zip(texts) {
+            let found = Found::Remote(a.name.clone());
+            if latest.consider(&found, text.as_deref()) {
+                return Ok(found);
+            }
+        }
+    }
+    if signed.len() == MAX_EXAMINED {
+        tracing::warn!(
+            "`latest`: examined the signatures of the {MAX_EXAMINED} newest signed archives in {} \
+             and stopped; name an archive to read an older one",
+            bucket.url()
+        );
+    }
+    latest.finish(bucket.url().to_owned())
 }
 
 /// Opens what [`resolve`] found, its signature checked up front and then
@@ -210,6 +362,13 @@ pub fn open_found(req: &Request<'_>, found: &Found) -> Result<OpenArchive, OpenA
     let (checker, claim, unsigned) = match prepare(req, found) {
         Ok(p) => {
             let claim = p.claim.clone();
+            if !claim.is_of(req.origin) {
+                tracing::warn!(
+                    "{name} is {}, not of this project ({}); reading it as asked",
+                    claim.describe_origin(),
+                    req.origin.source
+                );
+            }
             (Some(p.start()), Some(claim), None)
         }
         Err(e) if req.allow_unsigned => {

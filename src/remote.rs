@@ -15,8 +15,24 @@
 //!
 //! Memory is bounded whatever the archive's size: uploads go in 6 MiB parts
 //! with at most two in flight; downloads pass through a bounded pipe.
-//! Everything a listing says is checked before use: only keys that are
-//! archive names (or their signatures) directly under the prefix count.
+//!
+//! The bucket is written by whoever holds its credentials, so nothing it
+//! says is taken on its word:
+//!
+//! - **Listings** are made here (`ListObjectVersions`, or `ListObjectsV2`
+//!   where a store has no versions), parsed from the XML as it comes, so a
+//!   key object_store could not represent (`prefix/../x`, `prefix//x`) is
+//!   simply not an archive name: only keys that are archive names (or
+//!   their signatures) directly under the prefix count, and nothing else
+//!   can make a listing fail.
+//! - **Reads** take the version cofre wrote. cofre only ever creates a
+//!   name that is free, so in a versioned bucket (Object Lock needs one)
+//!   its copy is the oldest version of the key; whoever writes over it
+//!   adds a newer version, which a restore never reads.
+//! - **Uploads** are checked: the store's answer (ETag and version id) is
+//!   compared with the current version afterwards, and a key that holds
+//!   something cofre did not write is replaced where the store allows, or
+//!   reported.
 
 use std::io::{self, Read};
 use std::path::Path;
@@ -86,9 +102,25 @@ pub enum RemoteError {
         /// The store's words.
         detail: String,
     },
-    /// An object of that name exists already (and is not this archive).
-    #[error("{url} already holds a different {name}; refusing to overwrite it")]
-    Exists {
+    /// A key holds something cofre did not write, and it cannot be cleared.
+    #[error(
+        "{url} holds a {name} that cofre did not write, and it cannot be replaced ({detail}); \
+         someone with write access to the bucket put it there: remove it, then run `cofre upload`"
+    )]
+    Foreign {
+        /// The remote.
+        url: String,
+        /// The object.
+        name: String,
+        /// Why it cannot be replaced.
+        detail: String,
+    },
+    /// After an upload, the bucket's current copy is not what was sent.
+    #[error(
+        "the copy of {name} in {url} is not what was sent: something wrote over it during the \
+         upload; check who else writes to the bucket (the next run tries again)"
+    )]
+    NotWhatWasSent {
         /// The remote.
         url: String,
         /// The object.
@@ -137,6 +169,19 @@ pub enum RemoteError {
     Cancelled,
 }
 
+/// One version of an object, as a listing gives it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Version {
+    /// The version id (`None` in a store without versions).
+    pub id: Option<String>,
+    /// The ETag, without quotes.
+    pub e_tag: String,
+    /// Bytes.
+    pub size: u64,
+    /// Whether it is the current version.
+    pub latest: bool,
+}
+
 /// One archive in the bucket.
 #[derive(Debug, Clone)]
 pub struct RemoteArchive {
@@ -144,11 +189,34 @@ pub struct RemoteArchive {
     pub name: String,
     /// What the name says.
     pub parsed: ArchiveName,
-    /// Its size.
-    pub size: u64,
-    /// Whether its signature is there too.
-    pub signed: bool,
+    /// The archive object's versions, oldest (the one cofre wrote) first.
+    pub versions: Vec<Version>,
+    /// Its signature's versions, oldest first (empty when there is none).
+    pub sig_versions: Vec<Version>,
 }
+
+impl RemoteArchive {
+    /// The size of the copy cofre reads (the oldest version).
+    pub fn size(&self) -> u64 {
+        self.versions.first().map_or(0, |v| v.size)
+    }
+
+    /// Whether its signature is there too.
+    pub fn signed(&self) -> bool {
+        !self.sig_versions.is_empty()
+    }
+
+    /// The version of its signature a read takes.
+    pub fn sig_version(&self) -> Option<&str> {
+        self.sig_versions.first().and_then(|v| v.id.as_deref())
+    }
+}
+
+/// The most bytes of one listing page read (a page of 1,000 keys is a few
+/// hundred KiB).
+const MAX_PAGE: usize = 16 << 20;
+/// Concurrent requests for signatures.
+const SIG_CONCURRENCY: usize = 16;
 
 /// How a deletion went.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -167,6 +235,8 @@ pub struct Remote {
     settings: RemoteSettings,
     endpoint: Option<String>,
     region: String,
+    /// Cleared when the store answers that it has no version listing.
+    versions: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Remote {
@@ -275,6 +345,7 @@ impl Remote {
             settings: settings.clone(),
             endpoint,
             region,
+            versions: std::sync::atomic::AtomicBool::new(true),
         })
     }
 
@@ -295,84 +366,341 @@ impl Remote {
         classify(&self.settings.url, what, e)
     }
 
-    /// The archives in the bucket, newest first. Only keys that are archive
-    /// names directly under the prefix count; anything else is ignored.
+    /// The archives in the bucket, newest first, each with the versions of
+    /// its object and of its signature. Only keys that are archive names
+    /// (or their signatures) directly under the prefix count; any other
+    /// key, whatever it holds, is passed over.
     pub fn list(&self) -> Result<Vec<RemoteArchive>, RemoteError> {
         self.rt.block_on(self.list_async())
     }
 
     async fn list_async(&self) -> Result<Vec<RemoteArchive>, RemoteError> {
-        let prefix = (!self.settings.prefix.is_empty())
-            .then(|| ObjectPath::from(self.settings.prefix.as_str()));
-        let mut objects = self.store.list(prefix.as_ref());
-        let mut archives = Vec::new();
-        let mut signatures = std::collections::HashSet::new();
-        while let Some(meta) = objects.next().await {
-            let meta = meta.map_err(|e| self.err("cannot list", &e))?;
-            let key = meta.location.as_ref();
-            let rest = if self.settings.prefix.is_empty() {
-                key
-            } else {
-                match key.strip_prefix(&format!("{}/", self.settings.prefix)) {
-                    Some(r) => r,
-                    None => continue,
-                }
+        let prefix = if self.settings.prefix.is_empty() {
+            String::new()
+        } else {
+            format!("{}/", self.settings.prefix)
+        };
+        let objects = self.objects(&prefix).await?;
+        let mut archives: std::collections::BTreeMap<String, RemoteArchive> =
+            std::collections::BTreeMap::new();
+        let mut signatures: std::collections::HashMap<String, Vec<Version>> =
+            std::collections::HashMap::new();
+        for (key, versions) in objects {
+            let Some(rest) = key.strip_prefix(&prefix) else {
+                continue;
             };
-            if rest.contains('/') {
+            if rest.contains('/') || versions.is_empty() {
                 continue;
             }
             if let Some(archive) = rest.strip_suffix(SIG_SUFFIX) {
                 if ArchiveName::parse(archive).is_some() {
-                    signatures.insert(archive.to_owned());
+                    signatures.insert(archive.to_owned(), versions);
                 }
                 continue;
             }
             if let Some(parsed) = ArchiveName::parse(rest) {
-                archives.push(RemoteArchive {
-                    name: rest.to_owned(),
-                    parsed,
-                    size: meta.size,
-                    signed: false,
-                });
+                archives.insert(
+                    rest.to_owned(),
+                    RemoteArchive {
+                        name: rest.to_owned(),
+                        parsed,
+                        versions,
+                        sig_versions: Vec::new(),
+                    },
+                );
             }
         }
-        for a in &mut archives {
-            a.signed = signatures.contains(&a.name);
-        }
+        let mut archives: Vec<RemoteArchive> = archives
+            .into_values()
+            .map(|mut a| {
+                a.sig_versions = signatures.remove(&a.name).unwrap_or_default();
+                a
+            })
+            .collect();
         archives.sort_by(|a, b| b.parsed.time.cmp(&a.parsed.time).then(b.name.cmp(&a.name)));
         Ok(archives)
     }
 
-    /// The signature of `name`, when the bucket has one (at most 64 KiB read).
-    pub fn signature(&self, name: &str) -> Result<Option<String>, RemoteError> {
-        self.rt.block_on(async {
-            let key = self.key(&format!("{name}{SIG_SUFFIX}"));
-            match self.store.get(&key).await {
-                Ok(got) => {
-                    if got.meta.size > MAX_SIG as u64 {
-                        return Ok(None);
-                    }
-                    let bytes = got.bytes().await.map_err(|e| self.err("cannot read", &e))?;
-                    Ok(Some(String::from_utf8_lossy(&bytes).into_owned()))
-                }
-                Err(object_store::Error::NotFound { .. }) => Ok(None),
-                Err(e) => Err(self.err("cannot read", &e)),
+    /// Every object under `prefix` with its versions, oldest first (delete
+    /// markers left out). A store without version listings gets a plain
+    /// listing, one version per key.
+    async fn objects(&self, prefix: &str) -> Result<Vec<(String, Vec<Version>)>, RemoteError> {
+        use std::sync::atomic::Ordering;
+        if self.versions.load(Ordering::Relaxed) {
+            match self.list_versions(prefix).await {
+                Ok(v) => return Ok(v),
+                Err(ListFailure::Unsupported) => self.versions.store(false, Ordering::Relaxed),
+                Err(ListFailure::Remote(e)) => return Err(e),
             }
+        }
+        self.list_plain(prefix).await
+    }
+
+    /// `ListObjectVersions`, every page.
+    async fn list_versions(
+        &self,
+        prefix: &str,
+    ) -> Result<Vec<(String, Vec<Version>)>, ListFailure> {
+        let mut out: Vec<(String, Vec<Version>)> = Vec::new();
+        let mut markers: Option<(String, String)> = None;
+        loop {
+            let mut query = vec![
+                ("versions", String::new()),
+                ("encoding-type", "url".to_owned()),
+                ("prefix", prefix.to_owned()),
+            ];
+            if let Some((key, version)) = &markers {
+                query.push(("key-marker", key.clone()));
+                query.push(("version-id-marker", version.clone()));
+            }
+            let (status, body) = self
+                .request(
+                    reqwest::Method::GET,
+                    &self.bucket_url(&query),
+                    Vec::new(),
+                    &[],
+                )
+                .await
+                .map_err(|detail| ListFailure::Remote(self.list_error(&detail)))?;
+            if status == reqwest::StatusCode::NOT_IMPLEMENTED
+                || (status.is_client_error()
+                    && xml_code(&body).is_some_and(|c| c == "NotImplemented"))
+            {
+                return Err(ListFailure::Unsupported);
+            }
+            if !status.is_success() {
+                return Err(ListFailure::Remote(self.status_error(status, &body)));
+            }
+            let page = parse_listing(&body, &["Version", "DeleteMarker"])
+                .map_err(|detail| ListFailure::Remote(self.list_error(&detail)))?;
+            // Versions of one key come newest first; a key may go on into
+            // the next page.
+            for record in &page.records {
+                let Some(key) = record.text("Key").map(|k| url_decoded(&k)) else {
+                    continue;
+                };
+                if out.last().is_none_or(|(k, _)| *k != key) {
+                    out.push((key.clone(), Vec::new()));
+                }
+                if record.name != "Version" {
+                    continue;
+                }
+                let id = record
+                    .text("VersionId")
+                    .filter(|v| !v.is_empty() && v != "null");
+                out.last_mut().expect("pushed above").1.push(Version {
+                    id,
+                    e_tag: unquote(&record.text("ETag").unwrap_or_default()),
+                    size: record
+                        .text("Size")
+                        .and_then(|s| s.parse().ok())
+                        .unwrap_or(0),
+                    latest: record.text("IsLatest").is_some_and(|l| l == "true"),
+                });
+            }
+            if !page.truncated() {
+                break;
+            }
+            match (
+                page.field("NextKeyMarker"),
+                page.field("NextVersionIdMarker"),
+            ) {
+                (Some(k), Some(v)) if Some((k.clone(), v.clone())) != markers => {
+                    markers = Some((url_decoded(&k), v));
+                }
+                _ => break,
+            }
+        }
+        for (_, versions) in &mut out {
+            versions.reverse();
+        }
+        Ok(out)
+    }
+
+    /// `ListObjectsV2`, every page.
+    async fn list_plain(&self, prefix: &str) -> Result<Vec<(String, Vec<Version>)>, RemoteError> {
+        let mut out = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let mut query = vec![
+                ("list-type", "2".to_owned()),
+                ("encoding-type", "url".to_owned()),
+                ("prefix", prefix.to_owned()),
+            ];
+            if let Some(t) = &token {
+                query.push(("continuation-token", t.clone()));
+            }
+            let (status, body) = self
+                .request(
+                    reqwest::Method::GET,
+                    &self.bucket_url(&query),
+                    Vec::new(),
+                    &[],
+                )
+                .await
+                .map_err(|detail| self.list_error(&detail))?;
+            if !status.is_success() {
+                return Err(self.status_error(status, &body));
+            }
+            let page = parse_listing(&body, &["Contents"]).map_err(|d| self.list_error(&d))?;
+            for record in &page.records {
+                let Some(key) = record.text("Key").map(|k| url_decoded(&k)) else {
+                    continue;
+                };
+                out.push((
+                    key,
+                    vec![Version {
+                        id: None,
+                        e_tag: unquote(&record.text("ETag").unwrap_or_default()),
+                        size: record
+                            .text("Size")
+                            .and_then(|s| s.parse().ok())
+                            .unwrap_or(0),
+                        latest: true,
+                    }],
+                ));
+            }
+            match page.field("NextContinuationToken") {
+                Some(t) if page.truncated() && Some(&t) != token.as_ref() => token = Some(t),
+                _ => break,
+            }
+        }
+        Ok(out)
+    }
+
+    /// The versions of one object, oldest first (empty when it is not there).
+    async fn versions_of(&self, name: &str) -> Result<Vec<Version>, RemoteError> {
+        let key = self.key(name).to_string();
+        Ok(self
+            .objects(&key)
+            .await?
+            .into_iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| v)
+            .unwrap_or_default())
+    }
+
+    fn list_error(&self, detail: &str) -> RemoteError {
+        classify_text(&self.settings.url, "cannot list", detail)
+    }
+
+    fn status_error(&self, status: reqwest::StatusCode, body: &[u8]) -> RemoteError {
+        let code = xml_code(body).unwrap_or_default();
+        classify_text(
+            &self.settings.url,
+            "cannot list",
+            &format!("the store answered {status} {code}"),
+        )
+    }
+
+    /// The URL of the bucket itself, with a query.
+    fn bucket_url(&self, query: &[(&str, String)]) -> String {
+        let base = match &self.endpoint {
+            Some(e) => format!("{e}/{}", self.settings.bucket),
+            None => format!(
+                "https://{}.s3.{}.amazonaws.com/",
+                self.settings.bucket, self.region
+            ),
+        };
+        let q: Vec<String> = query
+            .iter()
+            .map(|(k, v)| {
+                if v.is_empty() {
+                    (*k).to_owned()
+                } else {
+                    format!("{k}={}", percent_encoding::utf8_percent_encode(v, QUERY))
+                }
+            })
+            .collect();
+        format!("{base}?{}", q.join("&"))
+    }
+
+    /// The signatures of `archives` (as a listing gave them), fetched
+    /// concurrently, each the version cofre wrote; `None` where there is
+    /// none or it is larger than a signature can be.
+    pub fn signatures(
+        &self,
+        archives: &[&RemoteArchive],
+    ) -> Result<Vec<Option<String>>, RemoteError> {
+        self.rt.block_on(async {
+            let fetches = archives.iter().map(|a| async move {
+                if !a.signed() {
+                    return Ok(None);
+                }
+                self.read_signature(&a.name, a.sig_version().map(str::to_owned))
+                    .await
+            });
+            futures::stream::iter(fetches)
+                .buffered(SIG_CONCURRENCY)
+                .collect::<Vec<_>>()
+                .await
+                .into_iter()
+                .collect()
         })
     }
 
-    /// A `Read` of the archive `name`, streamed from the bucket through a
-    /// bounded pipe.
+    /// The signature of `name` that cofre wrote, when the bucket has one
+    /// (at most 64 KiB read).
+    pub fn signature(&self, name: &str) -> Result<Option<String>, RemoteError> {
+        self.rt.block_on(async {
+            let versions = self.versions_of(&format!("{name}{SIG_SUFFIX}")).await?;
+            let Some(first) = versions.first() else {
+                return Ok(None);
+            };
+            self.read_signature(name, first.id.clone()).await
+        })
+    }
+
+    async fn read_signature(
+        &self,
+        name: &str,
+        version: Option<String>,
+    ) -> Result<Option<String>, RemoteError> {
+        let key = self.key(&format!("{name}{SIG_SUFFIX}"));
+        let opts = object_store::GetOptions {
+            version,
+            ..Default::default()
+        };
+        match self.store.get_opts(&key, opts).await {
+            Ok(got) => {
+                if got.meta.size > MAX_SIG as u64 {
+                    return Ok(None);
+                }
+                let bytes = got.bytes().await.map_err(|e| self.err("cannot read", &e))?;
+                Ok(Some(String::from_utf8_lossy(&bytes).into_owned()))
+            }
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(self.err("cannot read", &e)),
+        }
+    }
+
+    /// A `Read` of the archive `name` (the version cofre wrote), streamed
+    /// from the bucket through a bounded pipe.
     pub fn open(&self, name: &str) -> Result<ChannelReader, RemoteError> {
         let key = self.key(name);
         let store = Arc::clone(&self.store);
         let url = self.settings.url.clone();
-        let got = self.rt.block_on(store.get(&key)).map_err(|e| match e {
-            object_store::Error::NotFound { .. } => RemoteError::NotFound {
-                url: url.clone(),
-                name: name.to_owned(),
-            },
-            other => classify(&url, "cannot read", &other),
+        let not_found = || RemoteError::NotFound {
+            url: url.clone(),
+            name: name.to_owned(),
+        };
+        let got = self.rt.block_on(async {
+            let versions = self.versions_of(name).await?;
+            let first = versions.first().ok_or_else(not_found)?;
+            if !first.latest {
+                tracing::warn!(
+                    "{name} in {url} was written over after cofre uploaded it; reading the version \
+                     cofre wrote"
+                );
+            }
+            let opts = object_store::GetOptions {
+                version: first.id.clone(),
+                ..Default::default()
+            };
+            store.get_opts(&key, opts).await.map_err(|e| match e {
+                object_store::Error::NotFound { .. } => not_found(),
+                other => classify(&url, "cannot read", &other),
+            })
         })?;
         let (feeder, reader) = pipe::channel();
         let rt = Arc::clone(&self.rt);
@@ -397,79 +725,218 @@ impl Remote {
         Ok(reader)
     }
 
-    /// Uploads the archive at `path` and its signature beside it, unless
-    /// the bucket already has this archive (same size) and its signature.
-    /// Returns whether anything was sent. `cancel` stops it between parts.
+    /// Makes sure the bucket holds cofre's copy of the archive at `path`
+    /// and of its signature: what is there is compared with the local
+    /// files (`known` is what an earlier upload recorded; without it the
+    /// sizes, then the ETag, then the bytes are compared), what is missing
+    /// is sent, and a key that holds something cofre did not write is
+    /// cleared first where the store allows. After sending, the current
+    /// version must be what was sent. `listed` is the archive as a listing
+    /// just gave it (`None`: not in the bucket). `cancel` stops it
+    /// between parts.
     pub fn upload(
         &self,
         path: &Path,
         name: &str,
+        listed: Option<&RemoteArchive>,
+        known: Option<&Copies>,
         cancel: &std::sync::atomic::AtomicBool,
-    ) -> Result<bool, RemoteError> {
-        self.rt.block_on(self.upload_async(path, name, cancel))
+    ) -> Result<Uploaded, RemoteError> {
+        self.rt
+            .block_on(self.upload_async(path, name, listed, known, cancel))
     }
 
     async fn upload_async(
         &self,
         path: &Path,
         name: &str,
+        listed: Option<&RemoteArchive>,
+        known: Option<&Copies>,
         cancel: &std::sync::atomic::AtomicBool,
-    ) -> Result<bool, RemoteError> {
-        let local = |source| RemoteError::Local {
-            path: path.display().to_string(),
-            source,
-        };
-        let mut file = std::fs::File::open(path).map_err(local)?;
-        let size = file.metadata().map_err(local)?.len();
+    ) -> Result<Uploaded, RemoteError> {
         let sig_path = crate::sign::sig_path(path);
-        let sig = std::fs::read(&sig_path).map_err(|source| RemoteError::Local {
-            path: sig_path.display().to_string(),
-            source,
-        })?;
-        let key = self.key(name);
-        let sig_key = self.key(&format!("{name}{SIG_SUFFIX}"));
+        let sig_name = format!("{name}{SIG_SUFFIX}");
+        // A listing attaches a signature to its archive; a name the
+        // listing did not show may still hold a signature someone planted.
+        let (versions, sig_versions) = match listed {
+            Some(a) => (a.versions.clone(), a.sig_versions.clone()),
+            None => (
+                self.versions_of(name).await?,
+                self.versions_of(&sig_name).await?,
+            ),
+        };
         let mut sent = false;
-        match self.store.head(&key).await {
-            Ok(meta) if meta.size == size => {}
-            Ok(_) => {
-                return Err(RemoteError::Exists {
-                    url: self.settings.url.clone(),
-                    name: name.to_owned(),
-                });
+        let mut overwritten = false;
+        let mut copies = Vec::new();
+        for (object, local, versions, known) in [
+            (name, path, versions, known.map(|k| &k.archive)),
+            (
+                sig_name.as_str(),
+                sig_path.as_path(),
+                sig_versions,
+                known.map(|k| &k.signature),
+            ),
+        ] {
+            let mut local_file = LocalFile::open(local)?;
+            let mut ours = None;
+            for v in &versions {
+                let recorded = known.is_some_and(|k| k.e_tag == v.e_tag && k.version == v.id);
+                if recorded || self.same_as_local(object, v, &mut local_file).await? {
+                    ours = Some(v.clone());
+                    break;
+                }
             }
-            Err(object_store::Error::NotFound { .. }) => {
-                self.put_file(&key, &mut file, size, path, cancel).await?;
-                self.lock(&key, name).await?;
-                sent = true;
-            }
-            Err(e) => return Err(self.err("cannot inspect", &e)),
+            let copy = match ours {
+                Some(v) => {
+                    overwritten |= !v.latest;
+                    Copy {
+                        e_tag: v.e_tag,
+                        version: v.id,
+                    }
+                }
+                None => {
+                    if !versions.is_empty() {
+                        tracing::warn!(
+                            "{} holds a {object} that cofre did not write; replacing it",
+                            self.settings.url
+                        );
+                        self.clear(object, &versions).await?;
+                    }
+                    let key = self.key(object);
+                    let mode = if versions.iter().any(|v| v.id.is_none()) {
+                        // A store without versions: the foreign object is
+                        // written over (it could not be deleted first
+                        // without a moment with nothing there).
+                        PutMode::Overwrite
+                    } else {
+                        PutMode::Create
+                    };
+                    let put = self.put_file(object, &mut local_file, mode, cancel).await?;
+                    self.lock(&key, name).await?;
+                    sent = true;
+                    let copy = Copy {
+                        e_tag: unquote(put.e_tag.as_deref().unwrap_or_default()),
+                        version: put.version,
+                    };
+                    self.check_current(object, &copy).await?;
+                    copy
+                }
+            };
+            copies.push(copy);
         }
-        match self.store.head(&sig_key).await {
-            Ok(_) => {}
-            Err(object_store::Error::NotFound { .. }) => {
-                self.put_small(&sig_key, sig).await?;
-                self.lock(&sig_key, name).await?;
-                sent = true;
-            }
-            Err(e) => return Err(self.err("cannot inspect", &e)),
-        }
-        Ok(sent)
+        let signature = copies.pop().expect("two objects");
+        let archive = copies.pop().expect("two objects");
+        Ok(Uploaded {
+            sent,
+            copies: Copies { archive, signature },
+            overwritten,
+        })
     }
 
-    /// One request, created only if nothing has the name.
-    async fn put_small(&self, key: &ObjectPath, data: Vec<u8>) -> Result<(), RemoteError> {
+    /// Whether the version `v` of `object` is the local file: same size,
+    /// then the same ETag as cofre's upload gives, else the same bytes.
+    async fn same_as_local(
+        &self,
+        object: &str,
+        v: &Version,
+        local: &mut LocalFile,
+    ) -> Result<bool, RemoteError> {
+        if v.size != local.size {
+            return Ok(false);
+        }
+        if local.e_tag()? == v.e_tag {
+            return Ok(true);
+        }
+        // Another ETag scheme (encryption with KMS, some stores): the bytes.
+        let opts = object_store::GetOptions {
+            version: v.id.clone(),
+            ..Default::default()
+        };
+        let got = match self.store.get_opts(&self.key(object), opts).await {
+            Ok(g) => g,
+            Err(object_store::Error::NotFound { .. }) => return Ok(false),
+            Err(e) => return Err(self.err("cannot read", &e)),
+        };
+        let path = local.path.clone();
+        let file = local.rewound()?;
+        let mut stream = got.into_stream();
+        let mut buf = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| self.err("cannot read", &e))?;
+            buf.resize(chunk.len(), 0);
+            if file.read_exact(&mut buf).is_err() || buf[..] != chunk[..] {
+                return Ok(false);
+            }
+        }
+        Ok(file.read(&mut [0u8; 1]).map_err(|e| io_local(&path, e))? == 0)
+    }
+
+    /// Deletes every version of `object` (something cofre did not write).
+    async fn clear(&self, object: &str, versions: &[Version]) -> Result<(), RemoteError> {
+        for v in versions {
+            let Some(id) = &v.id else { continue };
+            match self.delete_version(&self.key(object), id).await? {
+                Deleted::Yes => {}
+                Deleted::Locked(why) => {
+                    return Err(RemoteError::Foreign {
+                        url: self.settings.url.clone(),
+                        name: object.to_owned(),
+                        detail: why,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// After an upload: the current version of `object` must be the one
+    /// sent.
+    async fn check_current(&self, object: &str, sent: &Copy) -> Result<(), RemoteError> {
+        let meta = self
+            .store
+            .head(&self.key(object))
+            .await
+            .map_err(|e| self.err("cannot inspect", &e))?;
+        let current = unquote(meta.e_tag.as_deref().unwrap_or_default());
+        let same_version = match (&sent.version, &meta.version) {
+            (Some(a), Some(b)) => a == b,
+            _ => true,
+        };
+        if current != sent.e_tag || !same_version {
+            return Err(RemoteError::NotWhatWasSent {
+                url: self.settings.url.clone(),
+                name: object.to_owned(),
+            });
+        }
+        Ok(())
+    }
+
+    /// One request, created only if nothing has the name (or written over,
+    /// with `PutMode::Overwrite`).
+    async fn put_small(
+        &self,
+        object: &str,
+        data: Vec<u8>,
+        mode: PutMode,
+    ) -> Result<object_store::PutResult, RemoteError> {
         let opts = PutOptions {
-            mode: PutMode::Create,
+            mode,
             ..PutOptions::default()
         };
-        match self.store.put_opts(key, PutPayload::from(data), opts).await {
-            Ok(_) => Ok(()),
+        let key = self.key(object);
+        match self
+            .store
+            .put_opts(&key, PutPayload::from(data), opts)
+            .await
+        {
+            Ok(r) => Ok(r),
             Err(
                 object_store::Error::AlreadyExists { .. }
                 | object_store::Error::Precondition { .. },
-            ) => Err(RemoteError::Exists {
+            ) => Err(RemoteError::Foreign {
                 url: self.settings.url.clone(),
-                name: key.to_string(),
+                name: object.to_owned(),
+                detail: "something else was written there at the same moment".into(),
             }),
             Err(e) => Err(self.err("cannot upload to", &e)),
         }
@@ -479,26 +946,25 @@ impl Remote {
     /// parts, at most `BACKUP_REMOTE_BANDWIDTH` bytes per second.
     async fn put_file(
         &self,
-        key: &ObjectPath,
-        file: &mut std::fs::File,
-        size: u64,
-        path: &Path,
+        object: &str,
+        local: &mut LocalFile,
+        mode: PutMode,
         cancel: &std::sync::atomic::AtomicBool,
-    ) -> Result<(), RemoteError> {
-        let local = |source| RemoteError::Local {
-            path: path.display().to_string(),
-            source,
-        };
+    ) -> Result<object_store::PutResult, RemoteError> {
+        let size = local.size;
+        let path = local.path.clone();
+        let local_err = |e| io_local(&path, e);
+        let file = local.rewound()?;
         let mut pace = Pace::new(self.settings.bandwidth);
         if size < PART as u64 {
             let mut data = Vec::with_capacity(size as usize);
-            file.read_to_end(&mut data).map_err(local)?;
+            file.read_to_end(&mut data).map_err(local_err)?;
             pace.spend(data.len()).await;
-            return self.put_small(key, data).await;
+            return self.put_small(object, data, mode).await;
         }
         let upload = self
             .store
-            .put_multipart(key)
+            .put_multipart(&self.key(object))
             .await
             .map_err(|e| self.err("cannot start uploading to", &e))?;
         let mut writer = WriteMultipart::new_with_chunk_size(upload, PART);
@@ -508,7 +974,7 @@ impl Remote {
                 if cancel.load(std::sync::atomic::Ordering::Relaxed) {
                     return Err(RemoteError::Cancelled);
                 }
-                let n = file.read(&mut buf).map_err(local)?;
+                let n = file.read(&mut buf).map_err(local_err)?;
                 if n == 0 {
                     return Ok(());
                 }
@@ -523,7 +989,7 @@ impl Remote {
         .await;
         match result {
             Ok(()) => {
-                writer
+                let put = writer
                     .finish()
                     .await
                     .map_err(|e| self.err("cannot finish uploading to", &e))?;
@@ -536,7 +1002,7 @@ impl Remote {
                     crate::format::human(size),
                     crate::format::human((size as f64 / secs.max(1e-9)) as u64)
                 );
-                Ok(())
+                Ok(put)
             }
             Err(e) => {
                 let _ = writer.abort().await;
@@ -576,8 +1042,8 @@ impl Remote {
             name: key.to_string(),
             detail,
         };
-        let status = self
-            .signed(
+        let (status, _) = self
+            .request(
                 reqwest::Method::PUT,
                 &url,
                 body.into_bytes(),
@@ -592,60 +1058,69 @@ impl Remote {
         }
     }
 
-    /// Deletes the archive `name` and its signature. In a versioned bucket
-    /// the current version itself is deleted (a plain delete would only
-    /// hide it), which a lock refuses until its date.
-    pub fn delete(&self, name: &str) -> Result<Deleted, RemoteError> {
+    /// Deletes the archive and its signature, every version of each (in a
+    /// versioned bucket a plain delete only hides an object, and a version
+    /// written over cofre's would otherwise come back as the archive),
+    /// which a lock refuses until its date.
+    pub fn delete(&self, archive: &RemoteArchive) -> Result<Deleted, RemoteError> {
         self.rt.block_on(async {
-            for key in [self.key(name), self.key(&format!("{name}{SIG_SUFFIX}"))] {
-                let meta = match self.store.head(&key).await {
-                    Ok(m) => m,
-                    Err(object_store::Error::NotFound { .. }) => continue,
-                    Err(e) => return Err(self.err("cannot inspect", &e)),
-                };
-                match meta.version {
-                    Some(version) => {
-                        let url = format!(
-                            "{}?versionId={}",
-                            self.object_url(&key),
-                            percent_encoding::utf8_percent_encode(
-                                &version,
-                                percent_encoding::NON_ALPHANUMERIC
-                            )
-                        );
-                        let status = self
-                            .signed(reqwest::Method::DELETE, &url, Vec::new(), &[])
-                            .await
-                            .map_err(|detail| RemoteError::Other {
-                                what: "cannot delete from",
-                                url: self.settings.url.clone(),
-                                detail,
-                            })?;
-                        if status == reqwest::StatusCode::FORBIDDEN {
-                            return Ok(Deleted::Locked(format!("the store refused ({status})")));
-                        }
-                        if !status.is_success() {
-                            return Err(RemoteError::Other {
-                                what: "cannot delete from",
-                                url: self.settings.url.clone(),
-                                detail: format!("the store answered {status}"),
-                            });
-                        }
-                    }
-                    None => match self.store.delete(&key).await {
-                        Ok(()) => {}
-                        Err(e) => {
-                            let err = self.err("cannot delete from", &e);
-                            if matches!(err, RemoteError::Denied { .. }) {
-                                return Ok(Deleted::Locked(err.to_string()));
+            let sig_name = format!("{}{SIG_SUFFIX}", archive.name);
+            for (object, versions) in [
+                (archive.name.as_str(), &archive.versions),
+                (sig_name.as_str(), &archive.sig_versions),
+            ] {
+                let key = self.key(object);
+                for v in versions.iter() {
+                    let outcome = match &v.id {
+                        Some(id) => self.delete_version(&key, id).await?,
+                        None => match self.store.delete(&key).await {
+                            Ok(()) => Deleted::Yes,
+                            Err(object_store::Error::NotFound { .. }) => Deleted::Yes,
+                            Err(e) => {
+                                let err = self.err("cannot delete from", &e);
+                                if matches!(err, RemoteError::Denied { .. }) {
+                                    Deleted::Locked(err.to_string())
+                                } else {
+                                    return Err(err);
+                                }
                             }
-                            return Err(err);
-                        }
-                    },
+                        },
+                    };
+                    if let Deleted::Locked(why) = outcome {
+                        return Ok(Deleted::Locked(why));
+                    }
                 }
             }
             Ok(Deleted::Yes)
         })
+    }
+
+    /// Deletes one version of an object.
+    async fn delete_version(&self, key: &ObjectPath, id: &str) -> Result<Deleted, RemoteError> {
+        let url = format!(
+            "{}?versionId={}",
+            self.object_url(key),
+            percent_encoding::utf8_percent_encode(id, QUERY)
+        );
+        let (status, _) = self
+            .request(reqwest::Method::DELETE, &url, Vec::new(), &[])
+            .await
+            .map_err(|detail| RemoteError::Other {
+                what: "cannot delete from",
+                url: self.settings.url.clone(),
+                detail,
+            })?;
+        if status == reqwest::StatusCode::FORBIDDEN {
+            return Ok(Deleted::Locked(format!("the store refused ({status})")));
+        }
+        if !status.is_success() && status != reqwest::StatusCode::NOT_FOUND {
+            return Err(RemoteError::Other {
+                what: "cannot delete from",
+                url: self.settings.url.clone(),
+                detail: format!("the store answered {status}"),
+            });
+        }
+        Ok(Deleted::Yes)
     }
 
     /// The URL of an object, as the store's client addresses it.
@@ -672,14 +1147,15 @@ impl Remote {
     }
 
     /// Sends one request signed with SigV4 by object_store's authorizer,
-    /// with the same credentials the store uses. Returns the status.
-    async fn signed(
+    /// with the same credentials the store uses. Returns the status and
+    /// the body (at most [`MAX_PAGE`] bytes).
+    async fn request(
         &self,
         method: reqwest::Method,
         url: &str,
         body: Vec<u8>,
         headers: &[(&str, String)],
-    ) -> Result<reqwest::StatusCode, String> {
+    ) -> Result<(reqwest::StatusCode, Vec<u8>), String> {
         let credential = self
             .store
             .credentials()
@@ -700,11 +1176,303 @@ impl Remote {
         for (k, v) in request.headers() {
             outgoing = outgoing.header(k.as_str(), v.as_bytes());
         }
-        let response = outgoing
+        let mut response = outgoing
             .send()
             .await
             .map_err(|e| crate::secret::scrub(&e.to_string()))?;
-        Ok(response.status())
+        let status = response.status();
+        let mut data = Vec::new();
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| crate::secret::scrub(&e.to_string()))?
+        {
+            if data.len() + chunk.len() > MAX_PAGE {
+                return Err(format!(
+                    "the store's answer is larger than {MAX_PAGE} bytes"
+                ));
+            }
+            data.extend_from_slice(&chunk);
+        }
+        Ok((status, data))
+    }
+}
+
+/// What is known of cofre's copy of one object in the bucket.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Copy {
+    /// Its ETag, without quotes.
+    pub e_tag: String,
+    /// Its version id, in a versioned bucket.
+    pub version: Option<String>,
+}
+
+/// cofre's copies of an archive and its signature.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Copies {
+    /// The archive.
+    pub archive: Copy,
+    /// Its signature.
+    pub signature: Copy,
+}
+
+/// What [`Remote::upload`] did.
+#[derive(Debug, Clone)]
+pub struct Uploaded {
+    /// Whether anything was sent.
+    pub sent: bool,
+    /// cofre's copies, as the bucket holds them now.
+    pub copies: Copies,
+    /// The current version of the archive or its signature is not cofre's:
+    /// someone wrote over it (reads still take cofre's).
+    pub overwritten: bool,
+}
+
+/// A local file being uploaded or compared; its upload ETag is computed
+/// once, when first asked for.
+struct LocalFile {
+    path: std::path::PathBuf,
+    file: std::fs::File,
+    size: u64,
+    e_tag: Option<String>,
+}
+
+impl LocalFile {
+    fn open(path: &Path) -> Result<LocalFile, RemoteError> {
+        let err = |source| RemoteError::Local {
+            path: path.display().to_string(),
+            source,
+        };
+        let file = std::fs::File::open(path).map_err(err)?;
+        let size = file.metadata().map_err(err)?.len();
+        Ok(LocalFile {
+            path: path.to_path_buf(),
+            file,
+            size,
+            e_tag: None,
+        })
+    }
+
+    fn err(&self, source: io::Error) -> RemoteError {
+        RemoteError::Local {
+            path: self.path.display().to_string(),
+            source,
+        }
+    }
+
+    /// The file, read from its start.
+    fn rewound(&mut self) -> Result<&mut std::fs::File, RemoteError> {
+        use std::io::Seek;
+        self.file
+            .seek(io::SeekFrom::Start(0))
+            .map_err(|e| self.err(e))?;
+        Ok(&mut self.file)
+    }
+
+    /// The ETag S3 gives the file as cofre uploads it: the MD5 of a single
+    /// request, or for parts of [`PART`] bytes the MD5 of their MD5s and
+    /// the number of parts.
+    fn e_tag(&mut self) -> Result<String, RemoteError> {
+        if let Some(t) = &self.e_tag {
+            return Ok(t.clone());
+        }
+        use md5::Digest;
+        let size = self.size;
+        let path = self.path.clone();
+        let file = self.rewound()?;
+        let mut parts: Vec<u8> = Vec::new();
+        let mut count = 0u64;
+        let mut buf = vec![0u8; 1 << 20];
+        let mut part = md5::Md5::new();
+        let mut in_part = 0usize;
+        loop {
+            let n = file.read(&mut buf).map_err(|e| io_local(&path, e))?;
+            if n == 0 {
+                break;
+            }
+            let mut chunk = &buf[..n];
+            while !chunk.is_empty() {
+                let take = chunk.len().min(PART - in_part);
+                part.update(&chunk[..take]);
+                in_part += take;
+                chunk = &chunk[take..];
+                if in_part == PART {
+                    parts.extend_from_slice(&part.finalize_reset());
+                    count += 1;
+                    in_part = 0;
+                }
+            }
+        }
+        let tag = if size < PART as u64 {
+            crate::format::hex(&part.finalize())
+        } else {
+            if in_part > 0 {
+                parts.extend_from_slice(&part.finalize());
+                count += 1;
+            }
+            format!("{}-{count}", crate::format::hex(&md5::Md5::digest(&parts)))
+        };
+        self.e_tag = Some(tag.clone());
+        Ok(tag)
+    }
+}
+
+fn io_local(path: &Path, source: io::Error) -> RemoteError {
+    RemoteError::Local {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+/// Query values as SigV4 wants them: everything but the unreserved
+/// characters escaped.
+const QUERY: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
+/// Why a version listing did not give a listing.
+enum ListFailure {
+    /// The store has no version listing.
+    Unsupported,
+    /// Any other failure.
+    Remote(RemoteError),
+}
+
+/// An ETag without its quotes.
+fn unquote(t: &str) -> String {
+    t.trim().trim_matches('"').to_owned()
+}
+
+/// A key from a listing made with `encoding-type=url`.
+fn url_decoded(k: &str) -> String {
+    percent_encoding::percent_decode_str(&k.replace('+', " "))
+        .decode_utf8_lossy()
+        .into_owned()
+}
+
+/// One element of a listing (`Contents`, `Version`, `DeleteMarker`) and
+/// the text of its direct children.
+struct Record {
+    name: String,
+    children: Vec<(String, String)>,
+}
+
+impl Record {
+    fn text(&self, child: &str) -> Option<String> {
+        self.children
+            .iter()
+            .find(|(k, _)| k == child)
+            .map(|(_, v)| v.clone())
+    }
+}
+
+/// A page of a listing: its records and its top-level fields.
+struct Page {
+    records: Vec<Record>,
+    fields: Vec<(String, String)>,
+}
+
+impl Page {
+    fn field(&self, name: &str) -> Option<String> {
+        self.fields
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    }
+
+    fn truncated(&self) -> bool {
+        self.field("IsTruncated").is_some_and(|t| t == "true")
+    }
+}
+
+/// Parses a listing's XML: the elements named in `records` under the root
+/// (with their direct children's text), and the root's other text fields.
+/// Written on quick-xml's event reader rather than its serde support, which
+/// does not take the interleaved `Version` and `DeleteMarker` elements of a
+/// version listing.
+fn parse_listing(xml: &[u8], records: &[&str]) -> Result<Page, String> {
+    use quick_xml::events::Event;
+    let text = std::str::from_utf8(xml).map_err(|_| "the listing is not UTF-8".to_owned())?;
+    let mut reader = quick_xml::Reader::from_str(text);
+    let mut page = Page {
+        records: Vec::new(),
+        fields: Vec::new(),
+    };
+    let mut path: Vec<String> = Vec::new();
+    let mut current: Option<Record> = None;
+    let mut raw = String::new();
+    loop {
+        let event = reader
+            .read_event()
+            .map_err(|e| format!("the listing is not well-formed XML ({e})"))?;
+        match event {
+            Event::Start(e) => {
+                let name = String::from_utf8_lossy(e.local_name().as_ref()).into_owned();
+                if path.len() == 1 && records.contains(&name.as_str()) {
+                    current = Some(Record {
+                        name: name.clone(),
+                        children: Vec::new(),
+                    });
+                }
+                path.push(name);
+                raw.clear();
+            }
+            Event::Text(t) => raw.push_str(&t.decode().map_err(|e| e.to_string())?),
+            Event::GeneralRef(r) => {
+                raw.push('&');
+                raw.push_str(&r.decode().map_err(|e| e.to_string())?);
+                raw.push(';');
+            }
+            Event::End(_) => {
+                let name = path.pop().unwrap_or_default();
+                let value = quick_xml::escape::unescape(&raw)
+                    .map(|v| v.into_owned())
+                    .unwrap_or_else(|_| raw.clone());
+                match (path.len(), current.as_mut()) {
+                    (2, Some(rec)) => rec.children.push((name, value)),
+                    (1, Some(_)) => page.records.extend(current.take()),
+                    (1, None) => page.fields.push((name, value)),
+                    _ => {}
+                }
+                raw.clear();
+            }
+            Event::Eof => break,
+            _ => {}
+        }
+    }
+    Ok(page)
+}
+
+/// The `<Code>` of an S3 error document.
+fn xml_code(body: &[u8]) -> Option<String> {
+    let text = std::str::from_utf8(body).ok()?;
+    let start = text.find("<Code>")? + "<Code>".len();
+    let end = text[start..].find("</Code>")? + start;
+    Some(text[start..end].to_owned())
+}
+
+fn classify_text(url: &str, what: &'static str, detail: &str) -> RemoteError {
+    let detail = crate::secret::scrub(detail);
+    let low = detail.to_ascii_lowercase();
+    let url = url.to_owned();
+    if low.contains("nosuchbucket") {
+        RemoteError::NoBucket { url, detail }
+    } else if low.contains("accessdenied")
+        || low.contains("invalidaccesskeyid")
+        || low.contains("signaturedoesnotmatch")
+        || low.contains("403")
+    {
+        RemoteError::Denied { url, detail }
+    } else if low.contains("connect")
+        || low.contains("timed out")
+        || low.contains("error sending request")
+        || low.contains("dns")
+    {
+        RemoteError::Unreachable { url, detail }
+    } else {
+        RemoteError::Other { what, url, detail }
     }
 }
 

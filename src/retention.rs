@@ -59,6 +59,19 @@ fn local_date(zone: Zone, t: DateTime<Utc>) -> NaiveDate {
     }
 }
 
+/// The decision about a file retention does not manage (not this
+/// project's trusted archive): kept, and why it is left alone.
+pub fn left_alone(name: &str, time: DateTime<Utc>, why: &str) -> Decision {
+    Decision {
+        name: name.to_owned(),
+        time,
+        keep: true,
+        reasons: vec![format!(
+            "left alone: {why}; retention only deletes this project's archives signed by a trusted key"
+        )],
+    }
+}
+
 /// Decides, for each archive, whether to keep it. Returns the decisions
 /// newest first. `zone` defines days, weeks and months for the GFS rules.
 pub fn plan(

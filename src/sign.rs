@@ -9,10 +9,13 @@
 //! identity (`signing.key`, 0600, and `signing.pub`).
 //!
 //! The signed ("trusted") comment names the archive file, so a signed
-//! archive renamed to pass for a newer one is refused; the comment line
-//! beside it says how many bytes the archive restores, so a restore can
-//! check free space before it writes. The signature is computed on its own
-//! thread from the bytes as they are written.
+//! archive renamed to pass for a newer one is refused, and what it is a
+//! backup of (the host and the project directory, an [`Origin`]), so an
+//! archive of another project that shares the key is known for what it is
+//! wherever it is copied; the comment line beside it says how many bytes
+//! the archive restores, so a restore can check free space before it
+//! writes. The signature is computed on its own thread from the bytes as
+//! they are written.
 //!
 //! Trusted keys: this installation's own, `# cofre signing key: RW...`
 //! lines in the identity files used to decrypt (cofre writes one into the
@@ -231,17 +234,18 @@ impl SigningKey {
         key_id_hex(self.pk.keynum())
     }
 
-    /// Starts signing the archive `name` on a thread of its own: feed it
-    /// the archive's bytes as they are written ([`Signer::feeder`]), then
-    /// [`Signer::finish`] gives the `.minisig` text. Hashing runs beside
-    /// compression instead of after it.
-    pub fn start(&self, name: &str) -> Signer {
+    /// Starts signing the archive `name`, a backup of `origin`, on a
+    /// thread of its own: feed it the archive's bytes as they are written
+    /// ([`Signer::feeder`]), then [`Signer::finish`] gives the `.minisig`
+    /// text. Hashing runs beside compression instead of after it.
+    pub fn start(&self, name: &str, origin: &Origin) -> Signer {
         let (tx, rx): (Feed, Receiver<Option<Vec<u8>>>) = sync_channel(16);
         let sk = self.sk.clone();
         let pk = self.pk.clone();
         let trusted = Claim {
             file: name.to_owned(),
             bytes: None,
+            origin: Some(origin.clone()),
         }
         .to_comment(chrono::Utc::now().timestamp());
         let archive = name.to_owned();
@@ -273,8 +277,14 @@ impl SigningKey {
     /// Signs `data` (read to its end) for the archive `name`, which restores
     /// `bytes` bytes; returns the `.minisig` text.
     #[cfg(test)]
-    pub fn sign(&self, mut data: impl Read, name: &str, bytes: u64) -> Result<String, SignError> {
-        let mut signer = self.start(name);
+    pub fn sign(
+        &self,
+        mut data: impl Read,
+        name: &str,
+        origin: &Origin,
+        bytes: u64,
+    ) -> Result<String, SignError> {
+        let mut signer = self.start(name, origin);
         let mut feed = signer.feeder();
         let mut buf = vec![0u8; 1 << 16];
         loop {
@@ -389,6 +399,53 @@ fn key_id_hex(keynum: &[u8]) -> String {
     format!("{:016X}", u64::from_le_bytes(le))
 }
 
+/// What an archive is a backup of: the host it was made on and the
+/// project directory it holds. It is part of the signed claim, so a copy of
+/// another project's archive (signed with a key both share) is told apart
+/// wherever it is put.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    /// The host name.
+    pub host: String,
+    /// The project directory (absolute, canonical when it exists).
+    pub source: String,
+}
+
+impl Origin {
+    /// This machine, backing up (or restoring for) `source`.
+    pub fn here(source: &Path) -> Origin {
+        let source = source
+            .canonicalize()
+            .unwrap_or_else(|_| source.to_path_buf());
+        Origin {
+            host: rustix::system::uname()
+                .nodename()
+                .to_string_lossy()
+                .into_owned(),
+            source: source.display().to_string(),
+        }
+    }
+
+    /// `SOURCE on HOST`, for messages.
+    pub fn describe(&self) -> String {
+        format!("{} on {}", self.source, self.host)
+    }
+}
+
+/// Characters escaped in claim values: controls (a tab or newline would
+/// end the field or the comment) and `%` itself.
+const CLAIM_ESCAPES: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS.add(b'%');
+
+fn claim_value(v: &str) -> String {
+    percent_encoding::utf8_percent_encode(v, CLAIM_ESCAPES).to_string()
+}
+
+fn claim_text(v: &str) -> String {
+    percent_encoding::percent_decode_str(v)
+        .decode_utf8_lossy()
+        .into_owned()
+}
+
 /// What the signed comment says about the archive.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Claim {
@@ -397,6 +454,9 @@ pub struct Claim {
     /// Bytes of files and database the archive restores (from the signed
     /// comment, or from the comment line beside it).
     pub bytes: Option<u64>,
+    /// What it is a backup of (archives signed before cofre recorded it
+    /// have none, and count as of another source).
+    pub origin: Option<Origin>,
 }
 
 impl Claim {
@@ -405,6 +465,13 @@ impl Claim {
         if let Some(b) = self.bytes {
             s.push_str(&format!("\tbytes:{b}"));
         }
+        if let Some(o) = &self.origin {
+            s.push_str(&format!(
+                "\thost:{}\tsource:{}",
+                claim_value(&o.host),
+                claim_value(&o.source)
+            ));
+        }
         s
     }
 
@@ -412,15 +479,106 @@ impl Claim {
         let mut claim = Claim {
             file: String::new(),
             bytes: None,
+            origin: None,
         };
+        let (mut host, mut source) = (None, None);
         for field in comment.split('\t') {
             if let Some(f) = field.strip_prefix("file:") {
                 claim.file = f.to_owned();
             } else if let Some(b) = field.strip_prefix("bytes:") {
                 claim.bytes = b.parse().ok();
+            } else if let Some(h) = field.strip_prefix("host:") {
+                host = Some(claim_text(h));
+            } else if let Some(s) = field.strip_prefix("source:") {
+                source = Some(claim_text(s));
             }
         }
+        if let (Some(host), Some(source)) = (host, source) {
+            claim.origin = Some(Origin { host, source });
+        }
         claim
+    }
+
+    /// Whether the archive is a backup of `origin`'s project (the same
+    /// directory; the host may differ, as after a move to a new machine).
+    pub fn is_of(&self, origin: &Origin) -> bool {
+        self.origin
+            .as_ref()
+            .is_some_and(|o| o.source == origin.source)
+    }
+
+    /// What the archive is a backup of, for messages.
+    pub fn describe_origin(&self) -> String {
+        self.origin.as_ref().map_or_else(
+            || "of an unrecorded project (signed before cofre recorded one)".to_owned(),
+            |o| format!("a backup of {}", o.describe()),
+        )
+    }
+}
+
+/// Where an archive stands, from its signature: what retention, `latest`
+/// and the listings decide on.
+#[derive(Debug, Clone)]
+pub enum Standing {
+    /// Signed by a trusted key, for this name, a backup of this project.
+    Ours(Claim),
+    /// Signed by a trusted key, for this name, a backup of another project.
+    Foreign(Claim),
+    /// Signed by a key not trusted here.
+    Untrusted,
+    /// No signature.
+    Missing,
+    /// A signature that cannot be read, or was made for another name.
+    Damaged(String),
+}
+
+impl Standing {
+    /// One word for listings.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Standing::Ours(_) => "trusted",
+            Standing::Foreign(_) => "foreign",
+            Standing::Untrusted => "untrusted",
+            Standing::Missing => "missing",
+            Standing::Damaged(_) => "damaged",
+        }
+    }
+
+    /// The claim, when signed by a trusted key.
+    pub fn claim(&self) -> Option<&Claim> {
+        match self {
+            Standing::Ours(c) | Standing::Foreign(c) => Some(c),
+            _ => None,
+        }
+    }
+
+    /// Why the archive is not this project's trusted archive, to follow
+    /// its name (`None` when it is).
+    pub fn refusal(&self) -> Option<String> {
+        match self {
+            Standing::Ours(_) => None,
+            Standing::Foreign(c) => Some(format!("is {}", c.describe_origin())),
+            Standing::Untrusted => Some("is signed by a key not trusted here".to_owned()),
+            Standing::Missing => Some("is not signed".to_owned()),
+            Standing::Damaged(why) => Some(format!("has a signature that cannot be used ({why})")),
+        }
+    }
+}
+
+/// Where the archive `name` stands, from its signature text (`None`: no
+/// signature), the keys trusted here, and this project.
+pub fn standing(
+    name: &str,
+    text: Option<&str>,
+    trusted: &TrustedKeys,
+    origin: &Origin,
+) -> Standing {
+    match prepare(name, text, trusted) {
+        Ok(p) if p.claim.is_of(origin) => Standing::Ours(p.claim),
+        Ok(p) => Standing::Foreign(p.claim),
+        Err(SignError::Missing { .. }) => Standing::Missing,
+        Err(SignError::Untrusted { .. }) => Standing::Untrusted,
+        Err(e) => Standing::Damaged(e.to_string()),
     }
 }
 
@@ -442,6 +600,21 @@ pub struct TrustedKey {
 #[derive(Debug, Clone, Default)]
 pub struct TrustedKeys {
     keys: Vec<TrustedKey>,
+}
+
+/// How a value that is not a public key is shown in an error: as given,
+/// unless it may be a secret key (a minisign secret key box is about 212
+/// base64 characters; one pasted where a public key belongs must not be
+/// printed into a log), which is registered as a secret and not shown.
+fn shown_key(value: &str) -> String {
+    use ct_codecs::{Base64, Decoder};
+    let v = value.trim();
+    let long = Base64::decode_to_vec(v, None).is_ok_and(|b| b.len() > 64) || v.len() > 96;
+    if long || v.to_ascii_lowercase().contains("secret") {
+        crate::secret::register(v);
+        return "(a secret key, or something longer than a public key: not shown)".to_owned();
+    }
+    v.to_owned()
 }
 
 /// A public key written as base64 or in a minisign `.pub` file.
@@ -478,7 +651,7 @@ impl TrustedKeys {
                     let key = PublicKey::from_base64(b64.trim()).map_err(|_| {
                         SignError::BadTrustedKey {
                             origin: id.display().to_string(),
-                            value: b64.trim().to_owned(),
+                            value: shown_key(b64.trim()),
                         }
                     })?;
                     keys.push(TrustedKey { key });
@@ -494,7 +667,7 @@ impl TrustedKeys {
                 })
                 .ok_or_else(|| SignError::BadTrustedKey {
                     origin: "BACKUP_TRUSTED_KEYS".into(),
-                    value: value.clone(),
+                    value: shown_key(value),
                 })?;
             keys.push(TrustedKey { key });
         }
@@ -688,6 +861,66 @@ pub fn verify_file(prepared: Prepared, mut file: fs::File) -> Result<(), SignErr
 mod tests {
     use super::*;
 
+    fn here() -> Origin {
+        Origin {
+            host: "web-1".into(),
+            source: "/srv/app".into(),
+        }
+    }
+
+    #[test]
+    fn the_claim_names_the_project_and_survives_awkward_characters() {
+        let (_dir, key, trusted) = setup();
+        let odd = Origin {
+            host: "web\t1%".into(),
+            source: "/srv/a b\tc\nd%20".into(),
+        };
+        let sig = key.sign(&b"abc"[..], "backup_a.tar.gz", &odd, 3).unwrap();
+        match standing("backup_a.tar.gz", Some(&sig), &trusted, &odd) {
+            Standing::Ours(c) => assert_eq!(c.origin.as_ref(), Some(&odd)),
+            other => panic!("{other:?}"),
+        }
+        // Another project's archive, signed with the same key: foreign.
+        let standing = standing("backup_a.tar.gz", Some(&sig), &trusted, &here());
+        assert!(matches!(standing, Standing::Foreign(_)), "{standing:?}");
+        assert_eq!(standing.label(), "foreign");
+        // Signed before the origin was recorded: never this project's.
+        let old = Claim::parse("timestamp:0\tfile:backup_a.tar.gz");
+        assert!(!old.is_of(&here()));
+        // Another host, the same directory: the same project.
+        let moved = Origin {
+            host: "web-2".into(),
+            ..here()
+        };
+        let claim = Claim::parse(
+            &Claim {
+                file: "x".into(),
+                bytes: None,
+                origin: Some(here()),
+            }
+            .to_comment(0),
+        );
+        assert!(claim.is_of(&moved));
+    }
+
+    #[test]
+    fn a_secret_key_given_as_a_trusted_key_is_not_shown() {
+        let dir = tempfile::tempdir().unwrap();
+        SigningKey::ensure(&dir.path().join("s.key")).unwrap();
+        let text = fs::read_to_string(dir.path().join("s.key")).unwrap();
+        let secret_line = text.lines().nth(1).unwrap().to_owned();
+        let err = TrustedKeys::load(Path::new("/x"), &[], std::slice::from_ref(&secret_line))
+            .unwrap_err()
+            .to_string();
+        assert!(!err.contains(&secret_line[..40]), "{err}");
+        assert!(err.contains("not shown"), "{err}");
+        // A mistyped public key is shown, to be corrected.
+        let err = TrustedKeys::load(Path::new("/x"), &[], &["RWnotakey".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("RWnotakey"), "{err}");
+    }
+
     fn setup() -> (tempfile::TempDir, SigningKey, TrustedKeys) {
         let dir = tempfile::tempdir().unwrap();
         let key_path = dir.path().join("keys/signing.key");
@@ -704,7 +937,7 @@ mod tests {
     fn signs_and_verifies_streams() {
         let (dir, key, trusted) = setup();
         let data: Vec<u8> = (0..3_000_000u32).map(|i| (i * 7 % 253) as u8).collect();
-        let sig = key.sign(&data[..], "backup_x.tar.gz", 42).unwrap();
+        let sig = key.sign(&data[..], "backup_x.tar.gz", &here(), 42).unwrap();
         let prepared = prepare("backup_x.tar.gz", Some(&sig), &trusted).unwrap();
         assert_eq!(prepared.claim.bytes, Some(42));
         let p = dir.path().join("data");
@@ -724,7 +957,9 @@ mod tests {
     #[test]
     fn refuses_missing_untrusted_renamed_and_damaged_signatures() {
         let (dir, key, trusted) = setup();
-        let sig = key.sign(&b"abc"[..], "backup_a.tar.gz", 3).unwrap();
+        let sig = key
+            .sign(&b"abc"[..], "backup_a.tar.gz", &here(), 3)
+            .unwrap();
         assert!(matches!(
             prepare("backup_a.tar.gz", None, &trusted),
             Err(SignError::Missing { .. })
@@ -738,7 +973,9 @@ mod tests {
             Err(SignError::Broken { .. })
         ));
         let (other, _) = SigningKey::ensure(&dir.path().join("other.key")).unwrap();
-        let foreign = other.sign(&b"abc"[..], "backup_a.tar.gz", 3).unwrap();
+        let foreign = other
+            .sign(&b"abc"[..], "backup_a.tar.gz", &here(), 3)
+            .unwrap();
         assert!(matches!(
             prepare("backup_a.tar.gz", Some(&foreign), &trusted),
             Err(SignError::Untrusted { .. })

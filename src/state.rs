@@ -111,6 +111,17 @@ pub struct OffsiteState {
     /// Remote deletions a lock refused: not tried again before this time.
     #[serde(default)]
     pub refused_deletions: BTreeMap<String, DateTime<Utc>>,
+    /// What the bucket answered when cofre uploaded each archive (ETag and
+    /// version of the archive and its signature): how a later run knows
+    /// the bucket still holds cofre's copy without reading it back. It is
+    /// believed only for the exact version the bucket lists; anything else
+    /// is judged by the local file's size, ETag and bytes.
+    #[serde(default)]
+    pub copies: BTreeMap<String, crate::remote::Copies>,
+    /// Archives whose current version in the bucket is not cofre's
+    /// (written over; restores read cofre's version).
+    #[serde(default)]
+    pub overwritten: Vec<String>,
 }
 
 impl OffsiteState {

@@ -1,20 +1,42 @@
 //! Walking the project: what goes into the archive, in a stable order.
 //!
-//! The `ignore` crate does the walking and the gitignore matching. Only
-//! cofre's own rules are set: the default excludes, the user's
-//! `BACKUP_EXCLUDE` patterns and `.backupignore` files (gitignore syntax,
-//! negation included), the backup directory wherever it lies. A project's
-//! `.gitignore` is deliberately *not* honoured: uploaded files and local
-//! data are exactly what git ignores and a backup must keep.
+//! The project is written by the application, which may be compromised,
+//! while cofre often runs as root. So the walk never resolves a path: it
+//! holds a handle on the project root and opens every directory and file
+//! beneath the handle of the directory it was listed in, one name at a
+//! time, with no symlink followed ([`crate::beneath`]: `openat2` with
+//! `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS`, `O_NOFOLLOW`). A directory
+//! swapped for a symlink between listing and opening is refused by the
+//! kernel, and becomes a warning naming the path; nothing outside the
+//! project is ever read.
+//!
+//! What is left out: the default excludes, the user's `BACKUP_EXCLUDE`
+//! patterns, `.backupignore` files (gitignore syntax, negation included,
+//! deeper files winning), the backup directory wherever it lies (by
+//! device and inode), and copies a restore made inside the project (a
+//! directory holding [`RESTORED_MARK`]). The `ignore` crate's gitignore
+//! matcher decides each name; its directory walker is not used, because it
+//! opens by path. A project's `.gitignore` is deliberately *not* honoured:
+//! uploaded files and local data are exactly what git ignores and a backup
+//! must keep.
+//!
+//! `.backupignore` files are read through the same handles and capped
+//! ([`MAX_IGNORE_BYTES`], [`MAX_IGNORE_LINE`], [`MAX_IGNORE_PATTERNS`], and
+//! [`MAX_LIVE_PATTERNS`] for all the files that apply at once), because
+//! each pattern becomes a compiled matcher: one 1 MB line of `*` once cost
+//! nearly a gigabyte. A file over a cap is not used, and is a warning
+//! naming it (the backup then holds more, never less).
 
-use std::fs::{self, Metadata};
-use std::io;
+use std::fs::File;
+use std::io::{self, Read};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 
+use ignore::WalkState;
 use ignore::gitignore::{Gitignore, GitignoreBuilder};
-use ignore::{WalkBuilder, WalkState};
+use rustix::fs::{FileType, Stat};
+
+use crate::beneath::{self, Dir};
 
 /// Patterns always excluded, gitignore syntax, relative to the project.
 pub const DEFAULT_EXCLUDES: &[&str] = &[
@@ -28,10 +50,25 @@ pub const DEFAULT_EXCLUDES: &[&str] = &[
     // cofre's own temporary files, wherever BACKUP_DIR is.
     ".cofre-tmp-*",
     ".cofre-restore-*",
+    ".cofre-drill-*",
 ];
 
 /// The per-directory ignore file users can add.
 pub const IGNORE_FILE: &str = ".backupignore";
+/// The file a restore leaves at the top of a directory it made: that
+/// directory is a restored copy, and the walk leaves it out.
+pub const RESTORED_MARK: &str = ".cofre-restored";
+/// The largest `.backupignore` used.
+pub const MAX_IGNORE_BYTES: u64 = 64 << 10;
+/// The longest pattern line used.
+pub const MAX_IGNORE_LINE: usize = 1024;
+/// The most patterns one `.backupignore` may hold.
+pub const MAX_IGNORE_PATTERNS: usize = 1000;
+/// The most patterns of all the `.backupignore` files that apply at once
+/// (a directory's and its parents').
+pub const MAX_LIVE_PATTERNS: usize = 5000;
+/// The deepest directory walked.
+const MAX_DEPTH: usize = 1024;
 
 /// An exclude pattern that does not parse.
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +82,68 @@ pub struct PatternError {
     pub why: String,
 }
 
+/// What the walk knows of an entry, from `fstat` or `lstat`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Meta {
+    /// `st_mode`: type and permission bits.
+    pub mode: u32,
+    /// Bytes.
+    pub size: u64,
+    /// Bytes allocated on disk (less than `size` for a sparse file).
+    pub allocated: u64,
+    /// Modification time, seconds.
+    pub mtime: i64,
+    /// Modification time, nanoseconds.
+    pub mtime_nsec: u32,
+    /// Change time, seconds.
+    pub ctime: i64,
+    /// Change time, nanoseconds.
+    pub ctime_nsec: u32,
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+    /// Device.
+    pub dev: u64,
+    /// Inode.
+    pub ino: u64,
+}
+
+impl From<&Stat> for Meta {
+    fn from(st: &Stat) -> Meta {
+        Meta {
+            mode: st.st_mode,
+            size: u64::try_from(st.st_size).unwrap_or(0),
+            allocated: u64::try_from(st.st_blocks).unwrap_or(0).saturating_mul(512),
+            mtime: st.st_mtime,
+            mtime_nsec: u32::try_from(st.st_mtime_nsec).unwrap_or(0),
+            ctime: st.st_ctime,
+            ctime_nsec: u32::try_from(st.st_ctime_nsec).unwrap_or(0),
+            uid: st.st_uid,
+            gid: st.st_gid,
+            dev: st.st_dev,
+            ino: st.st_ino,
+        }
+    }
+}
+
+impl Meta {
+    /// The `fstat` of an open file.
+    pub fn of(file: &File) -> io::Result<Meta> {
+        Ok(Meta::from(&rustix::fs::fstat(file)?))
+    }
+
+    /// Permission bits (and setuid, setgid, sticky).
+    pub fn perm(&self) -> u32 {
+        self.mode & 0o7777
+    }
+
+    /// Whether it is a regular file.
+    pub fn is_file(&self) -> bool {
+        FileType::from_raw_mode(self.mode) == FileType::RegularFile
+    }
+}
+
 /// One thing found in the project.
 #[derive(Debug)]
 pub enum Item {
@@ -52,15 +151,18 @@ pub enum Item {
     Dir {
         /// Path relative to the project, as bytes.
         rel: Vec<u8>,
-        /// lstat.
-        meta: Metadata,
+        /// Its `fstat`.
+        meta: Meta,
     },
-    /// A regular file.
+    /// A regular file, opened beneath its directory's handle (`None` when
+    /// the walk was asked not to open files).
     File {
         /// Path relative to the project.
         rel: Vec<u8>,
-        /// Full path.
-        path: PathBuf,
+        /// The open file.
+        file: Option<File>,
+        /// Its `fstat` (or `lstat`, when not opened).
+        meta: Meta,
     },
     /// A symlink, kept as a link.
     Symlink {
@@ -68,14 +170,15 @@ pub enum Item {
         rel: Vec<u8>,
         /// Where it points, as stored.
         target: Vec<u8>,
-        /// lstat.
-        meta: Metadata,
+        /// Its `lstat`.
+        meta: Meta,
     },
-    /// Something that cannot be archived, or could not be read.
+    /// Something that cannot be archived, could not be read, or a problem
+    /// worth a warning (an ignore file over its caps).
     Skipped {
         /// Path relative to the project (or the full path).
         rel: String,
-        /// Why.
+        /// What happened.
         why: String,
     },
 }
@@ -98,155 +201,378 @@ pub fn matcher(source: &Path, excludes: &[String]) -> Result<Gitignore, PatternE
     })
 }
 
-fn rel_of(source: &Path, path: &Path) -> Vec<u8> {
-    path.strip_prefix(source)
-        .unwrap_or(path)
-        .as_os_str()
-        .as_bytes()
-        .to_vec()
+/// How to walk.
+#[derive(Debug)]
+pub struct Options {
+    /// The directory left out wherever it lies (`BACKUP_DIR`), by path; it
+    /// is recognised by device and inode.
+    pub skip_dir: Option<PathBuf>,
+    /// Open each regular file (for reading) or only `lstat` it.
+    pub open_files: bool,
 }
 
 /// Walks `source` (which must be canonical), calling `visit` for each item
-/// in a stable order (directories before their contents, names sorted).
-/// `skip_dir` is excluded too (the backup directory, when inside). An `Err`
-/// from `visit` stops the walk and is returned.
+/// in a stable order (directories before their contents, names sorted
+/// bytewise). An `Err` from `visit` stops the walk and is returned.
 pub fn walk(
     source: &Path,
     matcher: Gitignore,
-    skip_dir: Option<PathBuf>,
+    opts: &Options,
     mut visit: impl FnMut(Item) -> io::Result<WalkState>,
 ) -> io::Result<()> {
-    let walker = WalkBuilder::new(source)
-        .standard_filters(false)
-        .hidden(false)
-        .parents(false)
-        .follow_links(false)
-        .add_custom_ignore_filename(IGNORE_FILE)
-        .sort_by_file_name(|a, b| a.cmp(b))
-        .filter_entry(move |e| {
-            let is_dir = e.file_type().is_some_and(|t| t.is_dir());
-            if e.depth() == 0 {
+    let root = Dir::open(source)?;
+    let skip = opts
+        .skip_dir
+        .as_deref()
+        .and_then(|d| rustix::fs::stat(d).ok())
+        .map(|st| (st.st_dev, st.st_ino));
+    let mut walker = Walker {
+        source,
+        global: matcher,
+        skip,
+        open_files: opts.open_files,
+        ignores: Vec::new(),
+        live_patterns: 0,
+        visit: &mut visit,
+    };
+    let meta = Meta::from(&root.stat_self()?);
+    if (walker.visit)(Item::Dir {
+        rel: Vec::new(),
+        meta,
+    })? == WalkState::Quit
+    {
+        return Ok(());
+    }
+    walker.directory(&root, &[], 0).map(|_| ())
+}
+
+/// A `.backupignore` in force: its matcher and how many patterns it holds.
+struct Ignore {
+    matcher: Gitignore,
+    patterns: usize,
+}
+
+struct Walker<'a, F> {
+    source: &'a Path,
+    global: Gitignore,
+    skip: Option<(u64, u64)>,
+    open_files: bool,
+    /// The `.backupignore` files of the directories being walked, outermost
+    /// first (`None` where a directory has none, or one that was not used).
+    ignores: Vec<Option<Ignore>>,
+    live_patterns: usize,
+    visit: &'a mut F,
+}
+
+fn join(rel: &[u8], name: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(rel.len() + 1 + name.len());
+    if !rel.is_empty() {
+        out.extend_from_slice(rel);
+        out.push(b'/');
+    }
+    out.extend_from_slice(name);
+    out
+}
+
+fn shown(rel: &[u8]) -> String {
+    String::from_utf8_lossy(rel).into_owned()
+}
+
+impl<F: FnMut(Item) -> io::Result<WalkState>> Walker<'_, F> {
+    fn skipped(&mut self, rel: &[u8], why: String) -> io::Result<WalkState> {
+        (self.visit)(Item::Skipped {
+            rel: shown(rel),
+            why,
+        })
+    }
+
+    /// Whether an entry is left out: by the default and user patterns, or
+    /// by the nearest `.backupignore` that has a say.
+    fn excluded(&self, rel: &[u8], is_dir: bool) -> bool {
+        let path = self.source.join(std::ffi::OsStr::from_bytes(rel));
+        if self.global.matched(&path, is_dir).is_ignore() {
+            return true;
+        }
+        for ignore in self.ignores.iter().rev().flatten() {
+            let m = ignore.matcher.matched(&path, is_dir);
+            if m.is_ignore() {
                 return true;
             }
-            if skip_dir.as_deref() == Some(e.path()) {
+            if m.is_whitelist() {
                 return false;
             }
-            !matcher.matched(e.path(), is_dir).is_ignore()
-        })
-        .build();
-    for result in walker {
-        let entry = match result {
-            Ok(entry) => entry,
-            Err(err) => {
-                let state = visit(Item::Skipped {
-                    rel: walk_error_path(&err, source),
-                    why: format!(
-                        "cannot be read ({}); not in the archive",
-                        walk_error_text(&err)
-                    ),
-                })?;
-                if state == WalkState::Quit {
-                    return Ok(());
-                }
-                continue;
-            }
-        };
-        let path = entry.path();
-        let rel = rel_of(source, path);
-        let shown = || String::from_utf8_lossy(&rel).into_owned();
-        let meta = match entry.metadata() {
-            Ok(m) => m,
+        }
+        false
+    }
+
+    /// Walks the contents of `dir` (at `rel`).
+    fn directory(&mut self, dir: &Dir, rel: &[u8], depth: usize) -> io::Result<WalkState> {
+        let mut names = match dir.names() {
+            Ok(n) => n,
             Err(e) => {
-                let state = visit(Item::Skipped {
-                    rel: shown(),
-                    why: if e
-                        .io_error()
-                        .is_some_and(|io| io.kind() == io::ErrorKind::NotFound)
-                    {
-                        "vanished while the project was read; not in the archive".into()
-                    } else {
-                        format!(
-                            "cannot be read ({}); not in the archive",
-                            walk_error_text(&e)
-                        )
-                    },
-                })?;
-                if state == WalkState::Quit {
-                    return Ok(());
-                }
-                continue;
-            }
-        };
-        let ft = meta.file_type();
-        let item = if ft.is_dir() {
-            Item::Dir { rel, meta }
-        } else if ft.is_file() {
-            Item::File {
-                rel,
-                path: path.to_path_buf(),
-            }
-        } else if ft.is_symlink() {
-            match fs::read_link(path) {
-                Ok(target) => Item::Symlink {
+                return self.skipped(
                     rel,
-                    target: target.as_os_str().as_bytes().to_vec(),
-                    meta,
-                },
-                Err(e) => Item::Skipped {
-                    rel: shown(),
-                    why: format!("symlink cannot be read ({e}); not in the archive"),
-                },
-            }
-        } else {
-            let what = if ft.is_socket() {
-                "a socket"
-            } else if ft.is_fifo() {
-                "a named pipe"
-            } else {
-                "a device"
-            };
-            Item::Skipped {
-                rel: shown(),
-                why: format!("is {what}, which a backup cannot hold; not in the archive"),
+                    format!(
+                        "directory cannot be listed ({e}); its contents are not in the archive"
+                    ),
+                );
             }
         };
-        if visit(item)? == WalkState::Quit {
-            return Ok(());
+        names.sort();
+        let ignore =
+            self.load_ignore(dir, rel, names.iter().any(|n| n == IGNORE_FILE.as_bytes()))?;
+        self.live_patterns += ignore.as_ref().map_or(0, |i| i.patterns);
+        self.ignores.push(ignore);
+        let mut state = WalkState::Continue;
+        for name in names {
+            state = self.entry(dir, rel, &name, depth)?;
+            if state == WalkState::Quit {
+                break;
+            }
+        }
+        if let Some(Some(i)) = self.ignores.pop() {
+            self.live_patterns -= i.patterns;
+        }
+        Ok(state)
+    }
+
+    /// One name in `dir`.
+    fn entry(&mut self, dir: &Dir, rel: &[u8], name: &[u8], depth: usize) -> io::Result<WalkState> {
+        let child = join(rel, name);
+        let st = match dir.stat(name) {
+            Ok(Some(st)) => st,
+            Ok(None) => {
+                return self.skipped(
+                    &child,
+                    "vanished while the project was read; not in the archive".into(),
+                );
+            }
+            Err(e) => {
+                return self.skipped(&child, format!("cannot be read ({e}); not in the archive"));
+            }
+        };
+        let kind = beneath::kind(&st);
+        if self.excluded(&child, kind == FileType::Directory) {
+            return Ok(WalkState::Continue);
+        }
+        match kind {
+            FileType::Directory => self.subdirectory(dir, &child, name, &st, depth),
+            FileType::RegularFile => self.file(dir, child, name, &st),
+            FileType::Symlink => match dir.read_link(name) {
+                Ok(target) => (self.visit)(Item::Symlink {
+                    rel: child,
+                    target,
+                    meta: Meta::from(&st),
+                }),
+                Err(e) => self.skipped(
+                    &child,
+                    format!("symlink cannot be read ({e}); not in the archive"),
+                ),
+            },
+            other => {
+                let what = match other {
+                    FileType::Socket => "a socket",
+                    FileType::Fifo => "a named pipe",
+                    _ => "a device",
+                };
+                self.skipped(
+                    &child,
+                    format!("is {what}, which a backup cannot hold; not in the archive"),
+                )
+            }
         }
     }
-    Ok(())
-}
 
-fn walk_error_path(err: &ignore::Error, source: &Path) -> String {
-    match err {
-        ignore::Error::WithPath { path, .. } => {
-            String::from_utf8_lossy(&rel_of(source, path)).into_owned()
+    fn subdirectory(
+        &mut self,
+        dir: &Dir,
+        child: &[u8],
+        name: &[u8],
+        st: &Stat,
+        depth: usize,
+    ) -> io::Result<WalkState> {
+        if self.skip == Some((st.st_dev, st.st_ino)) {
+            return Ok(WalkState::Continue);
         }
-        ignore::Error::WithDepth { err, .. } | ignore::Error::WithLineNumber { err, .. } => {
-            walk_error_path(err, source)
+        if depth >= MAX_DEPTH {
+            return self.skipped(
+                child,
+                format!("is more than {MAX_DEPTH} directories deep; not in the archive"),
+            );
         }
-        _ => source.display().to_string(),
+        // One name, beneath this directory's handle, no symlink followed:
+        // a directory swapped for a symlink since it was listed is refused
+        // here by the kernel.
+        let sub = match dir.open_dir(name) {
+            Ok(d) => d,
+            Err(e) => return self.skipped(child, changed_or_unreadable(&e, "directory")),
+        };
+        let meta = Meta::from(&sub.stat_self()?);
+        if (meta.dev, meta.ino) != (st.st_dev, st.st_ino) {
+            return self.skipped(
+                child,
+                "was replaced while the project was read; not in the archive".into(),
+            );
+        }
+        if self.is_restored_copy(&sub) {
+            tracing::info!(
+                "left out {}: a copy a restore made (delete its {RESTORED_MARK} to back it up)",
+                shown(child)
+            );
+            return Ok(WalkState::Continue);
+        }
+        if (self.visit)(Item::Dir {
+            rel: child.to_vec(),
+            meta,
+        })? == WalkState::Quit
+        {
+            return Ok(WalkState::Quit);
+        }
+        self.directory(&sub, child, depth + 1)
+    }
+
+    fn file(&mut self, dir: &Dir, child: Vec<u8>, name: &[u8], st: &Stat) -> io::Result<WalkState> {
+        if !self.open_files {
+            return (self.visit)(Item::File {
+                rel: child,
+                file: None,
+                meta: Meta::from(st),
+            });
+        }
+        let file = match dir.open_read(name) {
+            Ok(f) => f,
+            Err(e) => return self.skipped(&child, changed_or_unreadable(&e, "file")),
+        };
+        let meta = Meta::of(&file)?;
+        if !meta.is_file() {
+            return self.skipped(
+                &child,
+                "is no longer a regular file; not in the archive".into(),
+            );
+        }
+        (self.visit)(Item::File {
+            rel: child,
+            file: Some(file),
+            meta,
+        })
+    }
+
+    /// Whether `dir` holds the mark a restore leaves in a directory it made.
+    fn is_restored_copy(&self, dir: &Dir) -> bool {
+        dir.stat(RESTORED_MARK.as_bytes())
+            .ok()
+            .flatten()
+            .is_some_and(|st| beneath::kind(&st) == FileType::RegularFile)
+    }
+
+    /// This directory's `.backupignore`, read through its handle, within
+    /// the caps; a warning and `None` when it is over one.
+    fn load_ignore(&mut self, dir: &Dir, rel: &[u8], present: bool) -> io::Result<Option<Ignore>> {
+        if !present {
+            return Ok(None);
+        }
+        let path = join(rel, IGNORE_FILE.as_bytes());
+        let problem = match self.read_ignore(dir, rel) {
+            Ok(Ok(ignore)) => return Ok(Some(ignore)),
+            Ok(Err(problem)) => problem,
+            Err(e) => format!("cannot be read ({e})"),
+        };
+        self.skipped(
+            &path,
+            format!(
+                "{problem}; its patterns are not used (the backup holds what they would leave out)"
+            ),
+        )?;
+        Ok(None)
+    }
+
+    fn read_ignore(&self, dir: &Dir, rel: &[u8]) -> io::Result<Result<Ignore, String>> {
+        let file = dir.open_read(IGNORE_FILE.as_bytes())?;
+        let meta = Meta::of(&file)?;
+        if !meta.is_file() {
+            return Ok(Err("is not a regular file".into()));
+        }
+        let mut text = Vec::new();
+        file.take(MAX_IGNORE_BYTES + 1).read_to_end(&mut text)?;
+        if text.len() as u64 > MAX_IGNORE_BYTES {
+            return Ok(Err(format!(
+                "is larger than {} KiB",
+                MAX_IGNORE_BYTES >> 10
+            )));
+        }
+        let text = String::from_utf8_lossy(&text);
+        let lines: Vec<&str> = text
+            .lines()
+            .map(|l| l.trim_end_matches('\r'))
+            .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+            .collect();
+        if let Some(long) = lines.iter().position(|l| l.len() > MAX_IGNORE_LINE) {
+            return Ok(Err(format!(
+                "has a pattern longer than {MAX_IGNORE_LINE} bytes (pattern {})",
+                long + 1
+            )));
+        }
+        if lines.len() > MAX_IGNORE_PATTERNS {
+            return Ok(Err(format!(
+                "holds {} patterns, more than the {MAX_IGNORE_PATTERNS} accepted",
+                lines.len()
+            )));
+        }
+        if self.live_patterns + lines.len() > MAX_LIVE_PATTERNS {
+            return Ok(Err(format!(
+                "would bring the patterns of the .backupignore files that apply here to more \
+                 than {MAX_LIVE_PATTERNS}"
+            )));
+        }
+        let base = self.source.join(std::ffi::OsStr::from_bytes(rel));
+        let mut b = GitignoreBuilder::new(&base);
+        for line in &lines {
+            if let Err(e) = b.add_line(None, line) {
+                return Ok(Err(format!("has a pattern that does not parse ({e})")));
+            }
+        }
+        Ok(match b.build() {
+            Ok(matcher) => Ok(Ignore {
+                matcher,
+                patterns: lines.len(),
+            }),
+            Err(e) => Err(format!("has patterns that do not parse ({e})")),
+        })
     }
 }
 
-fn walk_error_text(err: &ignore::Error) -> String {
-    match err {
-        ignore::Error::WithPath { err, .. }
-        | ignore::Error::WithDepth { err, .. }
-        | ignore::Error::WithLineNumber { err, .. } => walk_error_text(err),
-        ignore::Error::Io(e) => e.to_string(),
-        other => other.to_string(),
+/// What an open that failed says: a name that changed kind while the
+/// project was read (a symlink now, refused), or one that cannot be read.
+fn changed_or_unreadable(e: &io::Error, what: &str) -> String {
+    let errno = e.raw_os_error();
+    if errno == Some(rustix::io::Errno::LOOP.raw_os_error())
+        || errno == Some(rustix::io::Errno::NOTDIR.raw_os_error())
+        || errno == Some(rustix::io::Errno::XDEV.raw_os_error())
+    {
+        format!(
+            "was a {what} when listed and is now something else (a symlink?) while the project \
+             was read; it was not followed, and is not in the archive"
+        )
+    } else if e.kind() == io::ErrorKind::NotFound {
+        "vanished while the project was read; not in the archive".into()
+    } else {
+        format!("cannot be read ({e}); not in the archive")
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
     fn collect(dir: &Path, excludes: &[&str]) -> Vec<String> {
         let excludes: Vec<String> = excludes.iter().map(|s| s.to_string()).collect();
         let mut out = Vec::new();
-        walk(dir, matcher(dir, &excludes).unwrap(), None, |item| {
+        let opts = Options {
+            skip_dir: None,
+            open_files: true,
+        };
+        walk(dir, matcher(dir, &excludes).unwrap(), &opts, |item| {
             match item {
                 Item::Dir { rel, .. } => out.push(format!("{}/", String::from_utf8_lossy(&rel))),
                 Item::File { rel, .. } | Item::Symlink { rel, .. } => {
@@ -278,12 +604,19 @@ mod tests {
             "cache/keep.bin",
             "notes.tmp",
             "uploads/photo.jpg",
+            "uploads/deep/.backupignore",
+            "uploads/deep/raw.bin",
+            "uploads/deep/raw.txt",
+            "restored/.cofre-restored",
+            "restored/files/x",
         ] {
             let p = d.join(f);
             fs::create_dir_all(p.parent().unwrap()).unwrap();
             fs::write(&p, f).unwrap();
         }
-        fs::write(d.join(".backupignore"), "cache/*\n!cache/keep.bin\n").unwrap();
+        fs::write(d.join(".backupignore"), "cache/*\n!cache/keep.bin\n*.bin\n").unwrap();
+        // A deeper file wins: it brings back what the root's left out.
+        fs::write(d.join("uploads/deep/.backupignore"), "!raw.bin\n").unwrap();
         let got = collect(&d, &["*.tmp"]);
         assert_eq!(
             got,
@@ -291,13 +624,16 @@ mod tests {
                 "/",
                 ".backupignore",
                 "cache/",
-                "cache/keep.bin",
                 "src/",
                 "src/a.js",
                 "sub/",
                 "sub/backups/",
                 "sub/backups/kept.txt",
                 "uploads/",
+                "uploads/deep/",
+                "uploads/deep/.backupignore",
+                "uploads/deep/raw.bin",
+                "uploads/deep/raw.txt",
                 "uploads/photo.jpg",
             ]
         );
@@ -307,5 +643,45 @@ mod tests {
     fn bad_user_pattern_is_named() {
         let err = matcher(Path::new("/x"), &["src/{a,b".to_string()]).unwrap_err();
         assert!(err.to_string().contains("BACKUP_EXCLUDE"), "{err}");
+    }
+
+    #[test]
+    fn ignore_files_over_their_caps_are_not_used_and_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().canonicalize().unwrap();
+        fs::create_dir_all(d.join("a")).unwrap();
+        fs::create_dir_all(d.join("b")).unwrap();
+        fs::write(d.join("a/x.log"), "x").unwrap();
+        fs::write(d.join("b/x.log"), "x").unwrap();
+        fs::write(d.join("a/.backupignore"), "*".repeat(MAX_IGNORE_LINE + 1)).unwrap();
+        let many: String = (0..=MAX_IGNORE_PATTERNS)
+            .map(|i| format!("f{i}\n"))
+            .collect();
+        fs::write(d.join("b/.backupignore"), many).unwrap();
+        let got = collect(&d, &[]);
+        assert!(got.contains(&"a/x.log".to_owned()), "{got:?}");
+        assert!(got.contains(&"b/x.log".to_owned()), "{got:?}");
+        assert!(
+            got.contains(&"skipped a/.backupignore".to_owned()),
+            "{got:?}"
+        );
+        assert!(
+            got.contains(&"skipped b/.backupignore".to_owned()),
+            "{got:?}"
+        );
+    }
+
+    #[test]
+    fn a_symlinked_directory_is_kept_as_a_link_and_never_entered() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().join("p");
+        let outside = dir.path().join("outside");
+        fs::create_dir_all(&d).unwrap();
+        fs::create_dir_all(&outside).unwrap();
+        fs::write(outside.join("secret"), "s").unwrap();
+        std::os::unix::fs::symlink(&outside, d.join("link")).unwrap();
+        let d = d.canonicalize().unwrap();
+        let got = collect(&d, &[]);
+        assert_eq!(got, vec!["/", "link"]);
     }
 }

@@ -50,6 +50,10 @@ pub struct Entry {
     /// The exact bytes of the link target, hex, only when it is not UTF-8.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub link_hex: Option<String>,
+    /// A sparse file: the bytes stored for it (its map and data segments,
+    /// which `hash` covers); `size` is its real size.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sparse: Option<u64>,
 }
 
 impl Entry {
@@ -64,15 +68,17 @@ impl Entry {
             }
             None => (None, None),
         };
+        let (size, sparse) = match (meta.kind, meta.sparse) {
+            (Kind::File, Some(real)) => (real, Some(meta.size)),
+            (Kind::File, None) => (meta.size, None),
+            _ => (0, None),
+        };
         Entry {
             path,
             path_hex,
             kind: meta.kind,
-            size: if meta.kind == Kind::File {
-                meta.size
-            } else {
-                0
-            },
+            size,
+            sparse,
             mode: meta.mode & 0o7777,
             mtime: format_mtime(meta.mtime, meta.mtime_nsec),
             hash,
@@ -128,6 +134,10 @@ pub struct Totals {
     pub symlinks: u64,
     /// Bytes of file data of the project.
     pub bytes: u64,
+    /// Of those, bytes in the holes of sparse files (not stored, and not
+    /// written on restore).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub holes: u64,
     /// MongoDB collections (and views).
     #[serde(default)]
     pub collections: u64,
@@ -137,6 +147,10 @@ pub struct Totals {
     /// Bytes of BSON.
     #[serde(default)]
     pub mongo_bytes: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// Something that went wrong with one path without failing the backup.
@@ -575,6 +589,7 @@ mod tests {
             hash: Some(format!("{i:064x}")),
             link: None,
             link_hex: None,
+            sparse: None,
         }
     }
 

@@ -100,6 +100,9 @@ pub struct EntryInfo {
     pub gid: u64,
     /// Link target: for symlinks as stored, for hard links normalized.
     pub link: Option<Vec<u8>>,
+    /// A sparse file's real size (then `size` is what is stored: the map
+    /// and the data segments, which the visitor reads as the data).
+    pub sparse: Option<u64>,
 }
 
 impl EntryInfo {
@@ -231,6 +234,9 @@ fn difference(recorded: &Entry, computed: &Entry) -> Option<String> {
             recorded.size, computed.size
         ));
     }
+    if recorded.sparse != computed.sparse {
+        return Some("stored as a sparse file in one and not the other".into());
+    }
     if recorded.hash != computed.hash {
         return Some("content hash differs".into());
     }
@@ -325,6 +331,7 @@ impl Pass<'_> {
             uid: raw.uid,
             gid: raw.gid,
             link,
+            sparse: if kind == Kind::File { raw.sparse } else { None },
         })
     }
 
@@ -361,6 +368,7 @@ impl Pass<'_> {
             uid: info.uid,
             gid: info.gid,
             link: info.link.as_deref(),
+            sparse: info.sparse,
         };
         let hash = (info.kind == Kind::File).then(|| hasher.finalize().to_hex().to_string());
         self.spool

@@ -7,6 +7,13 @@
 //! extended header carries exactly what ustar cannot hold: long or non-ASCII
 //! paths and link targets, sizes of 8 GiB and more, sub-second or
 //! out-of-range mtimes, and large ids.
+//!
+//! A sparse file is written in GNU tar's pax sparse format 1.0, which GNU
+//! tar (1.19 and later) and bsdtar extract as sparse files: `GNU.sparse.*`
+//! records in the extended header, a placeholder name in the ustar header,
+//! and the data block starting with the map (a count, then offset and
+//! length of each data segment, in decimal lines, padded to 512 bytes),
+//! followed by the segments' bytes. Holes take no room.
 
 use std::io::{self, Write};
 
@@ -53,6 +60,22 @@ pub struct EntryMeta<'a> {
     pub gid: u64,
     /// Link target (symlinks, hard links).
     pub link: Option<&'a [u8]>,
+    /// For a sparse file, its real size; then `size` is the bytes stored
+    /// (the map block and the data segments).
+    pub sparse: Option<u64>,
+}
+
+/// The map of a sparse file, as it starts its data block: the number of
+/// segments, each segment's offset and length, in decimal lines, padded
+/// with NULs to a multiple of 512 bytes.
+pub fn sparse_map_block(segments: &[(u64, u64)]) -> Vec<u8> {
+    let mut out = format!("{}\n", segments.len()).into_bytes();
+    for (offset, len) in segments {
+        out.extend_from_slice(format!("{offset}\n{len}\n").as_bytes());
+    }
+    let pad = (BLOCK - out.len() as u64 % BLOCK) % BLOCK;
+    out.resize(out.len() + pad as usize, 0);
+    out
 }
 
 /// A tar stream being written into `W`.
@@ -117,6 +140,33 @@ impl<W: Write> TarEncoder<W> {
         };
 
         let mut pax = Vec::new();
+        // A sparse file's ustar name is a placeholder that old readers
+        // extract as a plain file (map and data); its real name and size
+        // are in the GNU.sparse records.
+        let sparse_name = meta.sparse.map(|_| {
+            let base: Vec<u8> = path
+                .rsplit(|&b| b == b'/')
+                .find(|s| !s.is_empty())
+                .unwrap_or(b"x")
+                .iter()
+                .copied()
+                .filter(u8::is_ascii)
+                .take(80)
+                .collect();
+            let mut name = b"GNUSparseFile.0/".to_vec();
+            name.extend(base);
+            name
+        });
+        if let Some(realsize) = meta.sparse {
+            pax_record(&mut pax, "GNU.sparse.major", b"1");
+            pax_record(&mut pax, "GNU.sparse.minor", b"0");
+            pax_record(&mut pax, "GNU.sparse.name", &path);
+            pax_record(
+                &mut pax,
+                "GNU.sparse.realsize",
+                realsize.to_string().as_bytes(),
+            );
+        }
         let long_link = meta.link.filter(|l| !fits_ustar_name(l));
         let binary = [Some(&path[..]), long_link]
             .into_iter()
@@ -126,7 +176,7 @@ impl<W: Write> TarEncoder<W> {
             // Names that are not UTF-8 are kept byte for byte, as GNU tar does.
             pax_record(&mut pax, "hdrcharset", b"BINARY");
         }
-        if !fits_ustar_name(&path) {
+        if !fits_ustar_name(&path) && sparse_name.is_none() {
             pax_record(&mut pax, "path", &path);
         }
         if let Some(link) = long_link {
@@ -188,7 +238,9 @@ impl<W: Write> TarEncoder<W> {
 
         let mut h = Header::new_ustar();
         // With a pax path, the ustar name is only a hint for old readers.
-        if fits_ustar_name(&path) {
+        if let Some(name) = &sparse_name {
+            set_name_field(&mut h.as_old_mut().name, name);
+        } else if fits_ustar_name(&path) {
             set_name_field(&mut h.as_old_mut().name, &path);
         } else {
             let hint: Vec<u8> = path.iter().copied().filter(u8::is_ascii).collect();
@@ -267,6 +319,7 @@ mod tests {
             uid: 1000,
             gid: 1000,
             link: None,
+            sparse: None,
         }
     }
 

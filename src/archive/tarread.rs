@@ -37,6 +37,9 @@ pub struct RawEntry {
     pub uid: u64,
     /// Group.
     pub gid: u64,
+    /// A sparse file (GNU pax format 1.0): its real size; the data then
+    /// starts with the map.
+    pub sparse: Option<u64>,
 }
 
 fn invalid(msg: impl Into<String>) -> io::Error {
@@ -79,6 +82,9 @@ struct Pending {
     mtime: Option<(i64, u32)>,
     uid: Option<u64>,
     gid: Option<u64>,
+    sparse_name: Option<Vec<u8>>,
+    sparse_size: Option<u64>,
+    sparse_version: Option<(String, String)>,
     seen_pax: bool,
 }
 
@@ -108,6 +114,26 @@ impl Pending {
                     self.mtime = Some(
                         parse_pax_time(text()?).ok_or_else(|| invalid("pax mtime is malformed"))?,
                     );
+                }
+                "GNU.sparse.name" => self.sparse_name = Some(value.to_vec()),
+                "GNU.sparse.realsize" => self.sparse_size = Some(number()?),
+                "GNU.sparse.major" => {
+                    let v = self.sparse_version.get_or_insert_default();
+                    v.0 = text()?.to_owned();
+                }
+                "GNU.sparse.minor" => {
+                    let v = self.sparse_version.get_or_insert_default();
+                    v.1 = text()?.to_owned();
+                }
+                // The 0.x sparse formats keep their map in the header.
+                "GNU.sparse.size"
+                | "GNU.sparse.numblocks"
+                | "GNU.sparse.offset"
+                | "GNU.sparse.numbytes"
+                | "GNU.sparse.map" => {
+                    return Err(invalid(
+                        "a sparse file in GNU's 0.x pax format, which cofre does not read",
+                    ));
                 }
                 _ => {}
             }
@@ -255,7 +281,19 @@ impl<R: Read> TarReader<R> {
         size: u64,
         pending: Pending,
     ) -> io::Result<RawEntry> {
-        let path = match pending.path {
+        let sparse = match (&pending.sparse_version, pending.sparse_size) {
+            (None, None) => None,
+            (Some((major, minor)), Some(real)) if major == "1" && minor == "0" => Some(real),
+            _ => {
+                return Err(invalid(
+                    "a sparse file's header is incomplete or of a format cofre does not read",
+                ));
+            }
+        };
+        if sparse.is_some() && pending.sparse_name.is_none() {
+            return Err(invalid("a sparse file without its name"));
+        }
+        let path = match pending.sparse_name.or(pending.path) {
             Some(p) => p,
             None => header.path_bytes().into_owned(),
         };
@@ -284,6 +322,7 @@ impl<R: Read> TarReader<R> {
             mtime,
             uid: pending.uid.unwrap_or_else(|| header.uid().unwrap_or(0)),
             gid: pending.gid.unwrap_or_else(|| header.gid().unwrap_or(0)),
+            sparse,
         })
     }
 

@@ -6,21 +6,25 @@
 //! says so). A failure to *write* the archive (full disk, a failed layer) is
 //! an `io::Error` returned to the caller, which abandons the archive.
 
-use std::fs::{Metadata, OpenOptions};
+use std::fs::File;
 use std::io::{self, Read};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use indicatif::ProgressBar;
 
 use super::Sink;
 use super::manifest::{Entry, ManifestInfo, ManifestWriter, Totals, Warning};
-use super::tarenc::{EntryMeta, Kind, TarEncoder};
+use super::tarenc::{EntryMeta, Kind, TarEncoder, sparse_map_block};
 use super::{FILES_PREFIX, MANIFEST_NAME};
+use crate::walk::Meta;
 
 /// Read size for source files: large enough that syscalls do not dominate,
 /// small enough to stay in L2 while it is hashed and copied.
 const READ_BUF: usize = 256 << 10;
+/// The most data segments a sparse file is stored with; beyond, the rest
+/// of the file is one segment (its holes read as zeros).
+pub const MAX_SPARSE_SEGMENTS: usize = 65_536;
 
 /// Metadata of an entry that does not come from the filesystem.
 #[derive(Debug, Clone, Copy)]
@@ -44,6 +48,7 @@ impl StreamMeta {
             uid: 0,
             gid: 0,
             link: None,
+            sparse: None,
         }
     }
 }
@@ -66,18 +71,55 @@ pub fn cancelled_error() -> io::Error {
     io::Error::new(io::ErrorKind::Interrupted, "the backup was cancelled")
 }
 
-fn fs_meta<'a>(path: &'a [u8], kind: Kind, m: &Metadata, link: Option<&'a [u8]>) -> EntryMeta<'a> {
+fn fs_meta<'a>(path: &'a [u8], kind: Kind, m: &Meta, link: Option<&'a [u8]>) -> EntryMeta<'a> {
     EntryMeta {
         path,
         kind,
-        size: if kind == Kind::File { m.len() } else { 0 },
-        mode: m.mode() & 0o7777,
-        mtime: m.mtime(),
-        mtime_nsec: m.mtime_nsec().clamp(0, 999_999_999) as u32,
-        uid: u64::from(m.uid()),
-        gid: u64::from(m.gid()),
+        size: if kind == Kind::File { m.size } else { 0 },
+        mode: m.perm(),
+        mtime: m.mtime,
+        mtime_nsec: m.mtime_nsec.min(999_999_999),
+        uid: u64::from(m.uid),
+        gid: u64::from(m.gid),
         link,
+        sparse: None,
     }
+}
+
+/// The data segments of `file` (offset, length), from `SEEK_DATA` and
+/// `SEEK_HOLE`, when it has holes; `None` for a file without any (or a
+/// filesystem that cannot say). A file ending in a hole gets a last,
+/// empty segment at its end, as GNU tar writes it.
+fn sparse_segments(file: &File, size: u64) -> Option<Vec<(u64, u64)>> {
+    use rustix::fs::SeekFrom;
+    let mut segments = Vec::new();
+    let mut pos = 0u64;
+    while pos < size {
+        let data = match rustix::fs::seek(file, SeekFrom::Data(pos)) {
+            Ok(d) => d,
+            Err(rustix::io::Errno::NXIO) => break,
+            Err(_) => return None,
+        };
+        if data >= size {
+            break;
+        }
+        let hole = rustix::fs::seek(file, SeekFrom::Hole(data)).ok()?.min(size);
+        if segments.len() + 1 == MAX_SPARSE_SEGMENTS {
+            segments.push((data, size - data));
+            break;
+        }
+        segments.push((data, hole - data));
+        pos = hole;
+    }
+    let _ = rustix::fs::seek(file, SeekFrom::Start(0));
+    let stored: u64 = segments.iter().map(|s| s.1).sum();
+    if stored == size {
+        return None;
+    }
+    if segments.last().is_none_or(|(o, l)| o + l < size) {
+        segments.push((size, 0));
+    }
+    Some(segments)
 }
 
 /// The archive path of a project-relative path (`files/<rel>`).
@@ -142,7 +184,7 @@ impl ArchiveWriter {
     }
 
     /// Adds a directory of the project.
-    pub fn add_dir(&mut self, path: &[u8], m: &Metadata) -> io::Result<()> {
+    pub fn add_dir(&mut self, path: &[u8], m: &Meta) -> io::Result<()> {
         let meta = fs_meta(path, Kind::Dir, m, None);
         self.tar.header(&meta)?;
         self.totals.dirs += 1;
@@ -150,106 +192,120 @@ impl ArchiveWriter {
     }
 
     /// Adds a symlink of the project, as a link.
-    pub fn add_symlink(&mut self, path: &[u8], target: &[u8], m: &Metadata) -> io::Result<()> {
+    pub fn add_symlink(&mut self, path: &[u8], target: &[u8], m: &Meta) -> io::Result<()> {
         let meta = fs_meta(path, Kind::Symlink, m, Some(target));
         self.tar.header(&meta)?;
         self.totals.symlinks += 1;
         self.record(&meta, None)
     }
 
-    /// Adds a regular file of the project, reading it from `source`. Problems
-    /// with the source are warnings; the `Err` is a failure to write.
-    pub fn add_file(&mut self, path: &[u8], source: &Path, shown: &str) -> io::Result<()> {
-        // O_NOFOLLOW: the walker saw a file; if it became a symlink since,
-        // it is not followed out of the project.
-        let opened = OpenOptions::new()
-            .read(true)
-            .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
-            .open(source);
-        let mut file = match opened {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                self.warn(
-                    shown,
-                    "vanished before it could be read; not in the archive",
-                );
-                return Ok(());
-            }
-            Err(e) => {
-                self.warn(shown, format!("cannot be read ({e}); not in the archive"));
-                return Ok(());
-            }
+    /// Adds a regular file of the project, opened by the walk (`before` is
+    /// its `fstat` then). A file with holes is stored sparse. Problems with
+    /// the source are warnings; the `Err` is a failure to write.
+    pub fn add_file(
+        &mut self,
+        path: &[u8],
+        file: &File,
+        before: &Meta,
+        shown: &str,
+    ) -> io::Result<()> {
+        let size = before.size;
+        // Fewer blocks than bytes: there may be holes to keep.
+        let segments = if before.allocated < size {
+            sparse_segments(file, size)
+        } else {
+            None
         };
-        let before = match file.metadata() {
-            Ok(m) if m.is_file() => m,
-            Ok(_) => {
-                self.warn(shown, "is no longer a regular file; not in the archive");
-                return Ok(());
-            }
-            Err(e) => {
-                self.warn(shown, format!("cannot be read ({e}); not in the archive"));
-                return Ok(());
-            }
-        };
-        let meta = fs_meta(path, Kind::File, &before, None);
-        let size = meta.size;
-        self.tar.header(&meta)?;
         let mut hasher = blake3::Hasher::new();
-        let mut remaining = size;
+        let mut meta = fs_meta(path, Kind::File, before, None);
+        let problem = match &segments {
+            Some(segments) => {
+                let map = sparse_map_block(segments);
+                let data: u64 = segments.iter().map(|s| s.1).sum();
+                meta.sparse = Some(size);
+                meta.size = map.len() as u64 + data;
+                self.tar.header(&meta)?;
+                hasher.update(&map);
+                self.tar.data(&map)?;
+                let mut problem = None;
+                for &(offset, len) in segments {
+                    let p = self.copy_range(file, offset, len, &mut hasher)?;
+                    problem = problem.or(p);
+                }
+                problem
+            }
+            None => {
+                self.tar.header(&meta)?;
+                self.copy_range(file, 0, size, &mut hasher)?
+            }
+        };
+        let problem = problem.or_else(|| {
+            let changed = Meta::of(file).map_or(true, |after| {
+                after.size != before.size
+                    || after.mtime != before.mtime
+                    || after.mtime_nsec != before.mtime_nsec
+            });
+            changed
+                .then(|| "changed while being read; the archived copy may be inconsistent".into())
+        });
+        if let Some(p) = problem {
+            self.warn(shown, p);
+        }
+        self.totals.files += 1;
+        self.totals.bytes += size;
+        if let Some(segments) = &segments {
+            self.totals.holes += size - segments.iter().map(|s| s.1).sum::<u64>();
+        }
+        self.record(&meta, Some(hasher.finalize().to_hex().to_string()))
+    }
+
+    /// Copies `len` bytes of `file` from `offset` into the current entry,
+    /// hashing them. A source that ends early or fails is padded with
+    /// zeros (the header promised the bytes) and returned as a warning.
+    fn copy_range(
+        &mut self,
+        file: &File,
+        offset: u64,
+        len: u64,
+        hasher: &mut blake3::Hasher,
+    ) -> io::Result<Option<String>> {
+        let mut done = 0u64;
         let mut problem = None;
-        while remaining > 0 {
+        while done < len {
             self.check_cancel()?;
-            let want = remaining.min(self.buf.len() as u64) as usize;
-            match file.read(&mut self.buf[..want]) {
+            let want = (len - done).min(self.buf.len() as u64) as usize;
+            match file.read_at(&mut self.buf[..want], offset + done) {
                 Ok(0) => {
                     problem = Some(format!(
-                        "shrank while being read; the last {remaining} bytes are zeros in the archive"
+                        "shrank while being read; the last {} bytes are zeros in the archive",
+                        len - done
                     ));
                     break;
                 }
                 Ok(n) => {
                     hasher.update(&self.buf[..n]);
                     self.tar.data(&self.buf[..n])?;
-                    remaining -= n as u64;
+                    done += n as u64;
                     self.progress.inc(n as u64);
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     problem = Some(format!(
                         "read failed after {} bytes ({e}); the rest is zeros in the archive",
-                        size - remaining
+                        offset + done
                     ));
                     break;
                 }
             }
         }
-        if remaining > 0 {
-            // The header promised `size` bytes: keep the tar valid.
-            let zeros = [0u8; 8192];
-            while remaining > 0 {
-                let n = remaining.min(zeros.len() as u64) as usize;
-                hasher.update(&zeros[..n]);
-                self.tar.data(&zeros[..n])?;
-                remaining -= n as u64;
-            }
+        let zeros = [0u8; 8192];
+        while done < len {
+            let n = (len - done).min(zeros.len() as u64) as usize;
+            hasher.update(&zeros[..n]);
+            self.tar.data(&zeros[..n])?;
+            done += n as u64;
         }
-        if problem.is_none() {
-            let changed = file.metadata().map_or(true, |after| {
-                after.len() != before.len()
-                    || after.mtime() != before.mtime()
-                    || after.mtime_nsec() != before.mtime_nsec()
-            });
-            if changed {
-                problem =
-                    Some("changed while being read; the archived copy may be inconsistent".into());
-            }
-        }
-        if let Some(p) = problem {
-            self.warn(shown, p);
-        }
-        self.totals.files += 1;
-        self.totals.bytes += size;
-        self.record(&meta, Some(hasher.finalize().to_hex().to_string()))
+        Ok(problem)
     }
 
     /// Adds a stream of known size (a database dump), returning its hash.

@@ -40,10 +40,15 @@ pub fn run(
         .map(|w| format!("{}: {}", w.path, w.message))
         .collect();
     if !args.no_prune
-        && let Err(e) = crate::prune::after_backup(settings, wait)
+        && let Err(e) = super::trusted_keys(
+            settings,
+            &super::read_keys(settings, &crate::cli::KeyArgs::default()),
+        )
+        .map_err(anyhow::Error::from)
+        .and_then(|trusted| Ok(crate::prune::after_backup(settings, &trusted, wait)?))
     {
         run.succeeded(settings, &report.name, size(&report), warnings);
-        return Err(e.into());
+        return Err(e);
     }
     let mut outcome = if report.info.warnings.is_empty() {
         Outcome::Success

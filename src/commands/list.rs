@@ -26,62 +26,93 @@ struct Row {
     collections: Option<u64>,
     documents: Option<u64>,
     signature: &'static str,
+    /// The project directory the signed claim names (trusted signatures only).
+    source: Option<String>,
+    /// The host the signed claim names.
+    host: Option<String>,
 }
+
+/// Signatures `list --remote` fetches: the newest this many; older ones are
+/// shown as not checked, so planted objects cannot make a listing cost
+/// thousands of requests.
+const MAX_REMOTE_CHECKED: usize = 500;
 
 /// Runs `cofre list`.
 pub fn run(args: &ListArgs, settings: &Settings) -> Result<Outcome, anyhow::Error> {
     let keys = super::read_keys(settings, &crate::cli::KeyArgs::default());
     let trusted = super::trusted_keys(settings, &keys)?;
     let now = Utc::now();
+    let origin = crate::sign::Origin::here(&settings.source);
     let (rows, place) = if args.remote {
         let bucket = super::bucket(settings)?;
         let state = Store::open(&settings.backup_dir)
             .map(|s| State::load(s.dir()))
             .unwrap_or_default();
         (
-            remote_rows(&bucket, &state, &trusted, now)?,
+            remote_rows(&bucket, &state, &trusted, &origin, now)?,
             bucket.url().to_owned(),
         )
     } else {
         let store = Store::open(&settings.backup_dir)?;
         (
-            local_rows(&store, &trusted, now)?,
+            local_rows(&store, &trusted, &origin, now)?,
             store.dir().display().to_string(),
         )
     };
     print_rows(args, &rows, &place)
 }
 
-/// The signature's standing, from its text.
-fn standing(name: &str, text: Option<&str>, trusted: &crate::sign::TrustedKeys) -> &'static str {
-    match text.map(|t| crate::sign::prepare(name, Some(t), trusted)) {
-        None => "missing",
-        Some(Ok(_)) => "trusted",
-        Some(Err(crate::sign::SignError::Untrusted { .. })) => "untrusted",
-        Some(Err(_)) => "damaged",
-    }
+/// The signature's standing: its label, and the claim's source and host.
+fn standing(
+    name: &str,
+    text: Option<&str>,
+    trusted: &crate::sign::TrustedKeys,
+    origin: &crate::sign::Origin,
+) -> (&'static str, Option<String>, Option<String>) {
+    let standing = crate::sign::standing(name, text, trusted, origin);
+    let o = standing.claim().and_then(|c| c.origin.clone());
+    (
+        standing.label(),
+        o.as_ref().map(|o| o.source.clone()),
+        o.map(|o| o.host),
+    )
 }
 
 fn remote_rows(
     bucket: &crate::remote::Remote,
     state: &State,
     trusted: &crate::sign::TrustedKeys,
+    origin: &crate::sign::Origin,
     now: chrono::DateTime<Utc>,
 ) -> Result<Vec<Row>, anyhow::Error> {
+    let list = bucket.list()?;
+    // Signatures of the newest signed archives, fetched concurrently.
+    let signed: Vec<&crate::remote::RemoteArchive> = list
+        .iter()
+        .filter(|a| a.signed())
+        .take(MAX_REMOTE_CHECKED)
+        .collect();
+    let mut texts: std::collections::HashMap<String, Option<String>> =
+        std::collections::HashMap::new();
+    for (a, text) in signed.iter().zip(bucket.signatures(&signed)?) {
+        texts.insert(a.name.clone(), text);
+    }
     let mut rows = Vec::new();
-    for a in bucket.list()? {
-        let text = if a.signed {
-            bucket.signature(&a.name)?
-        } else {
-            None
+    for a in list {
+        let (signature, source, host) = match texts.get(a.name.as_str()) {
+            Some(text) => standing(&a.name, text.as_deref(), trusted, origin),
+            None if a.signed() => ("unchecked", None, None),
+            None => ("missing", None, None),
         };
         let summary = state.archives.get(&a.name);
         rows.push(Row {
-            signature: standing(&a.name, text.as_deref(), trusted),
+            signature,
+            source,
+            host,
             path: format!("{}/{}", bucket.url(), a.name),
             created_at: a.parsed.time.to_rfc3339(),
             age_seconds: (now - a.parsed.time).num_seconds(),
-            size: a.size,
+            size: a.size(),
             compression: a.parsed.compression.name(),
             encryption: if a.parsed.encrypted { "age" } else { "none" }.into(),
             files: summary.map(|s| s.files),
@@ -97,6 +128,7 @@ fn remote_rows(
 fn local_rows(
     store: &Store,
     trusted: &crate::sign::TrustedKeys,
+    origin: &crate::sign::Origin,
     now: chrono::DateTime<Utc>,
 ) -> Result<Vec<Row>, anyhow::Error> {
     let state = State::load(store.dir());
@@ -117,9 +149,11 @@ fn local_rows(
                 .signature
                 .as_ref()
                 .and_then(|_| crate::sign::read_sig(&a.path).ok().flatten());
-            let signature = standing(&a.name, text.as_deref(), trusted);
+            let (signature, source, host) = standing(&a.name, text.as_deref(), trusted, origin);
             Row {
                 signature,
+                source,
+                host,
                 path: a.path.display().to_string(),
                 created_at: a.parsed.time.to_rfc3339(),
                 age_seconds: (now - a.parsed.time).num_seconds(),
@@ -161,6 +195,14 @@ fn print_rows(args: &ListArgs, rows: &[Row], place: &str) -> Result<Outcome, any
             opt(r.documents),
             r.signature,
             r.encryption
+        );
+    }
+    for r in rows.iter().filter(|r| r.signature == "foreign") {
+        println!(
+            "foreign: {} is a backup of {} on {}, not of this project; latest, prune and drills leave it alone",
+            r.name,
+            r.source.as_deref().unwrap_or("an unrecorded project"),
+            r.host.as_deref().unwrap_or("an unrecorded host")
         );
     }
     Ok(Outcome::Success)

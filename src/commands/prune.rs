@@ -24,7 +24,11 @@ pub fn run(args: &PruneArgs, settings: &Settings) -> Result<Outcome, anyhow::Err
         Some(store.lock(wait)?)
     };
     tracing::info!(dry_run = args.dry_run, "prune started");
-    let decisions = prune::plan(&store, settings, chrono::Utc::now())?;
+    let trusted = super::trusted_keys(
+        settings,
+        &super::read_keys(settings, &crate::cli::KeyArgs::default()),
+    )?;
+    let decisions = prune::plan(&store, settings, &trusted, chrono::Utc::now())?;
     for d in &decisions {
         let verb = match (d.keep, args.dry_run) {
             (true, _) => "keep        ",

@@ -110,12 +110,14 @@ pub fn run(
     let keys = read_keys(settings, &args.keys);
     let trusted = trusted_keys(settings, &keys)?;
     let (remote, arg) = super::archive_source(settings, arg, args.remote)?;
+    let origin = crate::sign::Origin::here(&settings.source);
     let req = open::Request {
         arg: &arg,
         backup_dir: &settings.backup_dir,
         remote: remote.as_ref(),
         keys: &keys,
         trusted: &trusted,
+        origin: &origin,
         allow_unsigned: args.allow_unsigned,
     };
     let found = open::resolve(&req)?;

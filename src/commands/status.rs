@@ -240,6 +240,21 @@ fn print_text(status: &Status) {
                     o.pending.len()
                 );
             }
+            if let Some(first) = o.overwritten.first() {
+                println!(
+                    "                  WARNING: the current version of {} archive{} in the bucket \
+                     is not cofre's ({first}{}): someone wrote over {}; restores read the version \
+                     cofre wrote",
+                    o.overwritten.len(),
+                    if o.overwritten.len() == 1 { "" } else { "s" },
+                    if o.overwritten.len() > 1 { ", ..." } else { "" },
+                    if o.overwritten.len() == 1 {
+                        "it"
+                    } else {
+                        "them"
+                    },
+                );
+            }
             if o.failing()
                 && let Some(f) = &o.last_failure
             {

@@ -25,6 +25,11 @@ pub fn verify_one(req: &Request<'_>) -> Result<Verified, anyhow::Error> {
         name: opened.name.clone(),
         summary,
         unsigned: opened.unsigned.clone(),
+        foreign: opened
+            .claim
+            .as_ref()
+            .filter(|c| !c.is_of(req.origin))
+            .map(crate::sign::Claim::describe_origin),
     })
 }
 
@@ -37,6 +42,8 @@ pub struct Verified {
     pub summary: reader::ReadSummary,
     /// Why it was accepted without a good signature, if it was.
     pub unsigned: Option<String>,
+    /// What it is a backup of, when that is another project.
+    pub foreign: Option<String>,
 }
 
 /// Runs `cofre verify`.
@@ -65,6 +72,7 @@ pub fn run(args: &VerifyArgs, settings: &Settings) -> Result<Outcome, anyhow::Er
         return Ok(Outcome::Success);
     }
     let single = targets.len() == 1 && !args.all;
+    let origin = crate::sign::Origin::here(&settings.source);
     let mut failed = 0;
     for arg in &targets {
         let req = Request {
@@ -73,6 +81,7 @@ pub fn run(args: &VerifyArgs, settings: &Settings) -> Result<Outcome, anyhow::Er
             remote: remote.as_ref(),
             keys: &keys,
             trusted: &trusted,
+            origin: &origin,
             allow_unsigned: args.allow_unsigned,
         };
         let name = std::path::Path::new(arg)
@@ -85,6 +94,7 @@ pub fn run(args: &VerifyArgs, settings: &Settings) -> Result<Outcome, anyhow::Er
                 name,
                 summary,
                 unsigned,
+                foreign,
             }) => {
                 let t = &summary.info.totals;
                 tracing::info!(
@@ -94,10 +104,12 @@ pub fn run(args: &VerifyArgs, settings: &Settings) -> Result<Outcome, anyhow::Er
                     seconds = format!("{:.2}", clock.elapsed().as_secs_f64()),
                     "verify finished: ok"
                 );
-                let signed = if unsigned.is_some() {
-                    "NOT signed by a trusted key"
-                } else {
-                    "signature ok"
+                let signed = match (&unsigned, &foreign) {
+                    (Some(_), _) => "NOT signed by a trusted key".to_owned(),
+                    (None, Some(what)) => {
+                        format!("signature ok, but {what}, not of this project")
+                    }
+                    (None, None) => "signature ok".to_owned(),
                 };
                 println!(
                     "ok      {name}: {} entries, {} files, {} collections, {} checked, {signed}",

@@ -5,20 +5,24 @@
 //! prune, which could delete the archive under it), then:
 //!
 //! 1. **Files**: restores the archive into a new private scratch directory
-//!    (`.cofre-drill-<time>` in `BACKUP_DRILL_DIR`, by default
+//!    (`.cofre-drill-<time>-<tag>` in `BACKUP_DRILL_DIR`, by default
 //!    `BACKUP_DIR`) with every check a real restore makes: signature,
 //!    hashes, modes, links ([`crate::restore::stage_and_place`]).
 //! 2. **Database**: restores the dump into scratch databases on the drill
-//!    server, each database `db` as `cofre_drill_<time>_<db>`. It refuses
-//!    to start when any database with that prefix exists, and a restore
-//!    never touches a collection that exists.
+//!    server, each database `db` as `cofre_drill_<time>_<tag>_<db>`. The
+//!    tag is random, so nobody can make the names ahead of a drill; names
+//!    some database already has are left alone and new ones drawn, and a
+//!    restore never touches a collection that exists.
 //! 3. **Compare** ([`compare`]): counts, content digests, indexes and
 //!    options of every collection against the archive.
 //! 4. **Smoke test** ([`smoke`]), when `BACKUP_DRILL_COMMAND` is set.
 //! 5. **Clean-up**, whatever happened: scratch databases dropped, scratch
 //!    directory removed. What it makes is recorded in the drill state
 //!    *before* it is made, so when a drill is killed outright, the next
-//!    one finds the leftovers by name and removes them.
+//!    one finds the leftovers by name and removes them. That record lives
+//!    where others can write, so the next drill removes only names of the
+//!    exact shape a drill makes, in the places a drill makes them, and
+//!    reports anything else.
 //! 6. **Record**: the outcome goes to `.cofre-drill.json` for `status`.
 //!
 //! The recovery time a drill reports is the time to restore the files plus
@@ -54,6 +58,12 @@ use crate::store::{Store, StoreError};
 const DIR_PREFIX: &str = ".cofre-drill-";
 /// The prefix of scratch databases.
 const DB_PREFIX: &str = "cofre_drill_";
+/// Digits of the time in scratch names (`%Y%m%d%H%M%S`).
+const STAMP_LEN: usize = 14;
+/// Characters of the random tag in scratch names.
+const TAG_LEN: usize = 8;
+/// How many names a drill tries before it gives up on finding a free one.
+const NAME_ATTEMPTS: usize = 8;
 /// The most mismatches kept in the record.
 const MAX_MISMATCHES: usize = 20;
 /// MongoDB's limit on database names, in bytes.
@@ -125,17 +135,18 @@ pub fn run(req: &Request<'_>) -> Result<DrillRecord, StoreError> {
     let mark = crate::logging::tail_mark();
     let mut state = DrillState::load(store.dir());
     let started_at = Utc::now();
-    let stamp = started_at.format("%Y%m%d%H%M%S").to_string();
     let base = settings
         .drill
         .dir
         .clone()
         .unwrap_or_else(|| store.dir().to_path_buf());
+    let names = ScratchNames::new(started_at);
     let mut drill = Drill {
         req,
         backup_dir: store.dir().to_path_buf(),
-        scratch: base.join(format!("{DIR_PREFIX}{stamp}")),
-        prefix: format!("{DB_PREFIX}{stamp}_"),
+        base: base.clone(),
+        scratch: base.join(&names.dir),
+        prefix: names.db_prefix,
         server: settings
             .drill
             .mongodb_uri
@@ -144,6 +155,7 @@ pub fn run(req: &Request<'_>) -> Result<DrillRecord, StoreError> {
         db: None,
         kept: Vec::new(),
         claimed: false,
+        made_scratch: false,
         record: DrillRecord {
             started_at,
             ..DrillRecord::default()
@@ -151,7 +163,7 @@ pub fn run(req: &Request<'_>) -> Result<DrillRecord, StoreError> {
     };
     tracing::info!(archive = req.archive, scratch = %drill.scratch.display(), "drill started");
     drill.remove_leftovers(&state.pending);
-    let result = drill.steps(&base);
+    let result = drill.steps();
     let cleanup = drill.clean_up();
     let mut record = drill.record;
     record.finished_at = Utc::now();
@@ -262,10 +274,71 @@ impl DrillDb {
     }
 }
 
+/// The names of one drill's scratch: a directory and a database prefix,
+/// each the time and a random tag, so nobody can guess them ahead (and
+/// make every drill collide) and a record that names anything else is
+/// known not to be a drill's.
+struct ScratchNames {
+    dir: String,
+    db_prefix: String,
+}
+
+impl ScratchNames {
+    fn new(at: chrono::DateTime<Utc>) -> ScratchNames {
+        let stamp = at.format("%Y%m%d%H%M%S").to_string();
+        let tag = random_tag();
+        ScratchNames {
+            dir: format!("{DIR_PREFIX}{stamp}-{tag}"),
+            db_prefix: format!("{DB_PREFIX}{stamp}_{tag}_"),
+        }
+    }
+}
+
+/// `TAG_LEN` characters of `[a-z0-9]` from the system's random source.
+fn random_tag() -> String {
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    let mut bytes = [0u8; TAG_LEN];
+    // getrandom(2) blocks only until the pool is first seeded at boot; a
+    // short read is not possible for 8 bytes.
+    let _ = rustix::rand::getrandom(&mut bytes, rustix::rand::GetRandomFlags::empty());
+    bytes
+        .iter()
+        .map(|b| ALPHABET[usize::from(*b) % ALPHABET.len()] as char)
+        .collect()
+}
+
+/// `STAMP_LEN` digits, a separator, `TAG_LEN` tag characters: the tail of
+/// every scratch name a drill makes.
+fn is_stamp_and_tag(s: &str, sep: u8) -> bool {
+    let b = s.as_bytes();
+    b.len() == STAMP_LEN + 1 + TAG_LEN
+        && b[..STAMP_LEN].iter().all(u8::is_ascii_digit)
+        && b[STAMP_LEN] == sep
+        && b[STAMP_LEN + 1..]
+            .iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+}
+
+/// Whether `name` is a scratch directory name a drill makes, exactly.
+pub fn is_scratch_dir_name(name: &str) -> bool {
+    name.strip_prefix(DIR_PREFIX)
+        .is_some_and(|rest| is_stamp_and_tag(rest, b'-'))
+}
+
+/// Whether `prefix` is a scratch database prefix a drill makes, exactly.
+pub fn is_scratch_db_prefix(prefix: &str) -> bool {
+    prefix
+        .strip_prefix(DB_PREFIX)
+        .and_then(|rest| rest.strip_suffix('_'))
+        .is_some_and(|rest| is_stamp_and_tag(rest, b'_'))
+}
+
 /// One drill in progress.
 struct Drill<'a> {
     req: &'a Request<'a>,
     backup_dir: PathBuf,
+    /// Where scratch directories are made (`BACKUP_DRILL_DIR`).
+    base: PathBuf,
     scratch: PathBuf,
     prefix: String,
     server: Option<Secret>,
@@ -276,6 +349,9 @@ struct Drill<'a> {
     /// prefix when it started, and it is on record. Only then does the
     /// clean-up drop or remove anything of this drill's.
     claimed: bool,
+    /// Whether this drill made its scratch directory (only then is it
+    /// removed).
+    made_scratch: bool,
     record: DrillRecord,
 }
 
@@ -312,21 +388,52 @@ impl Drill<'_> {
 
     /// Removes what earlier drills left: their recorded scratch (directory
     /// and databases), and any scratch directory in `BACKUP_DIR`, which
-    /// only cofre writes. What cannot be removed stays on record.
+    /// only cofre writes. The record is read back from `BACKUP_DIR`, where
+    /// others may write, so nothing is removed on its word alone: only a
+    /// directory named exactly as a drill names its scratch, directly in
+    /// the drill directory or `BACKUP_DIR`, and only databases with a
+    /// prefix exactly as a drill makes it. Anything else the record names
+    /// is reported and forgotten. What cannot be removed stays on record.
     fn remove_leftovers(&mut self, pending: &[PendingDrill]) {
-        let mut dirs: Vec<PathBuf> = pending.iter().map(|p| p.dir.clone()).collect();
+        let mut dirs: Vec<PathBuf> = Vec::new();
+        let mut prefixes: Vec<String> = Vec::new();
+        let mut accepted: Vec<PendingDrill> = Vec::new();
+        for p in pending {
+            let dir_ok = self.is_own_scratch_path(&p.dir);
+            let prefix_ok = is_scratch_db_prefix(&p.db_prefix);
+            if !dir_ok {
+                self.record.cleanup_problems.push(format!(
+                    "the drill record in {} names {} as a drill's scratch directory, which is not                      a name a drill makes in {}; left alone (the record was edited by someone else)",
+                    self.backup_dir.display(),
+                    p.dir.display(),
+                    self.base.display()
+                ));
+            }
+            if !prefix_ok {
+                self.record.cleanup_problems.push(format!(
+                    "the drill record in {} names {:?} as a prefix of scratch databases, which is                      not a prefix a drill makes; no database was dropped for it (the record was                      edited by someone else)",
+                    self.backup_dir.display(),
+                    p.db_prefix
+                ));
+            }
+            if dir_ok && prefix_ok {
+                dirs.push(p.dir.clone());
+                prefixes.push(p.db_prefix.clone());
+                accepted.push(p.clone());
+            }
+        }
         if let Ok(entries) = std::fs::read_dir(&self.backup_dir) {
             for e in entries.flatten() {
-                let is_scratch = e.file_name().to_string_lossy().starts_with(DIR_PREFIX)
+                let is_scratch = e.file_name().to_str().is_some_and(is_scratch_dir_name)
                     && e.file_type().is_ok_and(|t| t.is_dir());
-                if is_scratch && e.path() != self.scratch {
+                if is_scratch && e.path() != self.scratch && !dirs.contains(&e.path()) {
                     dirs.push(e.path());
                 }
             }
         }
         let mut failed_dirs = Vec::new();
         for dir in dirs {
-            if !dir.exists() {
+            if std::fs::symlink_metadata(&dir).is_err() {
                 continue;
             }
             match crate::beneath::remove_tree(&dir) {
@@ -340,14 +447,14 @@ impl Drill<'_> {
             }
         }
         let mut failed_prefixes = Vec::new();
-        if !pending.is_empty() && self.server.is_some() {
+        if !prefixes.is_empty() && self.server.is_some() {
             match self.connect() {
                 Ok(db) => {
                     let mut problems = Vec::new();
-                    for p in pending {
-                        let more = db.drop_prefixed(&p.db_prefix);
+                    for prefix in &prefixes {
+                        let more = db.drop_prefixed(prefix);
                         if !more.is_empty() {
-                            failed_prefixes.push(p.db_prefix.clone());
+                            failed_prefixes.push(prefix.clone());
                         }
                         problems.extend(more);
                     }
@@ -358,15 +465,27 @@ impl Drill<'_> {
                         "cannot reach the drill server to drop the scratch databases of an interrupted drill: {}",
                         f.message
                     ));
-                    failed_prefixes.extend(pending.iter().map(|p| p.db_prefix.clone()));
+                    failed_prefixes.extend(prefixes.iter().cloned());
                 }
             }
         }
-        self.kept = pending
-            .iter()
+        self.kept = accepted
+            .into_iter()
             .filter(|p| failed_dirs.contains(&p.dir) || failed_prefixes.contains(&p.db_prefix))
-            .cloned()
             .collect();
+    }
+
+    /// Whether `path` is a scratch directory name a drill makes, directly
+    /// in the drill directory or in `BACKUP_DIR`.
+    fn is_own_scratch_path(&self, path: &Path) -> bool {
+        let name_ok = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(is_scratch_dir_name);
+        let parent_ok = path
+            .parent()
+            .is_some_and(|p| p == self.base || p == self.backup_dir);
+        name_ok && parent_ok
     }
 
     /// Puts this drill's scratch on record before anything is made, so a
@@ -392,32 +511,18 @@ impl Drill<'_> {
     }
 
     /// Everything but the clean-up.
-    fn steps(&mut self, base: &Path) -> Result<(), Failure> {
-        if self.server.is_some() {
-            let prefix = self.prefix.clone();
-            let taken = self
-                .connect()?
-                .databases_with_prefix(&prefix)
-                .map_err(|e| Failure::new("setup", e))?;
-            if let Some(name) = taken.first() {
-                return Err(Failure::new(
-                    "setup",
-                    format!(
-                        "the drill server already has a database named {name}, which this drill's \
-                         scratch databases would collide with; nothing was restored (drop it, or \
-                         run the drill a second later)"
-                    ),
-                ));
-            }
-        }
+    fn steps(&mut self) -> Result<(), Failure> {
+        self.choose_free_prefix()?;
         self.claim()?;
         let req = self.req;
+        let origin = crate::sign::Origin::here(&req.settings.source);
         let open_req = open::Request {
             arg: req.archive,
             backup_dir: &req.settings.backup_dir,
             remote: req.remote,
             keys: req.keys,
             trusted: req.trusted,
+            origin: &origin,
             allow_unsigned: req.allow_unsigned,
         };
         let found = open::resolve(&open_req).map_err(|e| Failure::new("archive", e))?;
@@ -425,7 +530,7 @@ impl Drill<'_> {
         if let open::Found::Local(path, _) = &found {
             self.record.archive_bytes = std::fs::metadata(path).ok().map(|m| m.len());
         }
-        self.make_scratch(base)?;
+        self.make_scratch()?;
         let mut opened =
             open::open_found(&open_req, &found).map_err(|e| Failure::new("archive", e))?;
         self.cancelled()?;
@@ -452,29 +557,92 @@ impl Drill<'_> {
         self.smoke_test(&databases)
     }
 
-    /// The scratch directory: new, private, in `base`.
-    fn make_scratch(&self, base: &Path) -> Result<(), Failure> {
-        if !base.is_dir() {
+    /// Picks scratch names whose database prefix no database on the drill
+    /// server has (the names are random, so a collision means someone made
+    /// such a database; it is never touched, and new names are drawn).
+    fn choose_free_prefix(&mut self) -> Result<(), Failure> {
+        if self.server.is_none() {
+            return Ok(());
+        }
+        for _ in 0..NAME_ATTEMPTS {
+            let prefix = self.prefix.clone();
+            let taken = self
+                .connect()?
+                .databases_with_prefix(&prefix)
+                .map_err(|e| Failure::new("setup", e))?;
+            let Some(name) = taken.first() else {
+                return Ok(());
+            };
+            tracing::warn!(
+                "the drill server already has a database named {name}, which this drill's \
+                 scratch names would collide with; it is left alone and other names are drawn"
+            );
+            self.draw_names();
+        }
+        Err(Failure::new(
+            "setup",
+            format!(
+                "the drill server has databases named like every scratch name this drill drew \
+                 ({NAME_ATTEMPTS} tries); nothing was restored (drop the {DB_PREFIX}* databases \
+                 nobody uses)"
+            ),
+        ))
+    }
+
+    /// New random scratch names (before anything is made with the old).
+    fn draw_names(&mut self) {
+        let names = ScratchNames::new(self.record.started_at);
+        self.scratch = self.base.join(names.dir);
+        self.prefix = names.db_prefix;
+    }
+
+    /// The scratch directory: new, private, in the drill directory. A name
+    /// someone made first is left alone and another is drawn (and put on
+    /// record before it is made).
+    fn make_scratch(&mut self) -> Result<(), Failure> {
+        if !self.base.is_dir() {
             return Err(Failure::new(
                 "setup",
                 format!(
                     "the drill directory {} does not exist; create it or check BACKUP_DRILL_DIR",
-                    base.display()
+                    self.base.display()
                 ),
             ));
         }
-        std::fs::DirBuilder::new()
-            .mode(0o700)
-            .create(&self.scratch)
-            .map_err(|e| {
-                Failure::new(
-                    "setup",
-                    format!(
-                        "cannot create the scratch directory {} ({e}); check BACKUP_DRILL_DIR",
+        for _ in 0..NAME_ATTEMPTS {
+            match std::fs::DirBuilder::new().mode(0o700).create(&self.scratch) {
+                Ok(()) => {
+                    self.made_scratch = true;
+                    return Ok(());
+                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    tracing::warn!(
+                        "{} already exists; it is left alone and another scratch name is drawn",
                         self.scratch.display()
-                    ),
-                )
-            })
+                    );
+                    let dir = ScratchNames::new(self.record.started_at).dir;
+                    self.scratch = self.base.join(dir);
+                    self.claimed = false;
+                    self.claim()?;
+                }
+                Err(e) => {
+                    return Err(Failure::new(
+                        "setup",
+                        format!(
+                            "cannot create the scratch directory {} ({e}); check BACKUP_DRILL_DIR",
+                            self.scratch.display()
+                        ),
+                    ));
+                }
+            }
+        }
+        Err(Failure::new(
+            "setup",
+            format!(
+                "every scratch name this drill drew already exists in {}; nothing was restored",
+                self.base.display()
+            ),
+        ))
     }
 
     /// Step 1: the files, with every check a restore makes.
@@ -688,7 +856,9 @@ impl Drill<'_> {
         if let Some(db) = &self.db {
             problems.extend(db.drop_prefixed(&self.prefix));
         }
-        if let Err(e) = crate::beneath::remove_tree(&self.scratch) {
+        if self.made_scratch
+            && let Err(e) = crate::beneath::remove_tree(&self.scratch)
+        {
             problems.push(format!("cannot remove {}: {e}", self.scratch.display()));
         }
         problems

@@ -157,6 +157,54 @@ fn visitor_err(what: &str, path: &[u8], e: &io::Error) -> ReadError {
     ))
 }
 
+/// Reads a sparse entry's map from the start of its data: the number of
+/// segments, then each one's offset and length, one decimal number per
+/// line, padded with NULs to 512 bytes. Returns the segments and the map's
+/// length. Bounded: at most `MAX_SPARSE_SEGMENTS` segments, numbers of at
+/// most 20 digits.
+fn read_sparse_map(data: &mut dyn Read) -> Result<(Vec<(u64, u64)>, u64), String> {
+    let max = crate::archive::writer::MAX_SPARSE_SEGMENTS + 1;
+    let mut block = [0u8; 512];
+    let mut used = 0usize;
+    let mut read = 0u64;
+    let mut next_number = |data: &mut dyn Read| -> Result<u64, String> {
+        let mut digits = String::new();
+        loop {
+            if used == 0 || used == block.len() {
+                data.read_exact(&mut block)
+                    .map_err(|_| "its map ends early".to_owned())?;
+                read += 512;
+                used = 0;
+            }
+            let b = block[used];
+            used += 1;
+            match b {
+                b'\n' if !digits.is_empty() => {
+                    return digits
+                        .parse()
+                        .map_err(|_| "its map holds a number too large".into());
+                }
+                b'0'..=b'9' if digits.len() < 20 => digits.push(b as char),
+                _ => return Err("its map is malformed".into()),
+            }
+        }
+    };
+    let count = next_number(data)?;
+    if count > max as u64 {
+        return Err(format!(
+            "its map has {count} segments, more than cofre writes"
+        ));
+    }
+    let mut segments = Vec::with_capacity(count as usize);
+    for _ in 0..count {
+        let offset = next_number(data)?;
+        let len = next_number(data)?;
+        segments.push((offset, len));
+    }
+    // The rest of the last block is padding.
+    Ok((segments, read))
+}
+
 /// The (files, mongodb) roots of the staging tree.
 struct Roots {
     files: Dir,
@@ -393,23 +441,10 @@ impl Extractor {
             other => other,
         }
         .map_err(|e| visitor_err("create", rel, &e))?;
-        let mut written = 0u64;
-        loop {
-            let n = match data.read(&mut self.buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    return Err(ReadError::Corrupt {
-                        archive: self.archive.to_string(),
-                        detail: e.to_string(),
-                    });
-                }
-            };
-            file.write_all(&self.buf[..n])
-                .map_err(|e| visitor_err("write", rel, &e))?;
-            written += n as u64;
-        }
+        let written = match info.sparse {
+            Some(real) => self.copy_sparse(&mut file, data, info.size, real, rel)?,
+            None => self.copy_dense(&mut file, data, rel)?,
+        };
         if let Some((uid, gid)) = owner {
             rustix::fs::fchown(
                 &file,
@@ -429,6 +464,92 @@ impl Extractor {
         }
         self.bytes += written;
         Ok(())
+    }
+
+    /// Copies an entry's data into `file`.
+    fn copy_dense(
+        &mut self,
+        file: &mut std::fs::File,
+        data: &mut dyn Read,
+        rel: &[u8],
+    ) -> Result<u64, ReadError> {
+        let mut written = 0u64;
+        loop {
+            let n = match data.read(&mut self.buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(self.corrupt(e.to_string())),
+            };
+            file.write_all(&self.buf[..n])
+                .map_err(|e| visitor_err("write", rel, &e))?;
+            written += n as u64;
+        }
+        Ok(written)
+    }
+
+    fn corrupt(&self, detail: String) -> ReadError {
+        ReadError::Corrupt {
+            archive: self.archive.to_string(),
+            detail,
+        }
+    }
+
+    /// Writes a sparse entry: its map, checked (segments in order, inside
+    /// the real size, as many as cofre writes at most, adding up to what
+    /// is stored), then each segment at its offset; holes stay holes.
+    fn copy_sparse(
+        &mut self,
+        file: &mut std::fs::File,
+        data: &mut dyn Read,
+        stored: u64,
+        real: u64,
+        rel: &[u8],
+    ) -> Result<u64, ReadError> {
+        use std::os::unix::fs::FileExt;
+        let (segments, map_len) = read_sparse_map(data).map_err(|why| {
+            self.corrupt(format!(
+                "sparse file {}: {why}",
+                String::from_utf8_lossy(rel)
+            ))
+        })?;
+        let mut end = 0u64;
+        let mut total = map_len;
+        for &(offset, len) in &segments {
+            let seg_end = offset.checked_add(len);
+            if offset < end || seg_end.is_none_or(|e| e > real) {
+                return Err(self.corrupt(format!(
+                    "sparse file {}: its map is out of order or past its size",
+                    String::from_utf8_lossy(rel)
+                )));
+            }
+            end = offset + len;
+            total = total.saturating_add(len);
+        }
+        if total != stored {
+            return Err(self.corrupt(format!(
+                "sparse file {}: its map does not add up to what is stored",
+                String::from_utf8_lossy(rel)
+            )));
+        }
+        for (offset, len) in segments {
+            let mut done = 0u64;
+            while done < len {
+                let want = (len - done).min(self.buf.len() as u64) as usize;
+                let n = match data.read(&mut self.buf[..want]) {
+                    Ok(0) => return Err(self.corrupt("a sparse segment ends early".into())),
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(self.corrupt(e.to_string())),
+                };
+                file.write_all_at(&self.buf[..n], offset + done)
+                    .map_err(|e| visitor_err("write", rel, &e))?;
+                done += n as u64;
+            }
+        }
+        file.set_len(real)
+            .map_err(|e| visitor_err("write", rel, &e))?;
+        Ok(real)
     }
 
     fn is_written(&mut self, ino: u64) -> bool {

@@ -336,6 +336,7 @@ fn crafted(path: &Path, entries: &[Crafted<'_>]) {
                 uid: 0,
                 gid: 0,
                 link: *link,
+                sparse: None,
             })
             .unwrap();
             if !data.is_empty() {

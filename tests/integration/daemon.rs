@@ -327,6 +327,10 @@ fn prune_explains_and_never_deletes_the_newest_or_foreign_files() {
     let old2 = env.backups.join("backup_2021-06-01T12-00-00.tar.gz.age");
     fs::copy(&real, &old1).unwrap();
     fs::copy(&real, &old2).unwrap();
+    // Retention manages only this project's signed archives: these are,
+    // signed as cofre signs them.
+    env.sign(&old1);
+    env.sign(&old2);
     let foreign = env
         .backups
         .join("backup_2019-01-01T00-00-00.tar.gz.partial");
@@ -360,6 +364,8 @@ fn prune_explains_and_never_deletes_the_newest_or_foreign_files() {
     fs::remove_file(&real).unwrap();
     fs::write(&old1, "old").unwrap();
     fs::write(&old2, "older").unwrap();
+    env.sign(&old1);
+    env.sign(&old2);
     let out = stdout(&env.ok(&["prune"]));
     assert!(
         out.contains("keep         backup_2021-06-01T12-00-00.tar.gz.age")

@@ -344,7 +344,7 @@ fn leftovers_of_a_killed_drill_are_removed_by_the_next() {
 }
 
 #[test]
-fn a_drill_on_the_backup_server_touches_nothing_and_refuses_colliding_names() {
+fn a_drill_on_the_backup_server_touches_nothing_and_leaves_lookalike_names_alone() {
     let Some(m) = mongo() else { return };
     let db = unique("drillsame");
     let mut env = Env::new();
@@ -359,7 +359,9 @@ fn a_drill_on_the_backup_server_touches_nothing_and_refuses_colliding_names() {
     assert_same_db_state(&before, &state(&m, &db));
     assert!(scratch_dbs_of(&m, &db).is_empty());
 
-    // Databases named as this drill's scratch would be: refused, untouched.
+    // Databases named as a drill's scratch used to be (the time alone):
+    // with a random tag in every name, nobody can take them ahead, and
+    // what has such a name is left alone.
     let now = chrono::Utc::now();
     let planted: Vec<String> = (0..40)
         .map(|s| {
@@ -376,12 +378,7 @@ fn a_drill_on_the_backup_server_touches_nothing_and_refuses_colliding_names() {
                 .unwrap();
         }
     });
-    let msg = env.fails(&["drill"], 1);
-    assert!(
-        msg.contains("failed at setup")
-            && msg.contains("already has a database named cofre_drill_"),
-        "{msg}"
-    );
+    env.ok(&["drill"]);
     let left = scratch_dbs_of(&m, &db);
     for name in &planted {
         assert!(left.contains(name), "{name} was dropped");

@@ -167,18 +167,27 @@ impl Env {
         text.lines().nth(1).unwrap().trim().to_owned()
     }
 
-    /// Signs `file` with this environment's key, as cofre would, in the
-    /// signature file beside it: what an insider holding the key could do.
+    /// Signs `file` with this environment's key, as cofre would (naming
+    /// this project and host), in the signature file beside it: what an
+    /// insider holding the key could do.
     pub fn sign(&self, file: &Path) {
+        let source = self.project.canonicalize().unwrap();
+        self.sign_as(file, &source.display().to_string());
+    }
+
+    /// The same, claiming to be a backup of the project `source`.
+    pub fn sign_as(&self, file: &Path, source: &str) {
         let key = self.signing_key();
         let name = file.file_name().unwrap().to_str().unwrap();
         let sig = format!("{}.minisig", file.display());
         let _ = fs::remove_file(&sig);
+        let host = fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
         sh(&format!(
-            "minisign -S -s '{}' -m '{}' -x '{}' -t \"$(printf 'timestamp:0\\tfile:{name}')\" </dev/null >/dev/null",
+            "minisign -S -s '{}' -m '{}' -x '{}' -t \"$(printf 'timestamp:0\\tfile:{name}\\thost:{}\\tsource:{source}')\" </dev/null >/dev/null",
             key.display(),
             file.display(),
-            sig
+            sig,
+            host.trim()
         ));
     }
 }

@@ -17,3 +17,4 @@ mod property;
 mod restore;
 mod round_trip;
 mod secrets;
+mod trust;

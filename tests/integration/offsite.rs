@@ -414,3 +414,208 @@ fn the_daemon_uploads_in_the_background_and_catches_up() {
     assert!(seen.iter().all(|l| !l.contains(SECRET)));
     env.ok(&["status", "--max-age", "1h"]);
 }
+
+impl S3 {
+    /// A server of this test's own whose request log goes to `log`.
+    fn own_logged(&self, port: u16, log: &Path) -> OwnS3 {
+        let mut cmd = Command::new(format!("{}/moto_server", self.moto));
+        cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(fs::File::create(log).unwrap());
+        let child = cmd.spawn().unwrap();
+        let started = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(started.elapsed() < Duration::from_secs(30));
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        OwnS3 {
+            child,
+            endpoint: format!("http://127.0.0.1:{port}"),
+        }
+    }
+
+    /// Writes `data` at `key`, over whatever is there (with a lock).
+    fn put(&self, endpoint: &str, bucket: &str, key: &str, data: &[u8], lock: bool) {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        fs::write(file.path(), data).unwrap();
+        let mut args = vec!["put", bucket, key, file.path().to_str().unwrap()];
+        if lock {
+            args.push("lock");
+        }
+        self.admin(endpoint, &args);
+    }
+}
+
+/// Someone with the bucket's write credentials plants a signature under
+/// the next backup's name, and keys object_store cannot represent: the
+/// backup replaces the junk it did not write, and every listing works.
+#[test]
+fn the_bucket_is_not_believed_junk_is_replaced_and_odd_keys_are_passed_over() {
+    let Some(s3) = s3() else { return };
+    let bucket = unique_bucket("junk");
+    s3.bucket(&bucket, false);
+    let mut env = Env::new();
+    fs::write(env.project.join("a.txt"), "a\n").unwrap();
+    use_bucket(&mut env, &s3.endpoint, &bucket, "p");
+    for key in [
+        "p/../x",
+        "p//x",
+        "p/a/../../y",
+        "p/sub/backup_2099-01-01T00-00-00.tar.gz.age",
+    ] {
+        s3.put(&s3.endpoint, &bucket, key, b"odd", false);
+    }
+    // Junk signatures under the names of the next seconds.
+    let now = chrono::Utc::now();
+    for s in 0..20 {
+        let name = (now + chrono::Duration::seconds(s))
+            .format("backup_%Y-%m-%dT%H-%M-%S.tar.gz.age")
+            .to_string();
+        s3.put(
+            &s3.endpoint,
+            &bucket,
+            &format!("p/{name}.minisig"),
+            b"untrusted comment: junk\nRWQ=\n",
+            false,
+        );
+    }
+    let out = env.ok(&["backup", "-v"]);
+    assert!(text(&out).contains("did not write"), "{}", text(&out));
+    env.ok(&["verify", "--remote", "latest"]);
+    let listed = stdout(&env.ok(&["list", "--remote"]));
+    assert_eq!(listed.lines().count(), 2, "{listed}");
+    let target = env.path("from-bucket");
+    env.ok(&[
+        "restore",
+        "--remote",
+        "latest",
+        "--to",
+        target.to_str().unwrap(),
+    ]);
+    assert_eq!(fs::read_to_string(target.join("a.txt")).unwrap(), "a\n");
+    env.ok(&["status", "--max-age", "1h"]);
+}
+
+/// With Object Lock, a PutObject over a locked archive adds a version on
+/// top: restores and verify read the version cofre wrote, and `upload`
+/// and `status` say the current one is not cofre's. A junk signature
+/// planted and locked before the upload cannot be replaced: an offsite
+/// failure, reported.
+#[test]
+fn a_locked_archive_written_over_still_restores_from_the_version_cofre_wrote() {
+    let Some(s3) = s3() else { return };
+    let bucket = unique_bucket("over");
+    s3.bucket(&bucket, true);
+    let mut env = Env::new();
+    fs::write(env.project.join("a.txt"), "a\n").unwrap();
+    use_bucket(&mut env, &s3.endpoint, &bucket, "l");
+    env.set("BACKUP_REMOTE_LOCK", "governance");
+    env.ok(&["backup"]);
+    let name = env
+        .archive()
+        .file_name()
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    s3.put(
+        &s3.endpoint,
+        &bucket,
+        &format!("l/{name}"),
+        b"ransom note",
+        false,
+    );
+    s3.put(
+        &s3.endpoint,
+        &bucket,
+        &format!("l/{name}.minisig"),
+        b"ransom note",
+        false,
+    );
+    let versions = s3.admin(&s3.endpoint, &["versions", &bucket]);
+    assert_eq!(versions.lines().count(), 4, "{versions}");
+    // A fresh machine with only the identity file.
+    let mut fresh = Env::new();
+    use_bucket(&mut fresh, &s3.endpoint, &bucket, "l");
+    fresh.set("BACKUP_IDENTITY_FILE", env.identity());
+    fresh.set("BACKUP_SOURCE", env.project.canonicalize().unwrap());
+    fresh.ok(&["verify", "--remote", "latest"]);
+    let target = fresh.path("dr");
+    fresh.ok(&[
+        "restore",
+        "--remote",
+        "latest",
+        "--to",
+        target.to_str().unwrap(),
+    ]);
+    assert_eq!(fs::read_to_string(target.join("a.txt")).unwrap(), "a\n");
+    let out = env.ok(&["upload"]);
+    assert!(text(&out).contains("not cofre's"), "{}", text(&out));
+    let status = stdout(&env.ok(&["status"]));
+    assert!(status.contains("not cofre's"), "{status}");
+
+    // Planted and locked before the next backup's upload: not replaceable.
+    let now = chrono::Utc::now();
+    for s in 1..15 {
+        let next = (now + chrono::Duration::seconds(s))
+            .format("backup_%Y-%m-%dT%H-%M-%S.tar.gz.age")
+            .to_string();
+        s3.put(
+            &s3.endpoint,
+            &bucket,
+            &format!("l/{next}.minisig"),
+            b"junk",
+            true,
+        );
+    }
+    std::thread::sleep(Duration::from_millis(1100));
+    let out = env.run(&["backup"]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert!(text(&out).contains("cannot be replaced"), "{}", text(&out));
+    let status = env.run(&["status", "--max-age", "1h"]);
+    assert_eq!(status.status.code(), Some(1), "{}", text(&status));
+}
+
+/// Thousands of objects planted under the prefix: `latest` and `list
+/// --remote` fetch no signature that is not in the listing, and a bounded
+/// number that are.
+#[test]
+fn planted_objects_cost_a_bounded_number_of_requests() {
+    let Some(s3) = s3() else { return };
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let port = free_port();
+    let server = s3.own_logged(port, log.path());
+    s3.admin(&server.endpoint, &["bucket", "planted"]);
+    let mut env = Env::new();
+    fs::write(env.project.join("a.txt"), "a\n").unwrap();
+    use_bucket(&mut env, &server.endpoint, "planted", "p");
+    env.ok(&["backup"]);
+    s3.admin(&server.endpoint, &["plant", "planted", "p", "1500", "20"]);
+    let signature_gets = || {
+        fs::read_to_string(log.path())
+            .unwrap()
+            .lines()
+            .filter(|l| l.contains("\"GET ") && l.contains(".minisig"))
+            .count()
+    };
+    let before = signature_gets();
+    let target = env.path("t");
+    env.ok(&[
+        "restore",
+        "--remote",
+        "latest",
+        "--to",
+        target.to_str().unwrap(),
+    ]);
+    assert_eq!(fs::read_to_string(target.join("a.txt")).unwrap(), "a\n");
+    let latest = signature_gets() - before;
+    assert!(latest <= 25, "{latest} signature requests for `latest`");
+    let before = signature_gets();
+    let listed = stdout(&env.ok(&["list", "--remote"]));
+    assert_eq!(listed.lines().count(), 1502, "one per archive and a header");
+    let listing = signature_gets() - before;
+    assert!(
+        listing <= 25,
+        "{listing} signature requests for `list --remote`"
+    );
+}

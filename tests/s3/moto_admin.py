@@ -6,7 +6,16 @@
                                                 user allowed everything, then its
                                                 bucket; print "KEY SECRET"
     moto_admin.py keys ENDPOINT BUCKET          list the keys in a bucket, one per line
+    moto_admin.py put ENDPOINT BUCKET KEY FILE [lock]
+                                                write FILE's bytes at KEY (over what is
+                                                there), with a governance lock for a day
+    moto_admin.py plant ENDPOINT BUCKET PREFIX COUNT SIGNED
+                                                write COUNT tiny objects named like archives
+                                                under PREFIX, from 2099 on, the first SIGNED
+                                                of them with a junk signature
+    moto_admin.py versions ENDPOINT BUCKET      every version: KEY VERSION-ID latest|old SIZE
 """
+import datetime
 import json
 import sys
 
@@ -31,6 +40,29 @@ def main(argv):
             {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}))
         client("s3", endpoint, key["AccessKeyId"], key["SecretAccessKey"]).create_bucket(Bucket=argv[3])
         print(key["AccessKeyId"], key["SecretAccessKey"])
+    elif cmd == "put":
+        bucket, key, path = argv[3], argv[4], argv[5]
+        extra = {}
+        if len(argv) > 6 and argv[6] == "lock":
+            extra = {"ObjectLockMode": "GOVERNANCE",
+                     "ObjectLockRetainUntilDate": datetime.datetime.now(datetime.timezone.utc)
+                     + datetime.timedelta(days=1)}
+        with open(path, "rb") as f:
+            client("s3", endpoint).put_object(Bucket=bucket, Key=key, Body=f.read(), **extra)
+    elif cmd == "plant":
+        bucket, prefix, count, signed = argv[3], argv[4], int(argv[5]), int(argv[6])
+        s3 = client("s3", endpoint)
+        start = datetime.datetime(2099, 1, 1)
+        for i in range(count):
+            name = (start + datetime.timedelta(seconds=i)).strftime("backup_%Y-%m-%dT%H-%M-%S.tar.gz.age")
+            s3.put_object(Bucket=bucket, Key=f"{prefix}/{name}", Body=b"junk")
+            if i < signed:
+                s3.put_object(Bucket=bucket, Key=f"{prefix}/{name}.minisig", Body=b"junk signature")
+    elif cmd == "versions":
+        pages = client("s3", endpoint).get_paginator("list_object_versions").paginate(Bucket=argv[3])
+        for page in pages:
+            for v in page.get("Versions", []):
+                print(v["Key"], v["VersionId"], "latest" if v["IsLatest"] else "old", v["Size"])
     elif cmd == "keys":
         pages = client("s3", endpoint).get_paginator("list_objects_v2").paginate(Bucket=argv[3])
         for page in pages:
