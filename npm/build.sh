@@ -28,7 +28,7 @@ out=$(cd "$out" && pwd)
 
 if [ -z "$binary" ]; then
   if [ "$profile" = release ]; then
-    (cd "$root" && cargo build --release --quiet)
+    (cd "$root" && cargo build --release --locked --quiet)
   else
     (cd "$root" && cargo build --quiet)
   fi

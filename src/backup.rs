@@ -401,8 +401,8 @@ impl Job<'_> {
         info: &ManifestInfo,
     ) -> Result<PathBuf, BackupError> {
         // What a restore writes to disk: holes of sparse files take none.
-        let bytes_in = info.totals.bytes - info.totals.holes + info.totals.mongo_bytes;
-        let signature = signer.finish(bytes_in)?;
+        let file_bytes = info.totals.bytes - info.totals.holes;
+        let signature = signer.finish(file_bytes + info.totals.mongo_bytes, file_bytes)?;
         let sig_path = self.store.write_signature(name, &signature)?;
         self.store.persist(tmp, name).map_err(|e| {
             let _ = fs::remove_file(&sig_path);

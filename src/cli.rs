@@ -38,8 +38,9 @@ pub struct Cli {
     pub command: Command,
 }
 
-/// Options every command accepts.
+/// Options every command accepts (shown apart in each command's help).
 #[derive(Debug, Args)]
+#[command(next_help_heading = "Global options")]
 pub struct GlobalArgs {
     #[arg(long = vars::SOURCE.flag, global = true, value_name = vars::SOURCE.value_name, help = vars::SOURCE.help_text())]
     pub source: Option<PathBuf>,
@@ -110,7 +111,41 @@ cofre status --max-drill-age 8d     exit 1 when the last good drill is older (or
 put the printed public key in BACKUP_RECIPIENTS"
     )]
     Keygen(KeygenArgs),
+    /// Print shell completions for bash, zsh or fish
+    #[command(after_help = "Examples:\n  \
+cofre completions bash > /etc/bash_completion.d/cofre\n  \
+cofre completions zsh > \"${fpath[1]}/_cofre\"\n  \
+cofre completions fish > ~/.config/fish/completions/cofre.fish")]
+    Completions(CompletionsArgs),
+    /// Print the manual page (roff), for man(1)
+    #[command(
+        after_help = "Examples:\n  cofre man > /usr/local/share/man/man1/cofre.1 && man cofre"
+    )]
+    Man(ManArgs),
 }
+
+/// `cofre completions`.
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell
+    #[arg(value_enum)]
+    pub shell: Shell,
+}
+
+/// The shells completions are made for.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum Shell {
+    /// GNU bash
+    Bash,
+    /// Z shell
+    Zsh,
+    /// fish
+    Fish,
+}
+
+/// `cofre man`.
+#[derive(Debug, Args)]
+pub struct ManArgs {}
 
 /// Options that shape what goes into an archive.
 #[derive(Debug, Args, Default)]

@@ -776,6 +776,12 @@ impl Jobs for Live {
             timezone: self.settings.schedule.zone().to_string(),
             next_run: backup,
             next_drill: drill,
+            drill_schedule: self
+                .settings
+                .drill
+                .schedule
+                .as_ref()
+                .map(|d| d.text().to_owned()),
         };
         if let Err(e) = state.save(self.store.dir()) {
             tracing::warn!(

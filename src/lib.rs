@@ -116,7 +116,20 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
     if usage { 2 } else { 1 }
 }
 
-/// The one-line message for an error, secrets scrubbed.
+/// The one-line message for an error, secrets scrubbed: each cause in the
+/// chain once (many messages already quote their cause, such as the OS
+/// error, which `{:#}` would print a second time).
 pub fn error_message(err: &anyhow::Error) -> String {
-    secret::scrub(&format!("{err:#}"))
+    let mut msg = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if text.is_empty() || msg.contains(&text) {
+            continue;
+        }
+        if !msg.is_empty() {
+            msg.push_str(": ");
+        }
+        msg.push_str(&text);
+    }
+    secret::scrub(&msg)
 }

@@ -40,6 +40,9 @@ pub enum OpenArchiveError {
     /// Its layers.
     #[error(transparent)]
     Layers(#[from] OpenError),
+    /// No key at all to open it.
+    #[error(transparent)]
+    NoKey(#[from] crate::archive::crypt::CryptError),
     /// A remote archive name that is not an archive name.
     #[error(
         "{0:?} is not an archive name (backup_YYYY-MM-DDTHH-MM-SS.tar.gz[.age]); `cofre list --remote` shows them"
@@ -170,6 +173,52 @@ fn prepare(req: &Request<'_>, found: &Found) -> Result<sign::Prepared, OpenArchi
 /// project signed by a trusted key (`--allow-unsigned` does not change
 /// which: it only lets the archive named be read).
 pub fn resolve(req: &Request<'_>) -> Result<Found, OpenArchiveError> {
+    let found = resolve_any(req);
+    // Without any key, nothing can be opened, and nothing trusted either
+    // (the identity file carries the signing key): that is the error to
+    // show, not the untrusted signatures it causes.
+    if let Err(
+        OpenArchiveError::NoTrustedLatest { newest, .. }
+        | OpenArchiveError::OnlyForeign { newest, .. },
+    ) = &found
+    {
+        let local = req.remote.is_none().then(|| req.backup_dir.join(newest));
+        if let Some(e) = no_key(req, newest, local.as_deref()) {
+            return Err(e.into());
+        }
+    }
+    found
+}
+
+/// The error when `name` is encrypted and no key is at hand: no identity
+/// file exists and no passphrase is set. A local archive's age header says
+/// whether it wants a passphrase or an identity.
+fn no_key(
+    req: &Request<'_>,
+    name: &str,
+    local: Option<&Path>,
+) -> Option<crate::archive::crypt::CryptError> {
+    use crate::archive::crypt::CryptError;
+    let encrypted = ArchiveName::parse(name).is_some_and(|n| n.encrypted) || name.ends_with(".age");
+    let have = req.keys.passphrase.is_some() || req.keys.identity_files.iter().any(|p| p.exists());
+    if !encrypted || have {
+        return None;
+    }
+    let wants_passphrase = local
+        .and_then(|p| store::open_archive(p, false).ok())
+        .and_then(crate::archive::crypt::describe_header)
+        .is_some_and(|d| d.contains("passphrase"));
+    Some(if wants_passphrase {
+        CryptError::NeedPassphrase(name.to_owned())
+    } else {
+        CryptError::NoIdentity {
+            archive: name.to_owned(),
+            identity: req.keys.identity_files.last().cloned().unwrap_or_default(),
+        }
+    })
+}
+
+fn resolve_any(req: &Request<'_>) -> Result<Found, OpenArchiveError> {
     match (req.remote, req.arg) {
         (Some(bucket), "latest") => latest_remote(req, bucket),
         (Some(_), name) => {
@@ -359,6 +408,13 @@ fn latest_remote(req: &Request<'_>, bucket: &Remote) -> Result<Found, OpenArchiv
 /// against every byte as it is read.
 pub fn open_found(req: &Request<'_>, found: &Found) -> Result<OpenArchive, OpenArchiveError> {
     let name = found.name();
+    let local = match found {
+        Found::Local(p, _) => Some(p.as_path()),
+        Found::Remote(_) => None,
+    };
+    if let Some(e) = no_key(req, &name, local) {
+        return Err(e.into());
+    }
     let (checker, claim, unsigned) = match prepare(req, found) {
         Ok(p) => {
             let claim = p.claim.clone();

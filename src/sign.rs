@@ -245,6 +245,7 @@ impl SigningKey {
         let trusted = Claim {
             file: name.to_owned(),
             bytes: None,
+            file_bytes: None,
             origin: Some(origin.clone()),
         }
         .to_comment(chrono::Utc::now().timestamp());
@@ -299,7 +300,7 @@ impl SigningKey {
             feed(Some(&buf[..n]));
         }
         drop(feed);
-        signer.finish(bytes)
+        signer.finish(bytes, bytes)
     }
 }
 
@@ -356,7 +357,7 @@ impl Signer {
     /// The `.minisig` text, once the archive was fed to its end. `bytes`
     /// (what the archive restores) goes into the comment line outside the
     /// signature, which a restore reads to check free space before writing.
-    pub fn finish(mut self, bytes: u64) -> Result<String, SignError> {
+    pub fn finish(mut self, bytes: u64, file_bytes: u64) -> Result<String, SignError> {
         self.tx = None;
         let fail = |why: String| SignError::Write {
             archive: self.archive.clone(),
@@ -368,7 +369,7 @@ impl Signer {
         };
         let body = text.split_once('\n').map_or("", |(_, rest)| rest);
         Ok(format!(
-            "untrusted comment: signature from cofre key {}; restores {bytes} bytes\n{body}",
+            "untrusted comment: signature from cofre key {}; restores {bytes} bytes ({file_bytes} of files)\n{body}",
             self.key_id
         ))
     }
@@ -454,6 +455,8 @@ pub struct Claim {
     /// Bytes of files and database the archive restores (from the signed
     /// comment, or from the comment line beside it).
     pub bytes: Option<u64>,
+    /// Of those, the files' (from the comment line).
+    pub file_bytes: Option<u64>,
     /// What it is a backup of (archives signed before cofre recorded it
     /// have none, and count as of another source).
     pub origin: Option<Origin>,
@@ -479,6 +482,7 @@ impl Claim {
         let mut claim = Claim {
             file: String::new(),
             bytes: None,
+            file_bytes: None,
             origin: None,
         };
         let (mut host, mut source) = (None, None);
@@ -585,6 +589,12 @@ pub fn standing(
 /// The size a signature's comment line says the archive restores. That
 /// line is outside the signature: it only decides whether a restore starts
 /// (free space), never what is written.
+fn untrusted_file_bytes(comment: &str) -> Option<u64> {
+    let (_, rest) = comment.split_once(" bytes (")?;
+    rest.split_whitespace().next()?.parse().ok()
+}
+
+/// The size a signature's comment line says the archive restores.
 fn untrusted_bytes(comment: &str) -> Option<u64> {
     let (_, rest) = comment.split_once("restores ")?;
     rest.split_whitespace().next()?.parse().ok()
@@ -748,6 +758,7 @@ pub fn prepare(
     let mut claim = Claim::parse(sig.trusted_comment());
     if claim.bytes.is_none() {
         claim.bytes = untrusted_bytes(sig.untrusted_comment());
+        claim.file_bytes = untrusted_file_bytes(sig.untrusted_comment());
     }
     if claim.file != name {
         return Err(SignError::OtherFile {
@@ -896,6 +907,7 @@ mod tests {
             &Claim {
                 file: "x".into(),
                 bytes: None,
+                file_bytes: None,
                 origin: Some(here()),
             }
             .to_comment(0),

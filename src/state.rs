@@ -239,6 +239,17 @@ impl DrillState {
     }
 }
 
+/// Why drills are unhealthy whatever the limits: the last one failed.
+pub fn drill_failed(drills: &DrillState) -> Option<String> {
+    let last = drills.last.as_ref().filter(|l| !l.ok)?;
+    Some(format!(
+        "the last restore drill ({}) failed at {}: {}",
+        last.archive,
+        last.failed_check.as_deref().unwrap_or("?"),
+        last.error.as_deref().unwrap_or("")
+    ))
+}
+
 /// Whether drills are healthy at `now`: the last one passed and the last
 /// pass is at most `max_age` old.
 pub fn drill_health(
@@ -249,13 +260,8 @@ pub fn drill_health(
     let Some(last) = &drills.last else {
         return Some("no restore drill has run yet".to_owned());
     };
-    if !last.ok {
-        return Some(format!(
-            "the last restore drill ({}) failed at {}: {}",
-            last.archive,
-            last.failed_check.as_deref().unwrap_or("?"),
-            last.error.as_deref().unwrap_or("")
-        ));
+    if let Some(failed) = drill_failed(drills) {
+        return Some(failed);
     }
     let success = drills.last_success.as_ref().unwrap_or(last);
     let age = (now - success.started_at).num_seconds();
@@ -284,6 +290,9 @@ pub struct DaemonState {
     /// Its next restore drill.
     #[serde(default)]
     pub next_drill: Option<DateTime<Utc>>,
+    /// The drill schedule it runs (`None`: drills off).
+    #[serde(default)]
+    pub drill_schedule: Option<String>,
 }
 
 /// The largest state file read (they are small; anything larger is not ours).
@@ -309,9 +318,7 @@ fn read_json<T: for<'de> Deserialize<'de> + Default>(path: &Path) -> T {
 }
 
 fn write_json<T: Serialize>(dir: &Path, name: &str, value: &T) -> std::io::Result<()> {
-    let mut tmp = tempfile::Builder::new()
-        .prefix(crate::store::TEMP_PREFIX)
-        .tempfile_in(dir)?;
+    let mut tmp = crate::store::temp_in(dir, "", 0o600)?;
     // Whatever a state file holds passes through the scrubber first.
     let text = crate::secret::scrub(&serde_json::to_string_pretty(value)?);
     tmp.write_all(text.as_bytes())?;
@@ -350,9 +357,10 @@ pub struct Limits {
     pub max_drill_age: Option<std::time::Duration>,
 }
 
-/// Whether backups are healthy at `now`: `None`, or the problem. `offsite`
-/// is the bucket's record when `BACKUP_REMOTE` is set; drills are judged
-/// when `limits.max_drill_age` is set.
+/// Whether backups are healthy at `now`: `None`, or the problem: the last
+/// backup, the last offsite copy (`offsite`, the bucket's record when
+/// `BACKUP_REMOTE` is set) and the last restore drill must not have
+/// failed; the limits hold their ages.
 pub fn health(
     state: &State,
     offsite: Option<&OffsiteState>,
@@ -360,10 +368,11 @@ pub fn health(
     limits: Limits,
     now: DateTime<Utc>,
 ) -> Option<String> {
-    let drill = || {
-        limits
-            .max_drill_age
-            .and_then(|max| drill_health(drills, max, now))
+    // A failed drill is a problem whatever the limits; a stale one only
+    // against --max-drill-age.
+    let drill = || match limits.max_drill_age {
+        Some(max) => drill_health(drills, max, now),
+        None => drill_failed(drills),
     };
     local_health(state, limits.max_age, now)
         .or_else(|| offsite_health(offsite, limits, now))
@@ -469,6 +478,44 @@ mod tests {
             size: 1,
             warnings: 0,
         })
+    }
+
+    #[test]
+    fn a_failed_drill_is_a_problem_without_any_limit() {
+        let now = at("2026-03-02T12:00:00Z");
+        let state = State {
+            last_success: success("2026-03-02T03:00:00Z"),
+            ..Default::default()
+        };
+        let record = |ok| DrillRecord {
+            archive: "a".into(),
+            started_at: at("2026-03-01T04:00:00Z"),
+            ok,
+            failed_check: (!ok).then(|| "compare".to_owned()),
+            ..Default::default()
+        };
+        let failed = DrillState {
+            last: Some(record(false)),
+            ..Default::default()
+        };
+        let got = health(&state, None, &failed, Limits::default(), now);
+        assert!(got.is_some_and(|p| p.contains("drill")));
+        let passed = DrillState {
+            last: Some(record(true)),
+            ..Default::default()
+        };
+        assert_eq!(health(&state, None, &passed, Limits::default(), now), None);
+        // A passed but old drill only counts against --max-drill-age.
+        let limits = Limits {
+            max_drill_age: Some(std::time::Duration::from_secs(3600)),
+            ..Limits::default()
+        };
+        assert!(health(&state, None, &passed, limits, now).is_some());
+        // No drill yet is not a problem, unless a drill age is asked for.
+        assert_eq!(
+            health(&state, None, &DrillState::default(), Limits::default(), now),
+            None
+        );
     }
 
     #[test]

@@ -19,8 +19,61 @@ use tempfile::NamedTempFile;
 
 use crate::archive::Compression;
 
-/// Prefix of every temporary file cofre writes in `BACKUP_DIR`.
+/// Prefix of every temporary file cofre writes in `BACKUP_DIR`; the writer's
+/// pid follows it (`.cofre-tmp-<pid>-<random>`), so a clean-up can tell a
+/// leftover of a process that died from a file another process is writing.
 pub const TEMP_PREFIX: &str = ".cofre-tmp-";
+
+/// A new temporary file in `dir`, named for this process (mode 0600, or
+/// `mode`); it is deleted when dropped unless persisted.
+pub fn temp_in(dir: &Path, suffix: &str, mode: u32) -> io::Result<NamedTempFile> {
+    tempfile::Builder::new()
+        .prefix(&format!("{TEMP_PREFIX}{}-", std::process::id()))
+        .suffix(suffix)
+        .permissions(fs::Permissions::from_mode(mode))
+        .tempfile_in(dir)
+        .map_err(without_path)
+}
+
+/// tempfile adds the random path to its errors; the messages built from
+/// them name the directory already, so only the OS error is kept.
+pub fn without_path(e: io::Error) -> io::Error {
+    // Its wrapper does not give the OS error back (`source` is the OS
+    // error's own, none), so the words before " at path" are kept.
+    if e.raw_os_error().is_some() {
+        return e;
+    }
+    let text = e.to_string();
+    match text.split_once(" at path ") {
+        Some((os, _)) => io::Error::new(e.kind(), os.to_owned()),
+        None => e,
+    }
+}
+
+/// Whether a temporary file's name says it is a leftover: its writer (the
+/// pid in its name) no longer runs. A name without a pid (written by an
+/// older cofre) is a leftover when `locked` (every such file was written
+/// under the lock the caller holds). A reused pid keeps a leftover until
+/// that process ends: never the other way round.
+fn is_leftover(name: &str, locked: bool) -> bool {
+    let Some(rest) = name.strip_prefix(TEMP_PREFIX) else {
+        return false;
+    };
+    let pid = rest
+        .split_once('-')
+        .and_then(|(p, _)| p.parse::<i32>().ok())
+        .filter(|p| *p > 0);
+    match pid {
+        Some(pid) if pid == std::process::id() as i32 => false,
+        Some(pid) => rustix::process::Pid::from_raw(pid).is_none_or(|p| {
+            !matches!(
+                rustix::process::test_kill_process(p),
+                Ok(()) | Err(rustix::io::Errno::PERM)
+            )
+        }),
+        None => locked && name.ends_with(".partial"),
+    }
+}
 const LOCK_NAME: &str = ".cofre.lock";
 const NAME_TIME_FORMAT: &str = "%Y-%m-%dT%H-%M-%S";
 
@@ -208,13 +261,10 @@ impl Store {
         };
         // Writability is checked by doing it, once, up front: a backup that
         // finds out after reading 10 GB is a worse experience.
-        tempfile::Builder::new()
-            .prefix(TEMP_PREFIX)
-            .tempfile_in(dir)
-            .map_err(|source| StoreError::NotWritable {
-                path: dir.to_path_buf(),
-                source,
-            })?;
+        temp_in(dir, "", 0o600).map_err(|source| StoreError::NotWritable {
+            path: dir.to_path_buf(),
+            source,
+        })?;
         Ok(store)
     }
 
@@ -292,15 +342,10 @@ impl Store {
     /// A new temporary file (mode 0600) in the directory; it is deleted when
     /// dropped unless [`Store::persist`]ed.
     pub fn temp_file(&self) -> Result<NamedTempFile, StoreError> {
-        tempfile::Builder::new()
-            .prefix(TEMP_PREFIX)
-            .suffix(".partial")
-            .permissions(fs::Permissions::from_mode(0o600))
-            .tempfile_in(&self.dir)
-            .map_err(|source| StoreError::NotWritable {
-                path: self.dir.clone(),
-                source,
-            })
+        temp_in(&self.dir, ".partial", 0o600).map_err(|source| StoreError::NotWritable {
+            path: self.dir.clone(),
+            source,
+        })
     }
 
     /// Gives a finished temporary file its final name, never replacing an
@@ -341,8 +386,10 @@ impl Store {
             .map_err(io_err("cannot sync directory", &self.dir))
     }
 
-    /// Removes temporary files left by a process that crashed or was killed.
-    /// Call only while holding the lock: a running backup's file is also one.
+    /// Removes temporary files left by a process that crashed or was
+    /// killed: only cofre's own kind of temporary file, and only one whose
+    /// writer no longer runs (the daemon writes its state beside a manual
+    /// backup, without the lock). Call while holding the lock.
     pub fn clean_temporaries(&self) -> Vec<PathBuf> {
         let mut removed = Vec::new();
         let Ok(entries) = fs::read_dir(&self.dir) else {
@@ -350,7 +397,7 @@ impl Store {
         };
         for entry in entries.flatten() {
             let name = entry.file_name();
-            let is_temp = name.to_str().is_some_and(|n| n.starts_with(TEMP_PREFIX));
+            let is_temp = name.to_str().is_some_and(|n| is_leftover(n, true));
             // A signature whose archive is gone (a crash between the two
             // renames, or a deletion that stopped halfway).
             let orphan_sig = name.to_str().is_some_and(|n| {
@@ -536,6 +583,31 @@ pub struct Lock {
 mod tests {
     use super::*;
     use chrono::TimeZone;
+
+    #[test]
+    fn only_a_dead_writers_temporary_is_a_leftover() {
+        let me = std::process::id();
+        let init = 1; // always running
+        let dead = {
+            let mut child = std::process::Command::new("true").spawn().unwrap();
+            let pid = child.id();
+            child.wait().unwrap();
+            pid
+        };
+        let cases = [
+            (format!(".cofre-tmp-{me}-abc.partial"), true, false),
+            (format!(".cofre-tmp-{init}-abc"), true, false),
+            (format!(".cofre-tmp-{dead}-abc"), false, true),
+            (format!(".cofre-tmp-{dead}-abc.partial"), true, true),
+            (".cofre-tmp-abcdef.partial".to_owned(), true, true),
+            (".cofre-tmp-abcdef.partial".to_owned(), false, false),
+            (".cofre-tmp-abcdef".to_owned(), true, false),
+            ("backup_x.partial".to_owned(), true, false),
+        ];
+        for (name, locked, want) in cases {
+            assert_eq!(is_leftover(&name, locked), want, "{name} locked={locked}");
+        }
+    }
 
     #[test]
     fn names_round_trip() {

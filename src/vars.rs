@@ -60,7 +60,7 @@ macro_rules! vars {
 
 vars! {
     SOURCE = "BACKUP_SOURCE", flag "source" "DIR", default "current directory", list false,
-        "the project directory to back up";
+        "the project directory: what a backup holds, and whose archives `latest` means";
     DIR = "BACKUP_DIR", flag "backup-dir" "DIR", default "`backups` in the project", list false,
         "where archives go, created 0700 (its parent must exist)";
     RETENTION_DAYS = "BACKUP_RETENTION_DAYS", flag "" "DAYS", default "`7`", list false,

@@ -282,6 +282,21 @@ test("SIGTERM to the application reaches the daemon, and the application still e
   await until(() => !alive(pid), 10_000, 'the daemon to stop');
 });
 
+test('console lines name the archive they are about', async () => {
+  const p = appProcess(`
+    const b = require('cofre').start({ schedule: '0 0 1 1 *', drillSchedule: 'off' });
+    b.runNow().then((r) => { console.log('DONE ' + r.archive); return b.stop(); }).then(() => process.exit(0));
+  `);
+  p.pid.catch(() => {}); // this script prints no pid
+  let out = '';
+  p.child.stdout.on('data', (d) => (out += d));
+  const { code } = await p.exited;
+  assert.equal(code, 0, out);
+  const archive = path.basename(out.match(/DONE (\S+)/)[1]);
+  const finished = out.split('\n').find((l) => l.startsWith('[cofre] backup finished'));
+  assert.ok(finished && finished.includes(archive), out);
+});
+
 test('a daemon that dies is restarted, with backoff', async () => {
   const logs = [];
   const restarts = [];

@@ -1,4 +1,5 @@
-//! `cofre keygen`: a new age identity, as `age-keygen` makes it.
+//! `cofre keygen`: a new age identity, as `age-keygen` makes it; and the
+//! other commands that need no settings: `completions` and `man`.
 
 use std::io::Write;
 
@@ -34,5 +35,31 @@ pub fn run(args: &KeygenArgs) -> Result<Outcome, anyhow::Error> {
             eprintln!("Public key: {public}");
         }
     }
+    Ok(Outcome::Success)
+}
+
+/// Runs `cofre completions SHELL`: clap_complete writes them from the
+/// command line's own definition.
+pub fn completions(args: &crate::cli::CompletionsArgs) -> Result<Outcome, anyhow::Error> {
+    use clap::CommandFactory;
+    use clap_complete::Shell as S;
+    let shell = match args.shell {
+        crate::cli::Shell::Bash => S::Bash,
+        crate::cli::Shell::Zsh => S::Zsh,
+        crate::cli::Shell::Fish => S::Fish,
+    };
+    let mut cmd = crate::cli::Cli::command();
+    clap_complete::generate(shell, &mut cmd, "cofre", &mut std::io::stdout());
+    Ok(Outcome::Success)
+}
+
+/// Runs `cofre man`: clap_mangen renders the manual page, with the
+/// environment variables section the long help carries.
+pub fn man() -> Result<Outcome, anyhow::Error> {
+    use clap::CommandFactory;
+    let cmd = crate::cli::Cli::command();
+    let mut out = Vec::new();
+    clap_mangen::Man::new(cmd).render(&mut out)?;
+    std::io::stdout().write_all(&out)?;
     Ok(Outcome::Success)
 }

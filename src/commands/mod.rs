@@ -70,7 +70,9 @@ pub fn add_flags(s: &mut Sources, cli: &Cli) {
         | Command::Prune(_)
         | Command::Status(_)
         | Command::Upload(_)
-        | Command::Keygen(_) => {}
+        | Command::Keygen(_)
+        | Command::Completions(_)
+        | Command::Man(_) => {}
     }
 }
 
@@ -170,7 +172,7 @@ pub fn verbosity(cli: &Cli) -> Verbosity {
 /// The validated settings a command line needs (`keygen` needs none).
 pub fn prepare(cli: &Cli) -> Result<Option<Settings>, anyhow::Error> {
     match cli.command {
-        Command::Keygen(_) => Ok(None),
+        Command::Keygen(_) | Command::Completions(_) | Command::Man(_) => Ok(None),
         _ => settings(cli).map(Some),
     }
 }
@@ -194,6 +196,8 @@ pub fn run(cli: &Cli, settings: Option<Settings>) -> Result<Outcome, anyhow::Err
     let Some(settings) = settings else {
         return match &cli.command {
             Command::Keygen(args) => keygen::run(args),
+            Command::Completions(args) => keygen::completions(args),
+            Command::Man(_) => keygen::man(),
             _ => unreachable!("every other command has settings"),
         };
     };
@@ -208,6 +212,8 @@ pub fn run(cli: &Cli, settings: Option<Settings>) -> Result<Outcome, anyhow::Err
         Command::Drill(a) => drill::run(a, &settings, verbosity),
         Command::Upload(_) => upload::run(&settings),
         Command::Keygen(a) => keygen::run(a),
+        Command::Completions(a) => keygen::completions(a),
+        Command::Man(_) => keygen::man(),
     }
 }
 

@@ -70,6 +70,48 @@ pub fn print_report(report: &Report) {
     }
 }
 
+/// One line per database: what was restored into it, what was left alone.
+fn database_summary(report: &Report, target: &mongo::restore::Target) -> Vec<String> {
+    let mut per_db: std::collections::BTreeMap<String, (Vec<String>, u64, Vec<String>)> =
+        std::collections::BTreeMap::new();
+    for (ns, fate) in &report.collections {
+        let (db, coll) = ns.split_once('.').unwrap_or((ns, ""));
+        let entry = per_db.entry(db.to_owned()).or_default();
+        match fate {
+            Fate::Restored { documents, .. } => {
+                entry.0.push(coll.to_owned());
+                entry.1 += documents;
+            }
+            Fate::Exists => entry.2.push(coll.to_owned()),
+            Fate::WouldRestore { .. } => {}
+        }
+    }
+    let server = target
+        .uri
+        .as_ref()
+        .map(|u| crate::secret::redact_uri(u.expose()))
+        .unwrap_or_default();
+    per_db
+        .into_iter()
+        .map(|(db, (restored, documents, alone))| {
+            let mut line = format!(
+                "database  {db} on {server}: {} collection{} restored ({documents} documents)",
+                restored.len(),
+                if restored.len() == 1 { "" } else { "s" }
+            );
+            if !alone.is_empty() {
+                line.push_str(&format!(
+                    "; {} left alone because {} already existed ({})",
+                    alone.len(),
+                    if alone.len() == 1 { "it" } else { "they" },
+                    alone.join(", ")
+                ));
+            }
+            line
+        })
+        .collect()
+}
+
 fn include_matcher(patterns: &[String]) -> Result<Option<Gitignore>, ConfigError> {
     if patterns.is_empty() {
         return Ok(None);
@@ -132,9 +174,14 @@ pub fn run(
         check_target(&target, args)?;
     }
     // Restoring into the project itself: no backup may read it meanwhile.
+    // (Where there is no backup directory, no backup can run: nothing is
+    // made there, so a restore on a new machine leaves no lock file.)
     let _lock = match settings.source.canonicalize() {
         Ok(src) if want_files && !args.dry_run && target.starts_with(&src) => {
-            Some(Store::create(&settings.backup_dir)?.lock(wait)?)
+            match Store::open(&settings.backup_dir) {
+                Ok(store) => Some(store.lock(wait)?),
+                Err(_) => None,
+            }
         }
         _ => None,
     };
@@ -170,19 +217,52 @@ pub fn run(
     if args.mongo_only && !has_mongo {
         bail!("{name} holds no database dump; nothing was restored");
     }
-    if want_files {
-        println!(
-            "restored {} files ({}) from {name} into {}",
-            restored.files,
-            human(restored.bytes),
+    // A new directory inside the project is a restored copy: marked, so
+    // the next backup does not take it in.
+    let copy_inside = want_files
+        && restored.target_was_empty
+        && settings
+            .source
+            .canonicalize()
+            .is_ok_and(|src| target != src && target.starts_with(&src));
+    if copy_inside && let Err(e) = rs::mark_restored_copy(&target, &name) {
+        tracing::warn!(
+            "cannot mark {} as a restored copy ({e}); the next backup will include it",
             target.display()
         );
+    }
+    let mut summary = Vec::new();
+    if want_files {
+        summary.push(format!(
+            "files     {} files ({}) from {name} into {}{}",
+            restored.files,
+            human(restored.bytes),
+            target.display(),
+            if copy_inside {
+                " (a restored copy: backups of the project leave it out)"
+            } else {
+                ""
+            }
+        ));
     }
     let mut outcome = Outcome::Success;
     if want_mongo && has_mongo {
         let report = mongo::restore::restore_dir(&restored.dump_dir(), &target_db, false)?;
         print_report(&report);
+        summary.extend(database_summary(&report, &target_db));
         outcome = report.outcome();
+    }
+    if !summary.is_empty() {
+        println!("summary");
+        for line in &summary {
+            println!("  {line}");
+        }
+        if outcome == Outcome::Warnings {
+            println!(
+                "  exit code 3: done, but collections that already existed were left alone \
+                 (pass --drop to replace them)"
+            );
+        }
     }
     tracing::info!(
         archive = %name,

@@ -96,9 +96,15 @@ fn gather(
         .as_ref()
         .and_then(|s| DaemonState::load(s.dir()))
         .filter(DaemonState::is_alive);
-    let next_run = match &daemon {
-        Some(d) => d.next_run,
-        None => settings.schedule.next_after(now),
+    // A running daemon runs its own schedule (from its environment, which
+    // may not be this shell's): what it says goes.
+    let (next_run, schedule, timezone) = match &daemon {
+        Some(d) => (d.next_run, d.schedule.clone(), d.timezone.clone()),
+        None => (
+            settings.schedule.next_after(now),
+            settings.schedule.text().to_owned(),
+            settings.schedule.zone().to_string(),
+        ),
     };
     let age = state
         .last_success
@@ -127,11 +133,14 @@ fn gather(
             .and_then(|s| s.next_after(now)),
     };
     let drill = DrillStatus {
-        schedule: settings
-            .drill
-            .schedule
-            .as_ref()
-            .map(|s| s.text().to_owned()),
+        schedule: match &daemon {
+            Some(d) => d.drill_schedule.clone(),
+            None => settings
+                .drill
+                .schedule
+                .as_ref()
+                .map(|s| s.text().to_owned()),
+        },
         next_drill: next_drill.map(rfc),
         last_success_at: drills.last_success.as_ref().map(|r| rfc(r.started_at)),
         last_success_age_seconds: drills
@@ -149,8 +158,8 @@ fn gather(
         last_failure: state.last_failure,
         daemon_running: daemon.is_some(),
         next_run: next_run.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
-        schedule: settings.schedule.text().to_owned(),
-        timezone: settings.schedule.zone().to_string(),
+        schedule,
+        timezone,
         archives: archives.len(),
         archives_bytes: archives.iter().map(|a| a.size).sum(),
         free_bytes: space.map(|s| s.0),

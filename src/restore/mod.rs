@@ -141,6 +141,8 @@ pub struct Restored {
     pub bytes: u64,
     /// The archive's manifest (without entries).
     pub info: crate::archive::manifest::ManifestInfo,
+    /// Whether the target was new or empty before the restore.
+    pub target_was_empty: bool,
     staging: Staging,
     private_root: Option<PathBuf>,
 }
@@ -182,7 +184,7 @@ pub fn stage_and_place(
         Some(private_dir_beside(req.target)?)
     };
     let staging = Staging::new(private_root.as_deref().unwrap_or(req.target))?;
-    check_free_space(opened, &staging)?;
+    check_free_space(opened, &staging, want_files, want_dump)?;
     let mut extractor = Extractor::new(&name, Some(staging.dir()), req.opts, Box::new(io::sink()))
         .map_err(|source| RestoreError::Staging {
             what: "prepare the staging directory",
@@ -218,6 +220,7 @@ pub fn stage_and_place(
         files,
         bytes,
         info: summary.info,
+        target_was_empty: want_files && staging.target_was_empty(),
         staging,
         private_root,
     })
@@ -232,20 +235,29 @@ fn private_dir_beside(target: &Path) -> Result<PathBuf, RestoreError> {
         .tempdir_in(parent)
         .map_err(|source| RestoreError::Prepare {
             path: parent.to_path_buf(),
-            source,
+            source: crate::store::without_path(source),
         })?;
     Ok(dir.keep())
 }
 
 /// Refuses to start when the size the archive restores cannot fit.
+/// It counts what the restore writes: files, the dump, or both (an archive
+/// signed before cofre said the files' share counts whole).
 fn check_free_space(
     opened: &crate::open::OpenArchive,
     staging: &Staging,
+    files: bool,
+    dump: bool,
 ) -> Result<(), RestoreError> {
-    let (Some(need), Ok(free)) = (
-        opened.claim.as_ref().and_then(|c| c.bytes),
-        staging.free_bytes(),
-    ) else {
+    let need = opened.claim.as_ref().and_then(|c| {
+        let total = c.bytes?;
+        Some(match (files, dump, c.file_bytes) {
+            (true, false, Some(f)) => f,
+            (false, true, Some(f)) => total.saturating_sub(f),
+            _ => total,
+        })
+    });
+    let (Some(need), Ok(free)) = (need, staging.free_bytes()) else {
         return Ok(());
     };
     if need > free {
@@ -314,6 +326,24 @@ fn place_files(staging: &Staging, staged: &extract::Staged) -> Result<(), Restor
     Ok(())
 }
 
+/// Marks `target`, a new directory a restore filled inside the project, as
+/// a restored copy: later backups leave a directory holding this mark out
+/// (see [`crate::walk::RESTORED_MARK`]), so a restore never doubles the
+/// next archive. The mark says so to whoever finds it.
+pub fn mark_restored_copy(target: &Path, archive: &str) -> io::Result<()> {
+    use std::io::Write;
+    let dir = Dir::open(target)?;
+    let mut f = dir.create_file(crate::walk::RESTORED_MARK.as_bytes())?;
+    writeln!(
+        f,
+        "This directory was restored by cofre from {archive} on {}.\n\
+         Backups of the project it lies in leave it out; delete this file to back it up.",
+        chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    )?;
+    rustix::fs::fchmod(&f, rustix::fs::Mode::from_raw_mode(0o644))?;
+    Ok(())
+}
+
 /// True when `dir` exists and holds anything.
 pub fn is_nonempty_dir(dir: &Path) -> io::Result<bool> {
     match fs::read_dir(dir) {
@@ -366,7 +396,7 @@ impl Staging {
                 let name = path.file_name().unwrap_or_default().as_bytes().to_vec();
                 target_dir.mkdir(&name, 0o700).map(|()| name)
             })
-            .map_err(prepare(target))?;
+            .map_err(|e| prepare(target)(crate::store::without_path(e)))?;
         // Keep the name (the guard would try to delete it as a file).
         let (name, guard) = name.into_parts();
         let _ = guard.keep();

@@ -5,40 +5,13 @@ use std::fs;
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::Command;
 
 use cofre::parts::{EntryMeta, Kind, TarEncoder};
 
 use crate::harness::*;
 
-/// The `cofre` command run as an unprivileged user when the tests run as
-/// root (root reads and writes everything, so permission failures need
-/// another user), else as is.
-fn unprivileged(env: &Env) -> Command {
-    if !is_root() {
-        return env.cmd();
-    }
-    let mut c = Command::new("setpriv");
-    c.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
-        .arg(env!("CARGO_BIN_EXE_cofre"));
-    for (k, _) in std::env::vars() {
-        if k.starts_with("BACKUP_") || k == "MONGODB_URI" {
-            c.env_remove(k);
-        }
-    }
-    c.env("HOME", &env.home).current_dir(&env.project);
-    for (k, v) in &env.vars {
-        c.env(k, v);
-    }
-    c
-}
-
-fn chown_nobody(p: &Path) {
-    if is_root() {
-        sh(&format!("chown -R 65534:65534 '{}'", p.display()));
-    }
-}
-
+/// A project of two small files. (Permission failures run cofre as
+/// another user, `Env::unprivileged`: root reads and writes everything.)
 fn small_env() -> Env {
     let env = Env::new();
     fs::create_dir_all(env.project.join("src")).unwrap();
@@ -132,7 +105,7 @@ fn unwritable_backup_dir() {
     env.set("BACKUP_DIR", &dir);
     env.set("BACKUP_ENCRYPTION", "none");
     chown_nobody(&env.home);
-    let out = unprivileged(&env).arg("backup").output().unwrap();
+    let out = env.unprivileged().arg("backup").output().unwrap();
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -154,7 +127,7 @@ fn unreadable_file_is_a_warning_recorded_in_the_manifest() {
     }
     fs::set_permissions(&secret, fs::Permissions::from_mode(0o000)).unwrap();
     env.set("BACKUP_ENCRYPTION", "none");
-    let out = unprivileged(&env).arg("backup").output().unwrap();
+    let out = env.unprivileged().arg("backup").output().unwrap();
     assert_eq!(
         out.status.code(),
         Some(3),

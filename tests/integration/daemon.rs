@@ -411,3 +411,37 @@ fn full_disk_fails_cleanly_and_keeps_older_archives() {
     assert!(msg.contains("not enough free space"), "{msg}");
     assert!(archives_in(&dir2).is_empty());
 }
+
+/// The npm `runNow()` case: manual backups while the daemon runs. Each
+/// manual backup cleans up the temporary files of runs that died; it must
+/// never take the daemon's state file while the daemon writes it.
+#[test]
+fn manual_backups_beside_the_daemon_never_lose_its_state_writes() {
+    let mut env = Env::new();
+    for i in 0..20 {
+        fs::write(env.project.join(format!("f{i}.txt")), "x\n").unwrap();
+    }
+    env.set("BACKUP_SCHEDULE", "* * * * * *");
+    env.set("BACKUP_DRILL_SCHEDULE", "off");
+    env.set("BACKUP_RETENTION_DAYS", "0");
+    env.set("BACKUP_KEEP_LAST", "3");
+    let mut daemon = Daemon::start(&env);
+    assert!(daemon.wait_for(Duration::from_secs(30), |l| count(l, "daemon started") == 1));
+    // A leftover of a run that died: it goes.
+    let leftover = env.backups.join(".cofre-tmp-999999-dead.partial");
+    fs::write(&leftover, "x").unwrap();
+    for _ in 0..25 {
+        let out = env.run(&["backup", "--wait", "30s"]);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    }
+    let (code, seen) = daemon.stop();
+    assert_eq!(code, Some(0), "{seen:#?}");
+    assert_eq!(count(&seen, "cannot write"), 0, "{seen:#?}");
+    assert!(count(&seen, "scheduled backup done") >= 1, "{seen:#?}");
+    assert!(!leftover.exists());
+    assert!(
+        temp_files(&env.backups).is_empty(),
+        "{:?}",
+        temp_files(&env.backups)
+    );
+}

@@ -93,6 +93,23 @@ impl Env {
         c
     }
 
+    /// The `cofre` command as the unprivileged user `nobody` (65534) when
+    /// the tests run as root (as this user otherwise), with the same
+    /// environment as [`Env::cmd`].
+    pub fn unprivileged(&self) -> Command {
+        if is_root() {
+            self.cmd_via(&[
+                "setpriv",
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                "--",
+            ])
+        } else {
+            self.cmd()
+        }
+    }
+
     /// Runs cofre with `args`.
     pub fn run(&self, args: &[&str]) -> Output {
         self.cmd().args(args).output().unwrap()
@@ -526,6 +543,13 @@ pub fn is_root() -> bool {
     fs::metadata("/proc/self")
         .map(|m| m.uid() == 0)
         .unwrap_or(false)
+}
+
+/// Gives `p` (and everything below) to `nobody`, for [`Env::unprivileged`].
+pub fn chown_nobody(p: &Path) {
+    if is_root() {
+        sh(&format!("chown -R 65534:65534 '{}'", p.display()));
+    }
 }
 
 /// Mounts a small tmpfs (root only; otherwise says why it is skipped).

@@ -17,4 +17,5 @@ mod property;
 mod restore;
 mod round_trip;
 mod secrets;
+mod troubleshooting;
 mod trust;

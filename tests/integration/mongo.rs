@@ -766,7 +766,7 @@ impl OwnServer {
 /// A password with every character a URI reserves.
 const SPECIAL_PASS: &str = "Sp/ec?i#al:P@ss%1";
 
-fn auth_server() -> Option<OwnServer> {
+pub fn auth_server() -> Option<OwnServer> {
     let bin = secantusd()?;
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();

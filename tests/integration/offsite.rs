@@ -39,7 +39,7 @@ pub fn s3() -> Option<S3> {
 }
 
 impl S3 {
-    fn admin(&self, endpoint: &str, args: &[&str]) -> String {
+    pub fn admin(&self, endpoint: &str, args: &[&str]) -> String {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/s3/moto_admin.py");
         let out = Command::new(format!("{}/python", self.moto))
             .arg(script)
@@ -53,7 +53,7 @@ impl S3 {
     }
 
     /// A new bucket on the shared server.
-    fn bucket(&self, name: &str, lock: bool) {
+    pub fn bucket(&self, name: &str, lock: bool) {
         let mut args = vec!["bucket", name];
         if lock {
             args.push("lock");
@@ -69,7 +69,7 @@ impl S3 {
     }
 
     /// A server of this test's own on `port`.
-    fn own(&self, port: u16, extra_env: &[(&str, &str)]) -> OwnS3 {
+    pub fn own(&self, port: u16, extra_env: &[(&str, &str)]) -> OwnS3 {
         let mut cmd = Command::new(format!("{}/moto_server", self.moto));
         cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .stdout(Stdio::null())
@@ -93,9 +93,9 @@ impl S3 {
     }
 }
 
-struct OwnS3 {
+pub struct OwnS3 {
     child: Child,
-    endpoint: String,
+    pub endpoint: String,
 }
 
 impl Drop for OwnS3 {
@@ -105,7 +105,7 @@ impl Drop for OwnS3 {
     }
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -119,7 +119,7 @@ fn unique_bucket(name: &str) -> String {
 }
 
 /// Points `env` at `endpoint` and `s3://bucket/prefix`.
-fn use_bucket(env: &mut Env, endpoint: &str, bucket: &str, prefix: &str) {
+pub fn use_bucket(env: &mut Env, endpoint: &str, bucket: &str, prefix: &str) {
     env.set("AWS_ENDPOINT_URL", endpoint);
     env.set("AWS_ACCESS_KEY_ID", "test");
     env.set("AWS_SECRET_ACCESS_KEY", SECRET);

@@ -163,3 +163,51 @@ fn restore_by_name_and_by_path() {
     );
     assert!(msg.contains("cofre list"), "{msg}");
 }
+
+/// The default restore (the old script's habit: `./backup_<time>/` in the
+/// project) makes a restored copy the next backup leaves out; the summary
+/// says where the files went.
+#[test]
+fn a_restored_copy_inside_the_project_never_enters_a_later_backup() {
+    let env = Env::with_tree();
+    env.ok(&["backup"]);
+    let first = stdout(&env.ok(&["list", "--json"]));
+    let files = |listing: &str| {
+        let rows: serde_json::Value = serde_json::from_str(listing).unwrap();
+        rows[0]["files"].as_u64().unwrap()
+    };
+    let out = env.ok(&["restore", "latest"]);
+    let said = stdout(&out);
+    assert!(
+        said.contains("summary")
+            && said.contains("a restored copy: backups of the project leave it out"),
+        "{said}"
+    );
+    let copy = env.project.join(cofre_stem(&env.archive()));
+    assert!(copy.join(".cofre-restored").is_file());
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let out = env.ok(&["backup", "-v"]);
+    assert!(
+        text(&out).contains("a copy a restore made"),
+        "{}",
+        text(&out)
+    );
+    let second = stdout(&env.ok(&["list", "--json"]));
+    assert_eq!(
+        files(&second),
+        files(&first),
+        "the restored copy was backed up"
+    );
+
+    // Restored over the project itself: no mark (the project is never
+    // left out of its own backups).
+    let out = env.ok(&["restore", "latest", "--to", ".", "--force"]);
+    assert!(!stdout(&out).contains("restored copy"), "{}", text(&out));
+    assert!(!env.project.join(".cofre-restored").exists());
+}
+
+/// `backup_2026-…` of `backup_2026-….tar.gz.age`.
+fn cofre_stem(archive: &std::path::Path) -> String {
+    let name = archive.file_name().unwrap().to_str().unwrap();
+    name[..name.find(".tar.").unwrap()].to_owned()
+}

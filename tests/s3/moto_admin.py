@@ -42,13 +42,14 @@ def main(argv):
         print(key["AccessKeyId"], key["SecretAccessKey"])
     elif cmd == "put":
         bucket, key, path = argv[3], argv[4], argv[5]
-        extra = {}
-        if len(argv) > 6 and argv[6] == "lock":
-            extra = {"ObjectLockMode": "GOVERNANCE",
-                     "ObjectLockRetainUntilDate": datetime.datetime.now(datetime.timezone.utc)
-                     + datetime.timedelta(days=1)}
+        s3 = client("s3", endpoint)
         with open(path, "rb") as f:
-            client("s3", endpoint).put_object(Bucket=bucket, Key=key, Body=f.read(), **extra)
+            version = s3.put_object(Bucket=bucket, Key=key, Body=f.read()).get("VersionId")
+        if len(argv) > 6 and argv[6] == "lock":
+            # (moto keeps no lock given with the PutObject itself.)
+            until = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(days=1)
+            s3.put_object_retention(Bucket=bucket, Key=key, VersionId=version,
+                                    Retention={"Mode": "GOVERNANCE", "RetainUntilDate": until})
     elif cmd == "plant":
         bucket, prefix, count, signed = argv[3], argv[4], int(argv[5]), int(argv[6])
         s3 = client("s3", endpoint)

@@ -156,7 +156,11 @@ class Backups extends EventEmitter {
       // pino's and bunyan's shape: fields first, then the message.
       logger[level]({ cofre: true, ...entry.fields }, entry.message);
     } else {
-      console[level](`[cofre] ${entry.message}`);
+      // The message says what happened; the archive it happened to is a
+      // field of its own in the JSON line, so it is added back here.
+      const archive = entry.fields && entry.fields.archive;
+      const named = archive && !entry.message.includes(archive) ? ` (${archive})` : '';
+      console[level](`[cofre] ${entry.message}${named}`);
     }
   }
 
@@ -235,7 +239,9 @@ class Backups extends EventEmitter {
    * warnings; rejects with a CofreError carrying the exit code.
    */
   async runNow({ wait = '1h' } = {}) {
-    const r = await runOnce(this._bin, ['backup', '--wait', wait], this._env, this._cwd);
+    // -v: its informational lines (started, finished, the archive) reach
+    // the application's log as the daemon's do.
+    const r = await runOnce(this._bin, ['backup', '-v', '--wait', wait], this._env, this._cwd);
     for (const line of r.stderr.split('\n').filter(Boolean)) this._log(parseLine(line));
     if (r.code === 0 || r.code === 3) {
       return { archive: r.stdout.trim(), warnings: r.code === 3, exitCode: r.code };
