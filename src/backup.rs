@@ -13,12 +13,13 @@ use ignore::WalkState;
 use indicatif::ProgressBar;
 use tempfile::NamedTempFile;
 
+use crate::archive::Compression;
+use crate::archive::crypt::Encryption;
 use crate::archive::crypt::{self, CryptError};
 use crate::archive::layers::{self, FileSink};
-use crate::archive::manifest::{self, ManifestInfo, MongoSection, Options};
+use crate::archive::manifest::{self, ManifestInfo, MongoSection};
 use crate::archive::writer::{ArchiveWriter, files_path};
 use crate::archive::{self as arch};
-use crate::config::{Encryption, MinFree, Settings};
 use crate::format::human;
 use crate::logging::{self, Verbosity};
 use crate::mongo::{self, MongoError};
@@ -81,6 +82,24 @@ pub enum BackupError {
     Cancelled,
 }
 
+impl crate::exit::Coded for BackupError {
+    fn exit(&self) -> crate::exit::Exit {
+        use crate::exit::Exit;
+        match self {
+            BackupError::Store(e) => e.exit(),
+            BackupError::Crypt(e) => e.exit(),
+            BackupError::Pattern(e) => e.exit(),
+            BackupError::Mongo(e) => e.exit(),
+            BackupError::Sign(e) => e.exit(),
+            BackupError::NoSource(_)
+            | BackupError::SourceNotDir(_)
+            | BackupError::Write { .. }
+            | BackupError::NoSpace { .. }
+            | BackupError::Cancelled => Exit::Failure,
+        }
+    }
+}
+
 impl BackupError {
     fn write(dir: &Path, source: io::Error) -> BackupError {
         let hint = match source.kind() {
@@ -112,10 +131,40 @@ pub struct BackupReport {
     pub info: ManifestInfo,
 }
 
+/// A free-space threshold.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum MinFree {
+    /// A share of the filesystem, 0..100.
+    Percent(f64),
+    /// A number of bytes.
+    Bytes(u64),
+}
+
+/// What a backup is of, and how its archive is made.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The project directory.
+    pub source: PathBuf,
+    /// Where archives go (`BACKUP_DIR`).
+    pub backup_dir: PathBuf,
+    /// The compression of new archives.
+    pub compression: Compression,
+    /// Their encryption.
+    pub encryption: Encryption,
+    /// The user's exclude patterns (gitignore syntax).
+    pub excludes: Vec<String>,
+    /// This installation's signing key (made on first use).
+    pub signing_key: PathBuf,
+    /// Warn when a backup would leave less free space than this.
+    pub min_free: MinFree,
+    /// The database to dump into the same archive, when there is one.
+    pub mongo: Option<mongo::Source>,
+}
+
 /// How to run one backup.
 pub struct Request<'a> {
-    /// Validated settings.
-    pub settings: &'a Settings,
+    /// What to back up, and how.
+    pub opts: &'a Options,
     /// How long to wait for the lock.
     pub wait: Option<Duration>,
     /// Output level (for the progress bar).
@@ -182,7 +231,7 @@ fn check_space(store: &Store, need: u64, min_free: MinFree) -> Result<(), Backup
 
 /// The start time and name of a new archive: now, or the next second when
 /// an archive already has this second's name (names are never reused).
-fn archive_name(store: &Store, settings: &Settings) -> (DateTime<Utc>, String) {
+fn archive_name(store: &Store, settings: &Options) -> (DateTime<Utc>, String) {
     loop {
         let now = Utc::now();
         let name = ArchiveName::format(
@@ -201,7 +250,7 @@ fn archive_name(store: &Store, settings: &Settings) -> (DateTime<Utc>, String) {
 /// Runs one backup.
 #[tracing::instrument(name = "backup", skip_all)]
 pub fn run(req: &Request<'_>) -> Result<BackupReport, BackupError> {
-    let settings = req.settings;
+    let settings = req.opts;
     let clock = Instant::now();
     let source = check_source(&settings.source)?;
     let matcher = walk::matcher(&source, &settings.excludes)?;
@@ -306,13 +355,13 @@ impl Job<'_> {
         encryption: Option<crypt::Encrypting>,
     ) -> Result<(ArchiveWriter, Signer, ProgressBar), BackupError> {
         let file = tmp.as_file().try_clone().map_err(|e| self.write_err(e))?;
-        let origin = sign::Origin::here(&self.req.settings.source);
+        let origin = sign::Origin::here(&self.req.opts.source);
         let mut signer = signing.start(name, &origin);
         let bottom = layers::TeeSink::new(Box::new(FileSink::new(file)), Box::new(signer.feeder()));
         let sink = layers::writer(
             Box::new(bottom),
             encryption,
-            self.req.settings.compression,
+            self.req.opts.compression,
             arch::worker_threads(),
         )
         .map_err(|e| self.write_err(e))?;
@@ -327,14 +376,13 @@ impl Job<'_> {
 
     /// Dumps the database into the archive, when one is configured.
     fn dump_database(&self, aw: &mut ArchiveWriter) -> Result<Option<MongoSection>, BackupError> {
-        let settings = self.req.settings;
-        let Some(uri) = &settings.mongodb_uri else {
+        let Some(db) = &self.req.opts.mongo else {
             return Ok(None);
         };
         let section = mongo::dump::dump_into(
             aw,
-            uri,
-            &mongo::Selection::from_settings(settings),
+            &db.uri,
+            &db.selection,
             self.store.dir(),
             self.req.cancel.as_deref(),
         )
@@ -414,7 +462,7 @@ impl Job<'_> {
 /// The manifest's description of this backup (its entries are added by
 /// the writer).
 fn manifest_info(
-    settings: &Settings,
+    settings: &Options,
     source: &Path,
     started_at: DateTime<Utc>,
     encryption: &str,
@@ -431,7 +479,7 @@ fn manifest_info(
             .to_string_lossy()
             .into_owned(),
         source: source.display().to_string(),
-        options: Options {
+        options: manifest::Options {
             compression: settings.compression.to_string(),
             encryption: encryption.to_owned(),
             excludes: settings.excludes.clone(),
@@ -463,10 +511,7 @@ fn record_success(
     state.archives.insert(
         name.to_owned(),
         Summary {
-            files: totals.files,
-            bytes: totals.bytes,
-            collections: totals.collections,
-            documents: totals.documents,
+            totals: totals.clone(),
             warnings: info.warnings.len(),
             encryption,
             mongodb: info
@@ -513,7 +558,7 @@ fn log_summary(name: &str, info: &ManifestInfo, size: u64, duration: Duration) {
 }
 
 /// This installation's signing key, made (loudly) on first use.
-fn signing_key(settings: &Settings) -> Result<SigningKey, BackupError> {
+fn signing_key(settings: &Options) -> Result<SigningKey, BackupError> {
     let (key, created) = SigningKey::ensure(&settings.signing_key)?;
     if created {
         tracing::warn!(
@@ -532,7 +577,7 @@ fn signing_key(settings: &Settings) -> Result<SigningKey, BackupError> {
 /// file cofre makes carries the signing key's public half, so that file
 /// alone is enough to restore on a new machine.
 fn encryption(
-    settings: &Settings,
+    settings: &Options,
     store: &Store,
     signing: &SigningKey,
 ) -> Result<Option<crypt::Encrypting>, BackupError> {
@@ -559,9 +604,8 @@ fn encryption(
     }
 }
 
-/// Records a failed backup in the state file, when the directory is usable.
-pub fn record_failure(settings: &Settings, error: &str) {
-    let dir = &settings.backup_dir;
+/// Records a failed backup in the state file of `dir`, when it is usable.
+pub fn record_failure(dir: &Path, error: &str) {
     if !dir.is_dir() {
         return;
     }
@@ -571,4 +615,68 @@ pub fn record_failure(settings: &Settings, error: &str) {
         error: crate::secret::scrub(error),
     });
     let _ = state.save(dir);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::Fixture;
+
+    #[test]
+    fn a_backup_from_its_options_makes_a_signed_archive_and_records_it() {
+        let f = Fixture::new();
+        let report = f.backup();
+        assert!(report.path.is_file());
+        assert!(crate::sign::sig_path(&report.path).is_file());
+        assert_eq!(report.info.totals.files, 2);
+        assert_eq!(report.info.source, f.source.display().to_string());
+        let state = State::load(&f.backup_dir);
+        assert_eq!(state.last_success.unwrap().archive, report.name);
+        assert_eq!(state.archives[&report.name].totals.files, 2);
+        // Its signature names this project.
+        let text = crate::sign::read_sig(&report.path).unwrap();
+        let standing =
+            crate::sign::standing(&report.name, text.as_deref(), &f.trusted(), &f.origin());
+        assert!(
+            matches!(standing, crate::sign::Standing::Ours(_)),
+            "{standing:?}"
+        );
+    }
+
+    #[test]
+    fn a_missing_source_or_a_bad_pattern_fails_before_anything_is_written() {
+        let f = Fixture::new();
+        let mut opts = f.backup_options();
+        opts.source = f.dir.path().join("nowhere");
+        let req = Request {
+            opts: &opts,
+            wait: None,
+            verbosity: Verbosity::Quiet,
+            cancel: None,
+        };
+        assert!(matches!(run(&req), Err(BackupError::NoSource(_))));
+        let mut opts = f.backup_options();
+        opts.excludes = vec!["src/{a,b".into()];
+        let req = Request { opts: &opts, ..req };
+        let err = run(&req).unwrap_err();
+        assert!(matches!(err, BackupError::Pattern(_)), "{err}");
+        assert_eq!(crate::exit::Coded::exit(&err), crate::exit::Exit::Usage);
+        assert!(!f.backup_dir.exists());
+    }
+
+    #[test]
+    fn a_cancelled_backup_keeps_no_archive() {
+        let f = Fixture::new();
+        let opts = f.backup_options();
+        let cancel = Arc::new(AtomicBool::new(true));
+        let req = Request {
+            opts: &opts,
+            wait: None,
+            verbosity: Verbosity::Quiet,
+            cancel: Some(cancel),
+        };
+        assert!(matches!(run(&req), Err(BackupError::Cancelled)));
+        let store = Store::open(&f.backup_dir).unwrap();
+        assert!(store.list().unwrap().is_empty());
+    }
 }

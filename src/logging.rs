@@ -28,9 +28,10 @@ use crate::secret;
 pub const EXIT_TARGET: &str = "cofre::exit";
 
 /// Log output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum LogFormat {
     /// Human-readable lines.
+    #[default]
     Text,
     /// One JSON object per line.
     Json,
@@ -45,6 +46,18 @@ impl LogFormat {
             _ => None,
         }
     }
+}
+
+/// Where logs go, and how (`BACKUP_LOG_FILE`, `BACKUP_LOG_FORMAT`,
+/// `COFRE_DEBUG`).
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Also append log lines to this file.
+    pub file: Option<std::path::PathBuf>,
+    /// Text or JSON.
+    pub format: LogFormat,
+    /// Debug-level lines on stderr and in the file.
+    pub debug: bool,
 }
 
 /// How chatty stderr is.
@@ -121,14 +134,14 @@ fn open_log(path: &Path) -> io::Result<std::fs::File> {
 
 /// Sets up logging. `log_file` failures are reported and logging goes on
 /// without it (a missing log must not stop a backup).
-pub fn init(format: LogFormat, log_file: Option<&Path>, verbosity: Verbosity, daemon: bool) {
+pub fn init(opts: &Options, verbosity: Verbosity, daemon: bool) {
     let stderr_level = match verbosity {
         Verbosity::Quiet => LevelFilter::ERROR,
         Verbosity::Verbose => LevelFilter::INFO,
         Verbosity::Normal if daemon || io::stderr().is_terminal() => LevelFilter::INFO,
         Verbosity::Normal => LevelFilter::WARN,
     };
-    let debug = std::env::var("COFRE_DEBUG").is_ok_and(|v| !v.is_empty() && v != "0");
+    let (format, log_file, debug) = (opts.format, opts.file.as_deref(), opts.debug);
     let stderr_level = if debug {
         LevelFilter::DEBUG
     } else {

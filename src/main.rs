@@ -9,7 +9,8 @@ fn main() -> ExitCode {
     let cli = cofre::cli::Cli::parse();
     let prepared = cofre::prepare(&cli);
     let format = cofre::init_logging(&cli, prepared.as_ref().ok().and_then(Option::as_ref));
-    match prepared.and_then(|settings| cofre::run(&cli, settings)) {
+    let stdout = std::io::stdout();
+    match prepared.and_then(|settings| cofre::run(&cli, settings, &mut stdout.lock())) {
         Ok(outcome) => ExitCode::from(outcome.code()),
         Err(err) => {
             let message = cofre::error_message(&err);

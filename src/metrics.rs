@@ -20,7 +20,6 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::{Registry, Unit};
 
-use crate::config::Settings;
 use crate::state::{DrillState, OffsiteState, State};
 use crate::store::Store;
 
@@ -47,6 +46,14 @@ pub enum MetricsError {
         /// Why.
         source: std::io::Error,
     },
+}
+
+impl crate::exit::Coded for MetricsError {
+    fn exit(&self) -> crate::exit::Exit {
+        match self {
+            MetricsError::Listen { .. } | MetricsError::File { .. } => crate::exit::Exit::Failure,
+        }
+    }
 }
 
 /// Everything the metrics say, read from the state files.
@@ -78,10 +85,26 @@ pub struct Snapshot {
     pub drill_restore_seconds: Option<f64>,
 }
 
+/// Where metrics go, and what they cover.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// The daemon serves `/metrics` here (`BACKUP_METRICS_ADDR`).
+    pub addr: Option<SocketAddr>,
+    /// Written after every run (`BACKUP_METRICS_FILE`).
+    pub file: Option<PathBuf>,
+    /// Where the state files are (`BACKUP_DIR`).
+    pub backup_dir: PathBuf,
+    /// Whether offsite copies are made (their metric is shown).
+    pub offsite: bool,
+    /// Whether drills are scheduled (their metrics are shown, as soon as
+    /// one is scheduled or has run).
+    pub drills: bool,
+}
+
 impl Snapshot {
-    /// Reads the state files of `settings.backup_dir`.
-    pub fn gather(settings: &Settings) -> Snapshot {
-        let dir = &settings.backup_dir;
+    /// Reads the state files of `opts.backup_dir`.
+    pub fn gather(opts: &Options) -> Snapshot {
+        let dir = &opts.backup_dir;
         let state = State::load(dir);
         let mut snap = Snapshot::default();
         if let Some(s) = &state.last_success {
@@ -90,7 +113,7 @@ impl Snapshot {
                 Some((s.finished_at - s.started_at).num_milliseconds().max(0) as f64 / 1000.0);
             snap.archive_bytes = Some(s.size);
             if let Some(summary) = state.archives.get(&s.archive) {
-                snap.files = Some(summary.files);
+                snap.files = Some(summary.totals.files);
                 snap.documents = summary
                     .mongodb
                     .iter()
@@ -110,11 +133,11 @@ impl Snapshot {
             snap.archives = store.list().map(|l| l.len() as u64).unwrap_or(0);
             snap.free_bytes = store.space().ok().map(|(free, _)| free);
         }
-        if settings.remote.is_some() {
+        if opts.offsite {
             snap.offsite_last_success = Some(OffsiteState::load(dir).last_success);
         }
         let drills = DrillState::load(dir);
-        if settings.drill.schedule.is_some() || drills.last.is_some() {
+        if opts.drills || drills.last.is_some() {
             let pass = drills.last_success.as_ref();
             snap.drill_last_success = Some(pass.map(|d| d.finished_at));
             snap.drill_restore_seconds = pass.and_then(|d| d.recovery_seconds);
@@ -259,17 +282,15 @@ pub fn render(s: &Snapshot) -> String {
 
 /// Writes the metrics to `BACKUP_METRICS_FILE`, when set, atomically (a
 /// temporary file beside it, renamed), readable by node_exporter (0644).
-pub fn write_file(settings: &Settings) -> Result<(), MetricsError> {
-    let Some(path) = &settings.metrics.file else {
+pub fn write_file(opts: &Options) -> Result<(), MetricsError> {
+    let Some(path) = &opts.file else {
         return Ok(());
     };
     // tempfile's errors name its temporary file; the message names the
     // file the user set, so only the system's reason is kept.
     let err = |e: std::io::Error| MetricsError::File {
         path: path.clone(),
-        source: e
-            .raw_os_error()
-            .map_or(e, std::io::Error::from_raw_os_error),
+        source: crate::store::without_path(e),
     };
     let dir = path.parent().unwrap_or(Path::new("."));
     let mut tmp = tempfile::Builder::new()
@@ -277,15 +298,15 @@ pub fn write_file(settings: &Settings) -> Result<(), MetricsError> {
         .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))
         .tempfile_in(dir)
         .map_err(err)?;
-    tmp.write_all(render(&Snapshot::gather(settings)).as_bytes())
+    tmp.write_all(render(&Snapshot::gather(opts)).as_bytes())
         .map_err(err)?;
     tmp.persist(path).map_err(|e| err(e.error))?;
     Ok(())
 }
 
 /// Writes the metrics file and logs (never fails the run) when it cannot.
-pub fn update_file(settings: &Settings) {
-    if let Err(e) = write_file(settings) {
+pub fn update_file(opts: &Options) {
+    if let Err(e) = write_file(opts) {
         tracing::warn!("{e}");
     }
 }
@@ -299,7 +320,7 @@ pub async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, MetricsEr
 
 /// Serves `/metrics` on `listener` until the task is dropped. Each scrape
 /// reads the state files afresh.
-pub async fn serve(listener: tokio::net::TcpListener, settings: Settings) {
+pub async fn serve(listener: tokio::net::TcpListener, settings: Options) {
     use http_body_util::Full;
     use hyper::{Request, Response, StatusCode, body::Bytes};
     let settings = std::sync::Arc::new(settings);

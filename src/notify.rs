@@ -203,8 +203,8 @@ fn register_and_show(text: &str, kind: Kind, url: &url::Url) -> String {
 }
 
 /// Where notifications go and which.
-#[derive(Debug, Clone)]
-pub struct NotifySettings {
+#[derive(Debug, Clone, Default)]
+pub struct Options {
     /// The targets, in `BACKUP_NOTIFY_URL`'s order.
     pub targets: Vec<Target>,
     /// `BACKUP_NOTIFY_ON`, when set.
@@ -213,7 +213,7 @@ pub struct NotifySettings {
     pub timeout: Duration,
 }
 
-impl NotifySettings {
+impl Options {
     /// Whether `target` gets `event`. With `BACKUP_NOTIFY_ON` unset, a
     /// Healthchecks target gets every backup event (it is a heartbeat: it
     /// raises the alarm when the success pings stop) and the others get
@@ -373,7 +373,7 @@ fn outgoing(target: &Target, report: &Report) -> Outgoing {
 /// received it or given up. Never fails: what cannot be delivered is logged
 /// as a warning. Callable from any thread, inside a runtime or not (it
 /// runs its own on a thread of its own).
-pub fn send(settings: &NotifySettings, report: &Report) {
+pub fn send(settings: &Options, report: &Report) {
     let jobs: Vec<(String, Outgoing)> = settings
         .targets
         .iter()
@@ -398,10 +398,7 @@ pub fn send(settings: &NotifySettings, report: &Report) {
 
 fn deliver_all(jobs: Vec<(String, Outgoing)>, timeout: Duration, event: &'static str) {
     crate::remote::install_crypto();
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match crate::rt::on_this_thread() {
         Ok(rt) => rt,
         Err(e) => {
             tracing::warn!("cannot send the {event} notification: {e}");
@@ -480,8 +477,8 @@ async fn deliver(client: &reqwest::Client, out: &Outgoing) -> Result<(), String>
 mod tests {
     use super::*;
 
-    fn settings(urls: &[&str], on: Option<Vec<Event>>) -> NotifySettings {
-        NotifySettings {
+    fn settings(urls: &[&str], on: Option<Vec<Event>>) -> Options {
+        Options {
             targets: urls.iter().map(|u| Target::parse(u).unwrap()).collect(),
             on,
             timeout: Duration::from_secs(1),

@@ -20,7 +20,6 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use crate::config::{RemoteSettings, Settings};
 use crate::remote::{Deleted, Remote, RemoteArchive, RemoteError};
 use crate::retention::{self, Candidate};
 use crate::sign::{Origin, SignError, Standing, TrustedKeys};
@@ -44,6 +43,16 @@ pub enum OffsiteError {
     Sign(#[from] SignError),
 }
 
+impl crate::exit::Coded for OffsiteError {
+    fn exit(&self) -> crate::exit::Exit {
+        match self {
+            OffsiteError::Remote(e) => e.exit(),
+            OffsiteError::Store(e) => e.exit(),
+            OffsiteError::Sign(e) => e.exit(),
+        }
+    }
+}
+
 /// What a sync did.
 #[derive(Debug, Default)]
 pub struct SyncReport {
@@ -59,18 +68,31 @@ pub struct SyncReport {
     pub overwritten: Vec<String>,
 }
 
+/// What is copied offsite, where to, and under which keys.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// `BACKUP_DIR`: the archives to copy, and the offsite record.
+    pub backup_dir: std::path::PathBuf,
+    /// The project: only its archives go up, and only its are managed
+    /// in the bucket.
+    pub source: std::path::PathBuf,
+    /// The time zone of remote retention's days, weeks and months.
+    pub zone: crate::schedule::Zone,
+    /// The bucket.
+    pub remote: crate::remote::Options,
+    /// The keys whose signatures make an archive this installation's.
+    pub keys: crate::keys::Options,
+}
+
 /// Uploads what the bucket lacks, applies remote retention, records the
 /// outcome in `BACKUP_DIR`. `cancel` stops it between parts.
-#[tracing::instrument(name = "upload", skip_all, fields(remote = %remote.url))]
-pub fn sync(
-    settings: &Settings,
-    remote: &RemoteSettings,
-    cancel: &AtomicBool,
-) -> Result<SyncReport, OffsiteError> {
-    let store = Store::open(&settings.backup_dir)?;
+#[tracing::instrument(name = "upload", skip_all, fields(remote = %opts.remote.url))]
+pub fn sync(opts: &Options, cancel: &AtomicBool) -> Result<SyncReport, OffsiteError> {
+    let remote = &opts.remote;
+    let store = Store::open(&opts.backup_dir)?;
     let mut state = OffsiteState::load(store.dir());
     state.remote = remote.url.clone();
-    let result = sync_with(settings, &store, remote, &mut state, cancel);
+    let result = sync_with(opts, &store, &mut state, cancel);
     let now = Utc::now();
     match &result {
         Ok(report) => {
@@ -97,17 +119,17 @@ pub fn sync(
 }
 
 fn sync_with(
-    settings: &Settings,
+    opts: &Options,
     store: &Store,
-    remote: &RemoteSettings,
     state: &mut OffsiteState,
     cancel: &AtomicBool,
 ) -> Result<SyncReport, OffsiteError> {
+    let remote = &opts.remote;
     let bucket = Remote::connect(remote)?;
-    let (_, trusted) = crate::drill::keys_from_settings(settings)?;
-    let origin = Origin::here(&settings.source);
+    let (_, trusted) = opts.keys.load()?;
+    let origin = Origin::here(&opts.source);
     let now = Utc::now();
-    let zone = settings.schedule.zone();
+    let zone = opts.zone;
     let listing = bucket.list()?;
     let in_bucket = ours_in_bucket(&bucket, &listing, &trusted, &origin)?;
     let local: Vec<ArchiveEntry> = store
@@ -249,7 +271,7 @@ fn upload_with_retries(
 #[allow(clippy::too_many_arguments)]
 fn apply_retention(
     bucket: &Remote,
-    remote: &RemoteSettings,
+    remote: &crate::remote::Options,
     state: &mut OffsiteState,
     report: &mut SyncReport,
     now: DateTime<Utc>,

@@ -86,6 +86,23 @@ pub enum OpenArchiveError {
     },
 }
 
+impl crate::exit::Coded for OpenArchiveError {
+    fn exit(&self) -> crate::exit::Exit {
+        use crate::exit::Exit;
+        match self {
+            OpenArchiveError::Store(e) => e.exit(),
+            OpenArchiveError::Remote(e) => e.exit(),
+            OpenArchiveError::Sign(e) => e.exit(),
+            OpenArchiveError::Layers(e) => e.exit(),
+            OpenArchiveError::NoKey(e) => e.exit(),
+            OpenArchiveError::BadName(_) => Exit::Usage,
+            OpenArchiveError::NoTrustedLatest { .. } | OpenArchiveError::OnlyForeign { .. } => {
+                Exit::Failure
+            }
+        }
+    }
+}
+
 /// What to open and what to accept.
 #[derive(Debug, Clone, Copy)]
 pub struct Request<'a> {
@@ -463,4 +480,90 @@ pub fn open_found(req: &Request<'_>, found: &Found) -> Result<OpenArchive, OpenA
 pub fn open(req: &Request<'_>) -> Result<OpenArchive, OpenArchiveError> {
     let found = resolve(req)?;
     open_found(req, &found)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::Fixture;
+
+    fn request<'a>(
+        f: &'a Fixture,
+        arg: &'a str,
+        keys: &'a ReadKeys,
+        trusted: &'a TrustedKeys,
+        origin: &'a Origin,
+        allow_unsigned: bool,
+    ) -> Request<'a> {
+        Request {
+            arg,
+            backup_dir: &f.backup_dir,
+            remote: None,
+            keys,
+            trusted,
+            origin,
+            allow_unsigned,
+        }
+    }
+
+    #[test]
+    fn latest_is_the_newest_trusted_archive_of_this_project() {
+        let f = Fixture::new();
+        let ours = f.plant_signed("backup_2026-01-01T00-00-00.tar.gz.age", None);
+        f.plant_signed(
+            "backup_2026-02-01T00-00-00.tar.gz.age",
+            Some(std::path::Path::new("/srv/other")),
+        );
+        std::fs::write(
+            f.backup_dir.join("backup_2026-03-01T00-00-00.tar.gz.age"),
+            b"planted",
+        )
+        .unwrap();
+        let (keys, trusted) = f.keys.load().unwrap();
+        // (A passphrase is a key: `latest` is chosen, not "no key".)
+        let keys = ReadKeys {
+            passphrase: Some(crate::secret::Secret::unregistered("x".into())),
+            ..keys
+        };
+        let origin = f.origin();
+        for allow_unsigned in [false, true] {
+            let req = request(&f, "latest", &keys, &trusted, &origin, allow_unsigned);
+            match resolve(&req).unwrap() {
+                Found::Local(p, true) => assert_eq!(p, ours),
+                other => panic!("{other:?}"),
+            }
+        }
+        // Only the foreign one left: it is `latest` (one other project).
+        std::fs::remove_file(&ours).unwrap();
+        let req = request(&f, "latest", &keys, &trusted, &origin, false);
+        assert_eq!(
+            resolve(&req).unwrap().name(),
+            "backup_2026-02-01T00-00-00.tar.gz.age"
+        );
+        // Two other projects: refused, naming them.
+        f.plant_signed(
+            "backup_2026-01-15T00-00-00.tar.gz.age",
+            Some(std::path::Path::new("/srv/third")),
+        );
+        let err = resolve(&req).unwrap_err();
+        assert!(
+            matches!(err, OpenArchiveError::OnlyForeign { projects: 2, .. }),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn without_any_key_the_missing_key_is_the_error() {
+        let f = Fixture::new();
+        f.plant_signed("backup_2026-01-01T00-00-00.tar.gz.age", None);
+        let keys = f.keys.read_keys(&[]);
+        let origin = f.origin();
+        // No identity file here, and the signing key's public half is not
+        // trusted without one either: the first error says "no key".
+        let trusted = TrustedKeys::default();
+        let req = request(&f, "latest", &keys, &trusted, &origin, false);
+        let err = resolve(&req).unwrap_err();
+        assert!(matches!(err, OpenArchiveError::NoKey(_)), "{err}");
+        assert_eq!(crate::exit::Coded::exit(&err), crate::exit::Exit::NoKey);
+    }
 }

@@ -11,21 +11,34 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use crate::config::Settings;
-use crate::retention::{self, Candidate, Decision};
+use crate::retention::{self, Candidate, Decision, RetentionPolicy};
+use crate::schedule::Zone;
 use crate::sign::{Origin, Standing, TrustedKeys};
 use crate::state::State;
 use crate::store::{Store, StoreError};
+
+/// What retention is applied to, and how.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// `BACKUP_DIR`.
+    pub backup_dir: std::path::PathBuf,
+    /// The project: only its archives are managed.
+    pub source: std::path::PathBuf,
+    /// The rules.
+    pub policy: RetentionPolicy,
+    /// The time zone of days, weeks and months.
+    pub zone: Zone,
+}
 
 /// The plan for the archives in `store` at `now`, newest first: this
 /// project's trusted archives by the policy, everything else left alone.
 pub fn plan(
     store: &Store,
-    settings: &Settings,
+    opts: &Options,
     trusted: &TrustedKeys,
     now: DateTime<Utc>,
 ) -> Result<Vec<Decision>, StoreError> {
-    let origin = Origin::here(&settings.source);
+    let origin = Origin::here(&opts.source);
     let mut candidates = Vec::new();
     let mut left_alone = Vec::new();
     for a in store.list()? {
@@ -41,12 +54,7 @@ pub fn plan(
             }
         }
     }
-    let mut decisions = retention::plan(
-        &candidates,
-        &settings.retention,
-        now,
-        settings.schedule.zone(),
-    );
+    let mut decisions = retention::plan(&candidates, &opts.policy, now, opts.zone);
     decisions.extend(left_alone);
     decisions.sort_by(|a, b| b.time.cmp(&a.time).then(b.name.cmp(&a.name)));
     Ok(decisions)
@@ -78,19 +86,71 @@ pub fn apply(store: &Store, decisions: &[Decision]) -> Result<usize, StoreError>
 
 /// Retention after a backup: planned, applied and logged under the lock.
 pub fn after_backup(
-    settings: &Settings,
+    opts: &Options,
     trusted: &TrustedKeys,
     wait: Option<Duration>,
 ) -> Result<usize, StoreError> {
-    let store = Store::open(&settings.backup_dir)?;
+    let store = Store::open(&opts.backup_dir)?;
     let _lock = store.lock(wait)?;
-    let decisions = plan(&store, settings, trusted, Utc::now())?;
+    let decisions = plan(&store, opts, trusted, Utc::now())?;
     let deleted = apply(&store, &decisions)?;
     tracing::info!(
         kept = decisions.len() - deleted,
         deleted,
         "retention applied (BACKUP_RETENTION_DAYS={})",
-        settings.retention.days
+        opts.policy.days
     );
     Ok(deleted)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::Fixture;
+
+    fn opts(f: &Fixture, policy: RetentionPolicy) -> Options {
+        Options {
+            backup_dir: f.backup_dir.clone(),
+            source: f.source.clone(),
+            policy,
+            zone: Zone::parse("UTC").unwrap(),
+        }
+    }
+
+    #[test]
+    fn only_this_projects_signed_archives_are_planned_and_deleted() {
+        let f = Fixture::new();
+        let old = f.plant_signed("backup_2026-01-01T00-00-00.tar.gz.age", None);
+        let newer = f.plant_signed("backup_2026-02-01T00-00-00.tar.gz.age", None);
+        let foreign = f.plant_signed(
+            "backup_2026-03-01T00-00-00.tar.gz.age",
+            Some(Path::new("/srv/other")),
+        );
+        let unsigned = f.backup_dir.join("backup_2026-04-01T00-00-00.tar.gz.age");
+        std::fs::write(&unsigned, b"x").unwrap();
+        let policy = RetentionPolicy {
+            days: 0,
+            keep_last: 1,
+            ..RetentionPolicy::default()
+        };
+        let store = Store::open(&f.backup_dir).unwrap();
+        let now = chrono::DateTime::parse_from_rfc3339("2026-06-01T00:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let plan = plan(&store, &opts(&f, policy), &f.trusted(), now).unwrap();
+        let decision = |p: &Path| {
+            let name = p.file_name().unwrap().to_str().unwrap();
+            plan.iter().find(|d| d.name == name).unwrap().clone()
+        };
+        assert!(!decision(&old).keep);
+        assert!(decision(&newer).keep);
+        for p in [&foreign, &unsigned] {
+            let d = decision(p);
+            assert!(d.keep && d.reasons[0].starts_with("left alone"), "{d:?}");
+        }
+        assert_eq!(apply(&store, &plan).unwrap(), 1);
+        assert!(!old.exists() && newer.exists() && foreign.exists() && unsigned.exists());
+    }
+
+    use std::path::Path;
 }

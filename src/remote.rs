@@ -51,9 +51,52 @@ use object_store::{
 };
 
 use crate::archive::pipe::{self, ChannelReader};
-use crate::config::{LockMode, RemoteSettings};
+use crate::retention::RetentionPolicy;
+use crate::secret::Secret;
 use crate::sign::SIG_SUFFIX;
 use crate::store::ArchiveName;
+
+/// S3 Object Lock on uploaded objects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockMode {
+    /// No lock.
+    Off,
+    /// Governance mode: users with a special permission can still delete.
+    Governance,
+    /// Compliance mode: nobody can delete before the date.
+    Compliance,
+}
+
+impl LockMode {
+    /// `off`, `governance` or `compliance`.
+    pub fn parse(s: &str) -> Option<LockMode> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "off" | "none" => Some(LockMode::Off),
+            "governance" => Some(LockMode::Governance),
+            "compliance" => Some(LockMode::Compliance),
+            _ => None,
+        }
+    }
+}
+
+/// Where offsite copies go, and how (`BACKUP_REMOTE` and its companions).
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// `s3://bucket/prefix` as given (it holds no secret).
+    pub url: String,
+    /// The bucket.
+    pub bucket: String,
+    /// The key prefix (no leading or trailing `/`; may be empty).
+    pub prefix: String,
+    /// Remote retention (its own days, the local `KEEP_*` rules).
+    pub retention: RetentionPolicy,
+    /// Object Lock.
+    pub lock: LockMode,
+    /// Upload cap, bytes per second.
+    pub bandwidth: Option<u64>,
+    /// The `AWS_*` variables (environment, then `.env`), for the client.
+    pub aws: Vec<(String, Secret)>,
+}
 
 /// Uploads below this size go in one request (conditional); larger ones in
 /// parts of this size (S3's smallest part is 5 MiB).
@@ -169,6 +212,24 @@ pub enum RemoteError {
     Cancelled,
 }
 
+impl crate::exit::Coded for RemoteError {
+    fn exit(&self) -> crate::exit::Exit {
+        match self {
+            RemoteError::Setup { .. }
+            | RemoteError::NoBucket { .. }
+            | RemoteError::Denied { .. }
+            | RemoteError::Unreachable { .. }
+            | RemoteError::Foreign { .. }
+            | RemoteError::NotWhatWasSent { .. }
+            | RemoteError::NotFound { .. }
+            | RemoteError::Lock { .. }
+            | RemoteError::Other { .. }
+            | RemoteError::Local { .. }
+            | RemoteError::Cancelled => crate::exit::Exit::Failure,
+        }
+    }
+}
+
 /// One version of an object, as a listing gives it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Version {
@@ -232,7 +293,7 @@ pub struct Remote {
     store: Arc<AmazonS3>,
     rt: Arc<tokio::runtime::Runtime>,
     http: reqwest::Client,
-    settings: RemoteSettings,
+    settings: Options,
     endpoint: Option<String>,
     region: String,
     /// Cleared when the store answers that it has no version listing.
@@ -251,31 +312,12 @@ pub(crate) fn install_crypto() {
 }
 
 fn classify(url: &str, what: &'static str, e: &object_store::Error) -> RemoteError {
-    let detail = crate::secret::scrub(&e.to_string());
-    let low = detail.to_ascii_lowercase();
-    let url = url.to_owned();
-    if low.contains("nosuchbucket") || low.contains("bucket does not exist") {
-        RemoteError::NoBucket { url, detail }
-    } else if low.contains("accessdenied")
-        || low.contains("invalidaccesskeyid")
-        || low.contains("signaturedoesnotmatch")
-        || low.contains("403")
-    {
-        RemoteError::Denied { url, detail }
-    } else if low.contains("connect")
-        || low.contains("timed out")
-        || low.contains("error sending request")
-        || low.contains("dns")
-    {
-        RemoteError::Unreachable { url, detail }
-    } else {
-        RemoteError::Other { what, url, detail }
-    }
+    classify_text(url, what, &e.to_string())
 }
 
 impl Remote {
     /// Connects (lazily: nothing is sent until the first call).
-    pub fn connect(settings: &RemoteSettings) -> Result<Remote, RemoteError> {
+    pub fn connect(settings: &Options) -> Result<Remote, RemoteError> {
         install_crypto();
         let setup = |detail: String| RemoteError::Setup {
             url: settings.url.clone(),
@@ -328,11 +370,7 @@ impl Remote {
             })
             .build()
             .map_err(|e| setup(crate::secret::scrub(&e.to_string())))?;
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .map_err(|e| setup(e.to_string()))?;
+        let rt = crate::rt::with_workers().map_err(|e| setup(e.to_string()))?;
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
             .timeout(Duration::from_secs(60))
@@ -1457,7 +1495,7 @@ fn classify_text(url: &str, what: &'static str, detail: &str) -> RemoteError {
     let detail = crate::secret::scrub(detail);
     let low = detail.to_ascii_lowercase();
     let url = url.to_owned();
-    if low.contains("nosuchbucket") {
+    if low.contains("nosuchbucket") || low.contains("bucket does not exist") {
         RemoteError::NoBucket { url, detail }
     } else if low.contains("accessdenied")
         || low.contains("invalidaccesskeyid")

@@ -7,11 +7,21 @@
 
 use std::time::Instant;
 
-use crate::config::Settings;
 use crate::logging;
 use crate::metrics;
 use crate::notify::{self, Event, Report};
 use crate::state::DrillRecord;
+
+/// Where a run's outcome goes.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// The project, as the notifications name it.
+    pub source: String,
+    /// The notification targets.
+    pub notify: notify::Options,
+    /// The metrics file.
+    pub metrics: metrics::Options,
+}
 
 /// Log lines a notification carries.
 const TAIL: usize = 20;
@@ -35,57 +45,57 @@ impl BackupRun {
 
     /// A backup starts, and the `start` event goes out (to the targets
     /// that want it) before any work.
-    pub fn start(settings: &Settings) -> BackupRun {
+    pub fn start(opts: &Options) -> BackupRun {
         let run = BackupRun::begin();
-        announce_start(settings);
+        announce_start(opts);
         run
     }
 
     /// It succeeded: `success`, or `warning` when it recorded warnings.
-    pub fn succeeded(self, settings: &Settings, archive: &str, size: u64, warnings: Vec<String>) {
-        metrics::update_file(settings);
+    pub fn succeeded(self, opts: &Options, archive: &str, size: u64, warnings: Vec<String>) {
+        metrics::update_file(&opts.metrics);
         let event = if warnings.is_empty() {
             Event::Success
         } else {
             Event::Warning
         };
-        if !settings.notify.any_wants(event) {
+        if !opts.notify.any_wants(event) {
             return;
         }
-        let mut r = report(settings, event);
+        let mut r = report(opts, event);
         r.archive = Some(archive.to_owned());
         r.size = Some(size);
         r.duration_s = Some(self.started.elapsed().as_secs_f64());
         r.warnings = warnings;
         r.log_tail = logging::tail_since(self.mark, TAIL);
-        notify::send(&settings.notify, &r);
+        notify::send(&opts.notify, &r);
     }
 
     /// It failed (in the daemon: its last attempt did).
-    pub fn failed(self, settings: &Settings, error: &str) {
-        metrics::update_file(settings);
-        if !settings.notify.any_wants(Event::Failure) {
+    pub fn failed(self, opts: &Options, error: &str) {
+        metrics::update_file(&opts.metrics);
+        if !opts.notify.any_wants(Event::Failure) {
             return;
         }
-        let mut r = report(settings, Event::Failure);
+        let mut r = report(opts, Event::Failure);
         r.error = Some(crate::secret::scrub(error));
         r.duration_s = Some(self.started.elapsed().as_secs_f64());
         r.log_tail = logging::tail_since(self.mark, TAIL);
-        notify::send(&settings.notify, &r);
+        notify::send(&opts.notify, &r);
     }
 }
 
 /// Sends the `start` event.
-pub fn announce_start(settings: &Settings) {
-    if settings.notify.any_wants(Event::Start) {
-        notify::send(&settings.notify, &report(settings, Event::Start));
+pub fn announce_start(opts: &Options) {
+    if opts.notify.any_wants(Event::Start) {
+        notify::send(&opts.notify, &report(opts, Event::Start));
     }
 }
 
 /// A drill ended (cancelled drills are not reported: a stop signal is not
 /// a failed drill).
-pub fn drill_finished(settings: &Settings, record: &DrillRecord, mark: u64) {
-    metrics::update_file(settings);
+pub fn drill_finished(opts: &Options, record: &DrillRecord, mark: u64) {
+    metrics::update_file(&opts.metrics);
     if record.failed_check.as_deref() == Some("cancelled") {
         return;
     }
@@ -94,10 +104,10 @@ pub fn drill_finished(settings: &Settings, record: &DrillRecord, mark: u64) {
     } else {
         Event::DrillFailure
     };
-    if !settings.notify.any_wants(event) {
+    if !opts.notify.any_wants(event) {
         return;
     }
-    let mut r = report(settings, event);
+    let mut r = report(opts, event);
     r.archive = (!record.archive.is_empty()).then(|| record.archive.clone());
     r.size = record.archive_bytes;
     r.duration_s = record.recovery_seconds;
@@ -109,21 +119,54 @@ pub fn drill_finished(settings: &Settings, record: &DrillRecord, mark: u64) {
         )
     });
     r.log_tail = logging::tail_since(mark, TAIL);
-    notify::send(&settings.notify, &r);
+    notify::send(&opts.notify, &r);
 }
 
 /// Uploading to the bucket failed; the archives stay local.
-pub fn offsite_failed(settings: &Settings, error: &str, mark: u64) {
-    metrics::update_file(settings);
-    if !settings.notify.any_wants(Event::OffsiteFailure) {
+pub fn offsite_failed(opts: &Options, error: &str, mark: u64) {
+    metrics::update_file(&opts.metrics);
+    if !opts.notify.any_wants(Event::OffsiteFailure) {
         return;
     }
-    let mut r = report(settings, Event::OffsiteFailure);
+    let mut r = report(opts, Event::OffsiteFailure);
     r.error = Some(crate::secret::scrub(error));
     r.log_tail = logging::tail_since(mark, TAIL);
-    notify::send(&settings.notify, &r);
+    notify::send(&opts.notify, &r);
 }
 
-fn report(settings: &Settings, event: Event) -> Report {
-    Report::new(event, &settings.source.display().to_string())
+fn report(opts: &Options, event: Event) -> Report {
+    Report::new(event, &opts.source)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_run_rewrites_the_metrics_file_from_its_options() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("cofre.prom");
+        let opts = Options {
+            source: "/srv/app".into(),
+            notify: notify::Options::default(),
+            metrics: metrics::Options {
+                file: Some(file.clone()),
+                backup_dir: dir.path().join("backups"),
+                ..metrics::Options::default()
+            },
+        };
+        BackupRun::begin().failed(&opts, "boom");
+        let text = std::fs::read_to_string(&file).unwrap();
+        assert!(
+            text.contains("cofre_last_success_timestamp_seconds"),
+            "{text}"
+        );
+        std::fs::remove_file(&file).unwrap();
+        let record = DrillRecord {
+            ok: true,
+            ..DrillRecord::default()
+        };
+        drill_finished(&opts, &record, 0);
+        assert!(file.exists());
+    }
 }

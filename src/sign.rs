@@ -132,6 +132,22 @@ pub enum SignError {
     },
 }
 
+impl crate::exit::Coded for SignError {
+    fn exit(&self) -> crate::exit::Exit {
+        match self {
+            SignError::BadTrustedKey { .. } => crate::exit::Exit::Usage,
+            SignError::Key { .. }
+            | SignError::Missing { .. }
+            | SignError::Broken { .. }
+            | SignError::Untrusted { .. }
+            | SignError::OtherFile { .. }
+            | SignError::Mismatch { .. }
+            | SignError::Incomplete { .. }
+            | SignError::Write { .. } => crate::exit::Exit::Failure,
+        }
+    }
+}
+
 /// This installation's signing key.
 pub struct SigningKey {
     sk: minisign::SecretKey,

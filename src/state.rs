@@ -43,19 +43,14 @@ pub struct Failure {
     pub error: String,
 }
 
-/// What one archive holds, from its manifest.
+/// What one archive holds, from its manifest: its totals (flattened, so
+/// the state file reads `"files": 12, "bytes": ...`), its warnings, how it
+/// was encrypted, and the documents of each collection.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Summary {
-    /// Project files.
-    pub files: u64,
-    /// Bytes of project files.
-    pub bytes: u64,
-    /// MongoDB collections.
-    #[serde(default)]
-    pub collections: u64,
-    /// MongoDB documents.
-    #[serde(default)]
-    pub documents: u64,
+    /// The manifest's counts.
+    #[serde(flatten)]
+    pub totals: crate::archive::manifest::Totals,
     /// Warnings.
     #[serde(default)]
     pub warnings: usize,

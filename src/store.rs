@@ -147,6 +147,24 @@ pub enum StoreError {
     },
 }
 
+impl crate::exit::Coded for StoreError {
+    fn exit(&self) -> crate::exit::Exit {
+        use crate::exit::Exit;
+        match self {
+            StoreError::NotADirectory(_) => Exit::Usage,
+            StoreError::Locked { .. } => Exit::Locked,
+            StoreError::MissingParent(_)
+            | StoreError::NotWritable { .. }
+            | StoreError::Missing(_)
+            | StoreError::NoSuchArchive(..)
+            | StoreError::Empty(_)
+            | StoreError::Symlink(_)
+            | StoreError::NotAFile { .. }
+            | StoreError::Io { .. } => Exit::Failure,
+        }
+    }
+}
+
 fn io_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> StoreError + 'a {
     move |source| StoreError::Io {
         what,

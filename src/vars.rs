@@ -111,6 +111,8 @@ vars! {
         "also append log lines to this file (the application's log)";
     LOG_FORMAT = "BACKUP_LOG_FORMAT", flag "log-format" "FORMAT", default "`text`", list false,
         "`text` or `json`";
+    DEBUG = "COFRE_DEBUG", flag "" "BOOL", default "unset", list false,
+        "`1`: debug-level log lines, on stderr and in the log file (for reporting a problem)";
     CATCH_UP = "BACKUP_CATCH_UP", flag "" "BOOL", default "`true`", list false,
         "the daemon runs a missed backup at start";
     RETRIES = "BACKUP_RETRIES", flag "" "N", default "`2`", list false,
@@ -130,7 +132,7 @@ vars! {
     DRILL_DIR = "BACKUP_DRILL_DIR", flag "" "DIR", default "`BACKUP_DIR`", list false,
         "a drill restores the files into a private scratch directory made inside this one, removed after";
     DRILL_MONGODB_URI = "BACKUP_DRILL_MONGODB_URI", flag "" "URI", default "the backup's server", list false,
-        "the server a drill restores the database into, each database as `cofre_drill_<time>_<db>`";
+        "the server a drill restores the database into, each database as `cofre_drill_<time>_<tag>_<db>`";
     DRILL_COMMAND = "BACKUP_DRILL_COMMAND", flag "" "COMMAND", default "unset", list false,
         "a smoke test run by `sh -c` in the restored tree after the checks; its exit code decides the drill";
     DRILL_TIMEOUT = "BACKUP_DRILL_TIMEOUT", flag "" "DURATION", default "`10m`", list false,

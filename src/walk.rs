@@ -82,6 +82,12 @@ pub struct PatternError {
     pub why: String,
 }
 
+impl crate::exit::Coded for PatternError {
+    fn exit(&self) -> crate::exit::Exit {
+        crate::exit::Exit::Usage
+    }
+}
+
 /// What the walk knows of an entry, from `fstat` or `lstat`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Meta {

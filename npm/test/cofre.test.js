@@ -352,3 +352,31 @@ test('a missing platform binary gets a message naming the platform', () => {
   });
   assert.match(api.stdout, /^COFRE_NO_BINARY cofre: the binary for linux-x64 is missing/);
 });
+
+test('every setting the binary reads is in the JavaScript list and the types; a typo is refused', () => {
+  const bin = path.join(app, 'node_modules', 'cofre-linux-x64', 'bin', 'cofre');
+  const help = ok(bin, ['--help']).stdout;
+  const fromBinary = [...help.matchAll(/^ {2}([A-Z][A-Z0-9_]+)(?: \(--[a-z-]+\))?$/gm)].map((m) => m[1]).sort();
+  assert.ok(fromBinary.length >= 40, help);
+  const { SETTINGS, toEnv, CofreError, exitCodes } = cofre();
+  assert.deepEqual([...SETTINGS].sort(), fromBinary);
+  const types = fs.readFileSync(path.join(app, 'node_modules', 'cofre', 'lib', 'index.d.ts'), 'utf8');
+  for (const name of fromBinary) {
+    assert.ok(types.includes(`'${name}'`) && types.includes(`/** ${name} */`), `${name} is not in index.d.ts`);
+  }
+  // Each camelCase key the types name maps to its variable.
+  for (const [, name, key] of types.matchAll(/\/\*\* ([A-Z][A-Z0-9_]+) \*\/\n {2}(\w+)\?/g)) {
+    assert.deepEqual(Object.keys(toEnv({ [key]: '1' })), [name], key);
+  }
+  assert.deepEqual(toEnv({ retentionDays: 3, AWS_REGION: 'eu-west-1', exclude: ['a', 'b'] }), {
+    BACKUP_RETENTION_DAYS: '3',
+    AWS_REGION: 'eu-west-1',
+    BACKUP_EXCLUDE: 'a,b',
+  });
+  assert.throws(
+    () => toEnv({ retentionDayz: 3 }),
+    (e) => e instanceof CofreError && e.code === 'USAGE' && e.exitCode === exitCodes.USAGE && /retentionDayz/.test(e.message),
+  );
+  assert.equal(new CofreError('busy', 11).code, 'LOCKED');
+  assert.equal(new CofreError('no key', 12).code, 'NO_KEY');
+});

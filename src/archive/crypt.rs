@@ -80,6 +80,44 @@ pub enum CryptError {
     Setup(String),
 }
 
+impl crate::exit::Coded for CryptError {
+    fn exit(&self) -> crate::exit::Exit {
+        use crate::exit::Exit;
+        match self {
+            CryptError::NoIdentity { .. }
+            | CryptError::NeedPassphrase(_)
+            | CryptError::WrongPassphrase(_)
+            | CryptError::WrongKey(_) => Exit::NoKey,
+            CryptError::IdentityFile { .. }
+            | CryptError::CreateIdentity { .. }
+            | CryptError::BadHeader { .. }
+            | CryptError::Setup(_) => Exit::Failure,
+        }
+    }
+}
+
+/// How archives are encrypted.
+#[derive(Debug, Clone)]
+pub enum Encryption {
+    /// No encryption (an explicit opt-out, warned about at every backup).
+    None,
+    /// age, to these recipients or with this passphrase.
+    Age(AgeKeys),
+}
+
+impl std::fmt::Display for Encryption {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Encryption::None => f.write_str("none"),
+            Encryption::Age(k) if k.passphrase.is_some() => f.write_str("age (passphrase)"),
+            Encryption::Age(k) if !k.recipients.is_empty() => {
+                write!(f, "age ({} recipient(s))", k.recipients.len())
+            }
+            Encryption::Age(_) => f.write_str("age (identity file)"),
+        }
+    }
+}
+
 /// The keys for age encryption: public keys to write to, a passphrase, and the
 /// identity file used when neither is given (and for reading).
 #[derive(Debug, Clone)]

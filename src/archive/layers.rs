@@ -142,6 +142,15 @@ pub enum OpenError {
     },
 }
 
+impl crate::exit::Coded for OpenError {
+    fn exit(&self) -> crate::exit::Exit {
+        match self {
+            OpenError::Crypt(e) => e.exit(),
+            OpenError::UnknownFormat(_) | OpenError::Io { .. } => crate::exit::Exit::Failure,
+        }
+    }
+}
+
 const AGE_MAGIC: &[u8] = b"age-encryption.org/";
 const GZIP_MAGIC: &[u8] = &[0x1f, 0x8b];
 const ZSTD_MAGIC: &[u8] = &[0x28, 0xb5, 0x2f, 0xfd];

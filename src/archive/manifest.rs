@@ -123,6 +123,7 @@ pub struct Options {
 
 /// Counts over the whole archive.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Totals {
     /// Tar entries besides the manifest.
     pub entries: u64,

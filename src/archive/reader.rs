@@ -79,31 +79,25 @@ pub enum ReadError {
     Visitor(String),
 }
 
-/// One entry as read from the tar.
-#[derive(Debug, Clone)]
-pub struct EntryInfo {
-    /// Normalized path inside the archive (no `./`, no trailing `/`).
-    pub path: Vec<u8>,
-    /// Kind.
-    pub kind: Kind,
-    /// Data size.
-    pub size: u64,
-    /// Permission bits.
-    pub mode: u32,
-    /// Seconds since the epoch.
-    pub mtime: i64,
-    /// Nanoseconds.
-    pub mtime_nsec: u32,
-    /// Owner.
-    pub uid: u64,
-    /// Group.
-    pub gid: u64,
-    /// Link target: for symlinks as stored, for hard links normalized.
-    pub link: Option<Vec<u8>>,
-    /// A sparse file's real size (then `size` is what is stored: the map
-    /// and the data segments, which the visitor reads as the data).
-    pub sparse: Option<u64>,
+impl crate::exit::Coded for ReadError {
+    fn exit(&self) -> crate::exit::Exit {
+        match self {
+            ReadError::Corrupt { .. }
+            | ReadError::Mismatch { .. }
+            | ReadError::Unsafe { .. }
+            | ReadError::NoManifest(_)
+            | ReadError::BadManifest { .. }
+            | ReadError::Io { .. }
+            | ReadError::Visitor(_) => crate::exit::Exit::Failure,
+        }
+    }
 }
+
+/// One entry as read from the tar: path normalized (no `./`, no trailing
+/// `/`); link target as stored for symlinks, normalized for hard links; for
+/// a sparse file, `size` is what is stored (the map and the data segments,
+/// which the visitor reads as the data).
+pub type EntryInfo = super::tarenc::EntryHeader<Vec<u8>>;
 
 impl EntryInfo {
     /// The path as text, for messages.
@@ -358,18 +352,7 @@ impl Pass<'_> {
             });
         }
         self.bytes += info.size;
-        let meta = super::tarenc::EntryMeta {
-            path: &info.path,
-            kind: info.kind,
-            size: info.size,
-            mode: info.mode,
-            mtime: info.mtime,
-            mtime_nsec: info.mtime_nsec,
-            uid: info.uid,
-            gid: info.gid,
-            link: info.link.as_deref(),
-            sparse: info.sparse,
-        };
+        let meta = info.borrowed();
         let hash = (info.kind == Kind::File).then(|| hasher.finalize().to_hex().to_string());
         self.spool
             .push(&Entry::from_meta(&meta, hash))

@@ -38,15 +38,17 @@ pub enum Kind {
     Hardlink,
 }
 
-/// One entry's metadata, as it goes into the header.
+/// One entry's metadata: what a tar header (with its extensions) says.
+/// `B` holds the path and link: borrowed bytes when written
+/// ([`EntryMeta`]), owned when read (`crate::archive::reader::EntryInfo`).
 #[derive(Debug, Clone)]
-pub struct EntryMeta<'a> {
+pub struct EntryHeader<B> {
     /// Path inside the archive, `/`-separated, no leading `/`; directories
-    /// without the trailing slash (it is added).
-    pub path: &'a [u8],
+    /// without the trailing slash (it is added). When read, normalized.
+    pub path: B,
     /// Kind.
     pub kind: Kind,
-    /// Data size (files only).
+    /// Data size (files only): the bytes that follow the header.
     pub size: u64,
     /// Permission bits.
     pub mode: u32,
@@ -59,10 +61,31 @@ pub struct EntryMeta<'a> {
     /// Group.
     pub gid: u64,
     /// Link target (symlinks, hard links).
-    pub link: Option<&'a [u8]>,
+    pub link: Option<B>,
     /// For a sparse file, its real size; then `size` is the bytes stored
     /// (the map block and the data segments).
     pub sparse: Option<u64>,
+}
+
+/// An entry's header as it is written.
+pub type EntryMeta<'a> = EntryHeader<&'a [u8]>;
+
+impl<B: AsRef<[u8]>> EntryHeader<B> {
+    /// The same header, borrowing its path and link.
+    pub fn borrowed(&self) -> EntryMeta<'_> {
+        EntryHeader {
+            path: self.path.as_ref(),
+            kind: self.kind,
+            size: self.size,
+            mode: self.mode,
+            mtime: self.mtime,
+            mtime_nsec: self.mtime_nsec,
+            uid: self.uid,
+            gid: self.gid,
+            link: self.link.as_ref().map(AsRef::as_ref),
+            sparse: self.sparse,
+        }
+    }
 }
 
 /// The map of a sparse file, as it starts its data block: the number of

@@ -1,4 +1,7 @@
-//! `cofre backup`: one backup now, then the retention policy.
+//! `cofre backup`: one backup now, then the retention policy, then the
+//! offsite copy.
+
+use std::io::Write;
 
 use crate::backup::{self, Request};
 use crate::cli::BackupArgs;
@@ -8,30 +11,32 @@ use crate::report::BackupRun;
 
 use super::{Outcome, duration_flag};
 
-/// Runs `cofre backup`.
+/// Runs `cofre backup`; the archive's path goes to `out`.
 pub fn run(
     args: &BackupArgs,
     settings: &Settings,
     verbosity: Verbosity,
+    out: &mut dyn Write,
 ) -> Result<Outcome, anyhow::Error> {
     let wait = duration_flag("--wait", args.lock.wait.as_deref())?;
     let req = Request {
-        settings,
+        opts: &settings.backup,
         wait,
         verbosity,
         cancel: None,
     };
-    let run = BackupRun::start(settings);
+    let reports = settings.report();
+    let run = BackupRun::start(&reports);
     let report = match backup::run(&req) {
         Ok(r) => r,
         Err(e) => {
-            backup::record_failure(settings, &e.to_string());
-            run.failed(settings, &e.to_string());
+            backup::record_failure(&settings.backup_dir, &e.to_string());
+            run.failed(&reports, &e.to_string());
             return Err(e.into());
         }
     };
     if verbosity != Verbosity::Quiet {
-        println!("{}", report.path.display());
+        writeln!(out, "{}", report.path.display())?;
     }
     let warnings: Vec<String> = report
         .info
@@ -39,38 +44,44 @@ pub fn run(
         .iter()
         .map(|w| format!("{}: {}", w.path, w.message))
         .collect();
-    if !args.no_prune
-        && let Err(e) = super::trusted_keys(
-            settings,
-            &super::read_keys(settings, &crate::cli::KeyArgs::default()),
-        )
-        .map_err(anyhow::Error::from)
-        .and_then(|trusted| Ok(crate::prune::after_backup(settings, &trusted, wait)?))
-    {
-        run.succeeded(settings, &report.name, size(&report), warnings);
-        return Err(e);
+    if !args.no_prune {
+        let pruned = settings
+            .keys
+            .load()
+            .map_err(anyhow::Error::from)
+            .and_then(|(_, trusted)| {
+                Ok(crate::prune::after_backup(
+                    &settings.prune(),
+                    &trusted,
+                    wait,
+                )?)
+            });
+        if let Err(e) = pruned {
+            run.succeeded(&reports, &report.name, size(&report), warnings);
+            return Err(e);
+        }
     }
     let mut outcome = if report.info.warnings.is_empty() {
         Outcome::Success
     } else {
         Outcome::Warnings
     };
-    if let Some(remote) = &settings.remote {
+    if let Some(offsite) = settings.offsite() {
         let mark = crate::logging::tail_mark();
         let never = std::sync::atomic::AtomicBool::new(false);
-        match crate::offsite::sync(settings, remote, &never) {
+        match crate::offsite::sync(&offsite, &never) {
             Ok(r) => tracing::info!(
                 uploaded = r.uploaded.len(),
                 deleted = r.deleted.len(),
                 "offsite copies up to date in {}",
-                remote.url
+                offsite.remote.url
             ),
             Err(e) => {
                 tracing::warn!(
                     "the backup is done, but its offsite copy failed: {e}; \
                      it stays here and goes up at the next run"
                 );
-                crate::report::offsite_failed(settings, &e.to_string(), mark);
+                crate::report::offsite_failed(&reports, &e.to_string(), mark);
                 eprintln!(
                     "warning: {}: the offsite copy failed: {}",
                     report.name,
@@ -80,7 +91,7 @@ pub fn run(
             }
         }
     }
-    run.succeeded(settings, &report.name, size(&report), warnings);
+    run.succeeded(&reports, &report.name, size(&report), warnings);
     Ok(outcome)
 }
 

@@ -3,6 +3,7 @@
 //! a batch or a read, drops its scratch databases, removes its scratch
 //! directory and records itself as `cancelled`).
 
+use std::io::Write;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -24,12 +25,19 @@ pub struct DrillFailed {
     message: String,
 }
 
+impl crate::exit::Coded for DrillFailed {
+    fn exit(&self) -> crate::exit::Exit {
+        crate::exit::Exit::Failure
+    }
+}
+
 /// Runs `cofre drill`.
 #[tracing::instrument(name = "drill", skip_all)]
 pub fn run(
     args: &DrillArgs,
     settings: &Settings,
     verbosity: Verbosity,
+    out: &mut dyn Write,
 ) -> Result<Outcome, anyhow::Error> {
     let wait = duration_flag("--wait", args.lock.wait.as_deref())?;
     let keys = read_keys(settings, &args.keys);
@@ -38,24 +46,32 @@ pub fn run(
     let (remote, arg) = archive_source(settings, arg, args.remote)?;
     let cancel = Arc::new(AtomicBool::new(false));
     stop_on_signals(Arc::clone(&cancel))?;
+    let origin = crate::sign::Origin::here(&settings.source);
+    let mark = crate::logging::tail_mark();
     let record = drill::run(&drill::Request {
-        settings,
-        archive: &arg,
-        remote: remote.as_ref(),
-        keys: &keys,
-        trusted: &trusted,
-        allow_unsigned: args.allow_unsigned,
+        opts: &settings.drill,
+        open: crate::open::Request {
+            arg: &arg,
+            backup_dir: &settings.backup_dir,
+            remote: remote.as_ref(),
+            keys: &keys,
+            trusted: &trusted,
+            origin: &origin,
+            allow_unsigned: args.allow_unsigned,
+        },
         wait,
         verbosity,
         cancel,
     })?;
+    crate::report::drill_finished(&settings.report(), &record, mark);
     if args.json {
-        println!(
+        writeln!(
+            out,
             "{}",
             crate::secret::scrub(&serde_json::to_string_pretty(&record)?)
-        );
+        )?;
     } else {
-        print_text(&record);
+        render_text(&record, out)?;
     }
     if record.ok {
         return Ok(Outcome::Success);
@@ -76,9 +92,7 @@ pub fn run(
 /// before this returns; a thread waits for them.
 fn stop_on_signals(cancel: Arc<AtomicBool>) -> Result<(), anyhow::Error> {
     use tokio::signal::unix::{SignalKind, signal};
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_io()
-        .build()?;
+    let rt = crate::rt::on_this_thread()?;
     let (mut term, mut int, mut hup) = {
         let _guard = rt.enter();
         (
@@ -103,18 +117,21 @@ fn stop_on_signals(cancel: Arc<AtomicBool>) -> Result<(), anyhow::Error> {
     Ok(())
 }
 
-fn print_text(r: &DrillRecord) {
+/// A drill's record, for people.
+pub fn render_text(r: &DrillRecord, out: &mut dyn Write) -> std::io::Result<()> {
     let secs = |s: Option<f64>| s.map_or_else(|| "-".to_owned(), |s| format!("{s:.1} s"));
     if r.ok {
-        println!(
+        writeln!(
+            out,
             "drill passed: {} restores in {} (files {}, database {})",
             r.archive,
             secs(r.recovery_seconds),
             secs(r.files_seconds),
             secs(r.database_seconds)
-        );
+        )?;
     } else {
-        println!(
+        writeln!(
+            out,
             "drill FAILED at {}: {}",
             r.failed_check.as_deref().unwrap_or("?"),
             if r.archive.is_empty() {
@@ -122,23 +139,25 @@ fn print_text(r: &DrillRecord) {
             } else {
                 &r.archive
             }
-        );
+        )?;
     }
     if r.files_seconds.is_some() {
-        println!(
+        writeln!(
+            out,
             "  files      {} files ({}) restored and checked",
             r.files,
             human(r.file_bytes)
-        );
+        )?;
     }
     if r.database_seconds.is_some() {
-        println!(
+        writeln!(
+            out,
             "  database   {} collections, {} documents restored and compared",
             r.collections, r.documents
-        );
+        )?;
     }
     for m in &r.mismatches {
-        println!("  mismatch   {m}");
+        writeln!(out, "  mismatch   {m}")?;
     }
     if let Some(c) = &r.command {
         let how = match (c.timed_out, c.exit_code, c.signal) {
@@ -147,17 +166,19 @@ fn print_text(r: &DrillRecord) {
             (false, None, Some(sig)) => format!("killed by signal {sig}"),
             _ => "ended".to_owned(),
         };
-        println!(
+        writeln!(
+            out,
             "  command    `{}` {how} after {:.1} s",
             c.command, c.seconds
-        );
+        )?;
         if !r.ok && !c.output_tail.is_empty() {
             for line in c.output_tail.lines() {
-                println!("    | {line}");
+                writeln!(out, "    | {line}")?;
             }
         }
     }
     for p in &r.cleanup_problems {
-        println!("  clean-up   {p}");
+        writeln!(out, "  clean-up   {p}")?;
     }
+    Ok(())
 }

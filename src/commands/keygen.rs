@@ -11,7 +11,7 @@ use crate::cli::KeygenArgs;
 use super::Outcome;
 
 /// Runs `cofre keygen`.
-pub fn run(args: &KeygenArgs) -> Result<Outcome, anyhow::Error> {
+pub fn run(args: &KeygenArgs, out: &mut dyn Write) -> Result<Outcome, anyhow::Error> {
     let identity = age::x25519::Identity::generate();
     let public = identity.to_public().to_string();
     match &args.output {
@@ -30,7 +30,6 @@ pub fn run(args: &KeygenArgs) -> Result<Outcome, anyhow::Error> {
             );
         }
         None => {
-            let mut out = std::io::stdout().lock();
             out.write_all(crypt::identity_text(&identity, "").as_bytes())?;
             eprintln!("Public key: {public}");
         }
@@ -40,7 +39,10 @@ pub fn run(args: &KeygenArgs) -> Result<Outcome, anyhow::Error> {
 
 /// Runs `cofre completions SHELL`: clap_complete writes them from the
 /// command line's own definition.
-pub fn completions(args: &crate::cli::CompletionsArgs) -> Result<Outcome, anyhow::Error> {
+pub fn completions(
+    args: &crate::cli::CompletionsArgs,
+    out: &mut dyn Write,
+) -> Result<Outcome, anyhow::Error> {
     use clap::CommandFactory;
     use clap_complete::Shell as S;
     let shell = match args.shell {
@@ -49,17 +51,15 @@ pub fn completions(args: &crate::cli::CompletionsArgs) -> Result<Outcome, anyhow
         crate::cli::Shell::Fish => S::Fish,
     };
     let mut cmd = crate::cli::Cli::command();
-    clap_complete::generate(shell, &mut cmd, "cofre", &mut std::io::stdout());
+    clap_complete::generate(shell, &mut cmd, "cofre", out);
     Ok(Outcome::Success)
 }
 
 /// Runs `cofre man`: clap_mangen renders the manual page, with the
 /// environment variables section the long help carries.
-pub fn man() -> Result<Outcome, anyhow::Error> {
+pub fn man(out: &mut dyn Write) -> Result<Outcome, anyhow::Error> {
     use clap::CommandFactory;
     let cmd = crate::cli::Cli::command();
-    let mut out = Vec::new();
-    clap_mangen::Man::new(cmd).render(&mut out)?;
-    std::io::stdout().write_all(&out)?;
+    clap_mangen::Man::new(cmd).render(out)?;
     Ok(Outcome::Success)
 }

@@ -38,7 +38,11 @@ struct Row {
 const MAX_REMOTE_CHECKED: usize = 500;
 
 /// Runs `cofre list`.
-pub fn run(args: &ListArgs, settings: &Settings) -> Result<Outcome, anyhow::Error> {
+pub fn run(
+    args: &ListArgs,
+    settings: &Settings,
+    out: &mut dyn std::io::Write,
+) -> Result<Outcome, anyhow::Error> {
     let keys = super::read_keys(settings, &crate::cli::KeyArgs::default());
     let trusted = super::trusted_keys(settings, &keys)?;
     let now = Utc::now();
@@ -59,7 +63,8 @@ pub fn run(args: &ListArgs, settings: &Settings) -> Result<Outcome, anyhow::Erro
             store.dir().display().to_string(),
         )
     };
-    print_rows(args, &rows, &place)
+    render(args.json, &rows, &place, out)?;
+    Ok(Outcome::Success)
 }
 
 /// The signature's standing: its label, and the claim's source and host.
@@ -115,10 +120,10 @@ fn remote_rows(
             size: a.size(),
             compression: a.parsed.compression.name(),
             encryption: if a.parsed.encrypted { "age" } else { "none" }.into(),
-            files: summary.map(|s| s.files),
-            bytes: summary.map(|s| s.bytes),
-            collections: summary.map(|s| s.collections),
-            documents: summary.map(|s| s.documents),
+            files: summary.map(|s| s.totals.files),
+            bytes: summary.map(|s| s.totals.bytes),
+            collections: summary.map(|s| s.totals.collections),
+            documents: summary.map(|s| s.totals.documents),
             name: a.name,
         });
     }
@@ -160,10 +165,10 @@ fn local_rows(
                 size: a.size,
                 compression: a.parsed.compression.name(),
                 encryption,
-                files: summary.map(|s| s.files),
-                bytes: summary.map(|s| s.bytes),
-                collections: summary.map(|s| s.collections),
-                documents: summary.map(|s| s.documents),
+                files: summary.map(|s| s.totals.files),
+                bytes: summary.map(|s| s.totals.bytes),
+                collections: summary.map(|s| s.totals.collections),
+                documents: summary.map(|s| s.totals.documents),
                 name: a.name,
             }
         })
@@ -171,22 +176,29 @@ fn local_rows(
     Ok(rows)
 }
 
-fn print_rows(args: &ListArgs, rows: &[Row], place: &str) -> Result<Outcome, anyhow::Error> {
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&rows)?);
-        return Ok(Outcome::Success);
+/// The listing, as text or one JSON array.
+fn render(
+    json: bool,
+    rows: &[Row],
+    place: &str,
+    out: &mut dyn std::io::Write,
+) -> std::io::Result<()> {
+    if json {
+        let text = serde_json::to_string_pretty(&rows).map_err(std::io::Error::other)?;
+        return writeln!(out, "{text}");
     }
     if rows.is_empty() {
-        println!("no archives in {place}");
-        return Ok(Outcome::Success);
+        return writeln!(out, "no archives in {place}");
     }
-    println!(
+    writeln!(
+        out,
         "{:<40} {:>10} {:>8} {:>8} {:>9}  {:<9}  ENCRYPTION",
         "ARCHIVE", "SIZE", "AGE", "FILES", "DOCUMENTS", "SIGNATURE"
-    );
+    )?;
     for r in rows {
         let opt = |v: Option<u64>| v.map_or_else(|| "-".to_owned(), |n| n.to_string());
-        println!(
+        writeln!(
+            out,
             "{:<40} {:>10} {:>8} {:>8} {:>9}  {:<9}  {}",
             r.name,
             human(r.size),
@@ -195,15 +207,81 @@ fn print_rows(args: &ListArgs, rows: &[Row], place: &str) -> Result<Outcome, any
             opt(r.documents),
             r.signature,
             r.encryption
-        );
+        )?;
     }
     for r in rows.iter().filter(|r| r.signature == "foreign") {
-        println!(
+        writeln!(
+            out,
             "foreign: {} is a backup of {} on {}, not of this project; latest, prune and drills leave it alone",
             r.name,
             r.source.as_deref().unwrap_or("an unrecorded project"),
             r.host.as_deref().unwrap_or("an unrecorded host")
+        )?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(signature: &'static str, source: Option<&str>) -> Row {
+        Row {
+            name: "backup_2026-12-03T03-00-00.tar.gz.age".into(),
+            path: "/srv/app/backups/backup_2026-12-03T03-00-00.tar.gz.age".into(),
+            created_at: "2026-12-03T03:00:00+00:00".into(),
+            age_seconds: 3600,
+            size: 1 << 20,
+            compression: "gzip",
+            encryption: "age (1 key)".into(),
+            files: Some(12),
+            bytes: Some(3 << 20),
+            collections: Some(2),
+            documents: Some(40),
+            signature,
+            source: source.map(str::to_owned),
+            host: source.map(|_| "web-1".to_owned()),
+        }
+    }
+
+    #[test]
+    fn the_json_shape_is_pinned() {
+        let mut out = Vec::new();
+        render(
+            true,
+            &[row("trusted", Some("/srv/app"))],
+            "/srv/app/backups",
+            &mut out,
+        )
+        .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        crate::commands::assert_golden("list.shape", &crate::commands::json_shape(&v));
+    }
+
+    #[test]
+    fn the_text_has_a_row_each_and_names_foreign_archives() {
+        let mut out = Vec::new();
+        let rows = [
+            row("trusted", Some("/srv/app")),
+            row("foreign", Some("/srv/other")),
+        ];
+        render(false, &rows, "/srv/app/backups", &mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(text.lines().count(), 4, "{text}");
+        assert!(text.starts_with("ARCHIVE"), "{text}");
+        assert!(
+            text.contains("1.0 MiB") && text.contains("trusted"),
+            "{text}"
+        );
+        assert!(
+            text.contains("is a backup of /srv/other on web-1"),
+            "{text}"
+        );
+        let mut out = Vec::new();
+        render(false, &[], "/srv/app/backups", &mut out).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "no archives in /srv/app/backups\n"
         );
     }
-    Ok(Outcome::Success)
 }

@@ -4,8 +4,8 @@
 //! logging and dispatches.
 
 mod backup;
-mod daemon;
-mod drill;
+pub(crate) mod daemon;
+pub(crate) mod drill;
 mod keygen;
 pub(crate) mod list;
 mod prune;
@@ -14,7 +14,7 @@ mod status;
 mod upload;
 mod verify;
 
-use std::path::PathBuf;
+use std::io::Write;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -87,12 +87,7 @@ pub fn settings(cli: &Cli) -> Result<Settings, anyhow::Error> {
 /// Keys for reading archives: `--identity` files first, then the configured
 /// identity file; the configured passphrase.
 pub fn read_keys(settings: &Settings, keys: &KeyArgs) -> ReadKeys {
-    let mut identity_files: Vec<PathBuf> = keys.identities.clone();
-    identity_files.push(settings.identity_file.clone());
-    ReadKeys {
-        identity_files,
-        passphrase: settings.passphrase.clone(),
-    }
+    settings.keys.read_keys(&keys.identities)
 }
 
 /// The keys whose signatures are trusted: this installation's signing key,
@@ -101,11 +96,7 @@ pub fn trusted_keys(
     settings: &Settings,
     keys: &ReadKeys,
 ) -> Result<crate::sign::TrustedKeys, crate::sign::SignError> {
-    crate::sign::TrustedKeys::load(
-        &settings.signing_key,
-        &keys.identity_files,
-        &settings.trusted_keys,
-    )
+    settings.keys.trusted(keys)
 }
 
 /// The bucket, for `--remote`: `BACKUP_REMOTE` must be set.
@@ -180,41 +171,101 @@ pub fn prepare(cli: &Cli) -> Result<Option<Settings>, anyhow::Error> {
 /// Sets up logging: as the settings say, or plain text on stderr when
 /// there are none (keygen, or settings that did not validate).
 pub fn init_logging(cli: &Cli, settings: Option<&Settings>) -> logging::LogFormat {
-    let format = settings.map_or(logging::LogFormat::Text, |s| s.log_format);
+    let opts = settings.map(|s| s.log.clone()).unwrap_or_default();
     logging::init(
-        format,
-        settings.and_then(|s| s.log_file.as_deref()),
+        &opts,
         verbosity(cli),
         matches!(cli.command, Command::Daemon(_)),
     );
-    format
+    opts.format
 }
 
-/// Runs a parsed command line with its settings (from [`prepare`]).
-pub fn run(cli: &Cli, settings: Option<Settings>) -> Result<Outcome, anyhow::Error> {
+/// Runs a parsed command line with its settings (from [`prepare`]); what a
+/// command prints for its user goes to `out` (stdout in the binary, a
+/// buffer in tests); logs and progress go to stderr.
+pub fn run(
+    cli: &Cli,
+    settings: Option<Settings>,
+    out: &mut dyn Write,
+) -> Result<Outcome, anyhow::Error> {
     let verbosity = verbosity(cli);
     let Some(settings) = settings else {
         return match &cli.command {
-            Command::Keygen(args) => keygen::run(args),
-            Command::Completions(args) => keygen::completions(args),
-            Command::Man(_) => keygen::man(),
+            Command::Keygen(args) => keygen::run(args, out),
+            Command::Completions(args) => keygen::completions(args, out),
+            Command::Man(_) => keygen::man(out),
             _ => unreachable!("every other command has settings"),
         };
     };
     match &cli.command {
-        Command::Backup(a) => backup::run(a, &settings, verbosity),
-        Command::Restore(a) => restore::run(a, &settings, verbosity),
-        Command::List(a) => list::run(a, &settings),
-        Command::Verify(a) => verify::run(a, &settings),
-        Command::Prune(a) => prune::run(a, &settings),
+        Command::Backup(a) => backup::run(a, &settings, verbosity, out),
+        Command::Restore(a) => restore::run(a, &settings, verbosity, out),
+        Command::List(a) => list::run(a, &settings, out),
+        Command::Verify(a) => verify::run(a, &settings, out),
+        Command::Prune(a) => prune::run(a, &settings, out),
         Command::Daemon(a) => daemon::run(a, &settings, verbosity),
-        Command::Status(a) => status::run(a, &settings),
-        Command::Drill(a) => drill::run(a, &settings, verbosity),
-        Command::Upload(_) => upload::run(&settings),
-        Command::Keygen(a) => keygen::run(a),
-        Command::Completions(a) => keygen::completions(a),
-        Command::Man(_) => keygen::man(),
+        Command::Status(a) => status::run(a, &settings, out),
+        Command::Drill(a) => drill::run(a, &settings, verbosity, out),
+        Command::Upload(_) => upload::run(&settings, out),
+        Command::Keygen(a) => keygen::run(a, out),
+        Command::Completions(a) => keygen::completions(a, out),
+        Command::Man(_) => keygen::man(out),
     }
+}
+
+/// The shape of a JSON document: one line per path, `path: type`, for
+/// golden files that pin what scripts and the npm API parse.
+#[cfg(test)]
+pub(crate) fn json_shape(v: &serde_json::Value) -> String {
+    fn walk(v: &serde_json::Value, path: &str, out: &mut Vec<String>) {
+        use serde_json::Value;
+        let kind = match v {
+            Value::Null => "null",
+            Value::Bool(_) => "bool",
+            Value::Number(_) => "number",
+            Value::String(_) => "string",
+            Value::Array(_) => "array",
+            Value::Object(_) => "object",
+        };
+        out.push(format!(
+            "{}: {kind}",
+            if path.is_empty() { "." } else { path }
+        ));
+        match v {
+            Value::Object(m) => {
+                for (k, v) in m {
+                    walk(v, &format!("{path}.{k}"), out);
+                }
+            }
+            Value::Array(a) => {
+                if let Some(first) = a.first() {
+                    walk(first, &format!("{path}[]"), out);
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    walk(v, "", &mut out);
+    out.join("\n") + "\n"
+}
+
+/// Compares `got` with the golden file `name` (in `tests/fixtures/json`);
+/// `COFRE_UPDATE_GOLDEN=1` rewrites it.
+#[cfg(test)]
+pub(crate) fn assert_golden(name: &str, got: &str) {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/json")
+        .join(name);
+    if std::env::var("COFRE_UPDATE_GOLDEN").as_deref() == Ok("1") {
+        std::fs::write(&path, got).unwrap();
+    }
+    let want = std::fs::read_to_string(&path).unwrap_or_default();
+    assert_eq!(
+        want, got,
+        "the JSON shape of {name} changed: scripts and the npm API parse it; if the change is \
+         meant, run with COFRE_UPDATE_GOLDEN=1 and say so in the README"
+    );
 }
 
 #[cfg(test)]
@@ -225,7 +276,8 @@ mod tests {
 
     use super::*;
     use crate::archive::Compression;
-    use crate::config::{Encryption, LogFormat};
+    use crate::archive::crypt::Encryption;
+    use crate::logging::LogFormat;
 
     #[test]
     fn the_command_line_is_well_formed() {
@@ -267,71 +319,97 @@ mod tests {
             ),
             (
                 vec!["--log-file", "x.log", "status"],
-                Box::new(|s| s.log_file == Some(PathBuf::from("/work/x.log"))),
+                Box::new(|s| s.log.file == Some(PathBuf::from("/work/x.log"))),
             ),
             (
                 vec!["--log-format", "json", "status"],
-                Box::new(|s| s.log_format == LogFormat::Json),
+                Box::new(|s| s.log.format == LogFormat::Json),
             ),
             (
                 vec!["backup", "--compression", "zstd:7"],
-                Box::new(|s| s.compression == Compression::Zstd(7)),
+                Box::new(|s| s.backup.compression == Compression::Zstd(7)),
             ),
             (
                 vec!["backup", "--encryption", "none"],
-                Box::new(|s| matches!(s.encryption, Encryption::None)),
+                Box::new(|s| matches!(s.backup.encryption, Encryption::None)),
             ),
             (
                 vec!["backup", "--recipient", key],
                 Box::new(
-                    move |s| matches!(&s.encryption, Encryption::Age(k) if k.recipients == [key]),
+                    move |s| matches!(&s.backup.encryption, Encryption::Age(k) if k.recipients == [key]),
                 ),
             ),
             (
                 vec!["daemon", "--recipients-file", r],
                 Box::new(
-                    move |s| matches!(&s.encryption, Encryption::Age(k) if k.recipients == [key]),
+                    move |s| matches!(&s.backup.encryption, Encryption::Age(k) if k.recipients == [key]),
                 ),
             ),
             (
                 vec!["backup", "--passphrase-file", p],
                 Box::new(|s| {
-                    s.passphrase
+                    s.keys
+                        .passphrase
                         .as_ref()
                         .is_some_and(|x| x.expose() == "pass phrase")
                 }),
             ),
             (
                 vec!["restore", "latest", "--passphrase-file", p],
-                Box::new(|s| s.passphrase.is_some()),
+                Box::new(|s| s.keys.passphrase.is_some()),
             ),
             (
                 vec!["verify", "--passphrase-file", p],
-                Box::new(|s| s.passphrase.is_some()),
+                Box::new(|s| s.keys.passphrase.is_some()),
             ),
             (
                 vec!["backup", "--exclude", "*.tmp", "--exclude", "cache/"],
-                Box::new(|s| s.excludes == ["*.tmp", "cache/"]),
+                Box::new(|s| s.backup.excludes == ["*.tmp", "cache/"]),
             ),
             (
                 vec!["backup", "--mongo-uri", "mongodb://h/app"],
                 Box::new(|s| {
-                    s.mongodb_uri
+                    s.backup
+                        .mongo
                         .as_ref()
-                        .is_some_and(|u| u.expose() == "mongodb://h/app")
+                        .is_some_and(|m| m.uri.expose() == "mongodb://h/app")
                 }),
             ),
             (
-                vec!["daemon", "--db", "a", "--db", "b"],
-                Box::new(|s| s.mongodb_databases == ["a", "b"]),
+                vec![
+                    "daemon",
+                    "--mongo-uri",
+                    "mongodb://h/",
+                    "--db",
+                    "a",
+                    "--db",
+                    "b",
+                ],
+                Box::new(|s| {
+                    s.backup
+                        .mongo
+                        .as_ref()
+                        .is_some_and(|m| m.selection.databases == ["a", "b"])
+                }),
             ),
             (
-                vec!["backup", "--collection", "a.c"],
-                Box::new(|s| s.mongodb_collections == ["a.c"]),
+                vec![
+                    "backup",
+                    "--mongo-uri",
+                    "mongodb://h/",
+                    "--collection",
+                    "a.c",
+                ],
+                Box::new(|s| {
+                    s.backup
+                        .mongo
+                        .as_ref()
+                        .is_some_and(|m| m.selection.collections == ["a.c"])
+                }),
             ),
             (
                 vec!["daemon", "--schedule", "*/5 * * * *"],
-                Box::new(|s| s.schedule.text() == "*/5 * * * *"),
+                Box::new(|s| s.daemon.schedule.text() == "*/5 * * * *"),
             ),
         ];
         for (args, check) in cases {

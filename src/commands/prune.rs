@@ -8,12 +8,16 @@ use crate::store::{Store, StoreError};
 use super::{Outcome, duration_flag};
 
 /// Runs `cofre prune`.
-pub fn run(args: &PruneArgs, settings: &Settings) -> Result<Outcome, anyhow::Error> {
+pub fn run(
+    args: &PruneArgs,
+    settings: &Settings,
+    out: &mut dyn std::io::Write,
+) -> Result<Outcome, anyhow::Error> {
     let wait = duration_flag("--wait", args.lock.wait.as_deref())?;
     let store = match Store::open(&settings.backup_dir) {
         Ok(s) => s,
         Err(StoreError::Missing(_)) => {
-            println!("no archives in {}", settings.backup_dir.display());
+            writeln!(out, "no archives in {}", settings.backup_dir.display())?;
             return Ok(Outcome::Success);
         }
         Err(e) => return Err(e.into()),
@@ -28,17 +32,17 @@ pub fn run(args: &PruneArgs, settings: &Settings) -> Result<Outcome, anyhow::Err
         settings,
         &super::read_keys(settings, &crate::cli::KeyArgs::default()),
     )?;
-    let decisions = prune::plan(&store, settings, &trusted, chrono::Utc::now())?;
+    let decisions = prune::plan(&store, &settings.prune(), &trusted, chrono::Utc::now())?;
     for d in &decisions {
         let verb = match (d.keep, args.dry_run) {
             (true, _) => "keep        ",
             (false, true) => "would delete",
             (false, false) => "delete      ",
         };
-        println!("{verb} {}  ({})", d.name, d.reasons.join("; "));
+        writeln!(out, "{verb} {}  ({})", d.name, d.reasons.join("; "))?;
     }
     if decisions.is_empty() {
-        println!("no archives in {}", store.dir().display());
+        writeln!(out, "no archives in {}", store.dir().display())?;
     }
     if args.dry_run {
         return Ok(Outcome::Success);

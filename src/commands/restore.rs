@@ -8,7 +8,7 @@
 //! directories their modes and times; restore the database from the
 //! staged dump; remove the staging directory.
 
-use std::io;
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -20,7 +20,7 @@ use crate::cli::RestoreArgs;
 use crate::config::{ConfigError, Settings};
 use crate::format::human;
 use crate::logging::{self, Verbosity};
-use crate::mongo::{self, restore::Fate, restore::Report};
+use crate::mongo::{self, load::Fate, load::Report};
 use crate::open::{self, OpenArchive};
 use crate::restore::{self as rs, ExtractOptions, Extractor, RestoreError};
 use crate::secret::Secret;
@@ -29,15 +29,15 @@ use crate::store::{ArchiveName, Store};
 use super::{Outcome, duration_flag, read_keys, trusted_keys};
 
 /// The database target a command line asks for.
-fn mongo_target(args: &RestoreArgs, settings: &Settings) -> mongo::restore::Target {
+fn mongo_target(args: &RestoreArgs, settings: &Settings) -> mongo::load::Target {
     let uri = match &args.mongo_uri {
         Some(u) => {
             crate::secret::register_uri(u);
             Some(Secret::unregistered(u.clone()))
         }
-        None => settings.mongodb_uri.clone(),
+        None => settings.backup.mongo.as_ref().map(|m| m.uri.clone()),
     };
-    mongo::restore::Target {
+    mongo::load::Target {
         uri,
         to_db: args.to_db.clone(),
         db_prefix: None,
@@ -45,33 +45,41 @@ fn mongo_target(args: &RestoreArgs, settings: &Settings) -> mongo::restore::Targ
     }
 }
 
-/// Prints a database restore report, one line per collection.
-pub fn print_report(report: &Report) {
+/// A database restore report, one line per collection.
+pub fn render_report(report: &Report, out: &mut dyn Write) -> std::io::Result<()> {
     for (ns, fate) in &report.collections {
         match fate {
             Fate::Restored { documents, indexes } => {
-                println!("restored collection {ns}: {documents} documents, {indexes} indexes");
+                writeln!(
+                    out,
+                    "restored collection {ns}: {documents} documents, {indexes} indexes"
+                )?;
             }
-            Fate::Exists => println!(
+            Fate::Exists => writeln!(
+                out,
                 "left alone collection {ns}: it already exists (pass --drop to replace it)"
-            ),
+            )?,
             Fate::WouldRestore { documents, exists } => {
                 let how = match (exists, report.drop) {
                     (false, _) => "",
                     (true, true) => " (exists: would be replaced)",
                     (true, false) => " (exists: would be left alone without --drop)",
                 };
-                println!("would restore collection {ns}: {documents} documents{how}");
+                writeln!(
+                    out,
+                    "would restore collection {ns}: {documents} documents{how}"
+                )?;
             }
         }
     }
     for n in &report.notes {
-        println!("note: {n}");
+        writeln!(out, "note: {n}")?;
     }
+    Ok(())
 }
 
 /// One line per database: what was restored into it, what was left alone.
-fn database_summary(report: &Report, target: &mongo::restore::Target) -> Vec<String> {
+fn database_summary(report: &Report, target: &mongo::load::Target) -> Vec<String> {
     let mut per_db: std::collections::BTreeMap<String, (Vec<String>, u64, Vec<String>)> =
         std::collections::BTreeMap::new();
     for (ns, fate) in &report.collections {
@@ -136,13 +144,14 @@ pub fn run(
     args: &RestoreArgs,
     settings: &Settings,
     verbosity: Verbosity,
+    out: &mut dyn Write,
 ) -> Result<Outcome, anyhow::Error> {
     let wait = duration_flag("--wait", args.lock.wait.as_deref())?;
     let target_db = mongo_target(args, settings);
     let include = include_matcher(&args.includes)?;
     if let Some(dir) = &args.mongo_dir {
-        let report = mongo::restore::restore_dir(dir, &target_db, args.dry_run)?;
-        print_report(&report);
+        let report = mongo::load::restore_dir(dir, &target_db, args.dry_run)?;
+        render_report(&report, out)?;
         return Ok(report.outcome());
     }
     let arg = args
@@ -198,7 +207,7 @@ pub fn run(
     tracing::info!(archive = %name, target = %target.display(), dry_run = args.dry_run, "restore started");
     let mut opened = open::open_found(&req, &found)?;
     if args.dry_run {
-        return dry_run(&mut opened, opts, &target, &target_db, verbosity);
+        return dry_run(&mut opened, opts, &target, &target_db, verbosity, out);
     }
     let has_mongo_target = target_db.uri.is_some();
     let progress = logging::progress(verbosity, "restoring");
@@ -247,21 +256,22 @@ pub fn run(
     }
     let mut outcome = Outcome::Success;
     if want_mongo && has_mongo {
-        let report = mongo::restore::restore_dir(&restored.dump_dir(), &target_db, false)?;
-        print_report(&report);
+        let report = mongo::load::restore_dir(&restored.dump_dir(), &target_db, false)?;
+        render_report(&report, out)?;
         summary.extend(database_summary(&report, &target_db));
         outcome = report.outcome();
     }
     if !summary.is_empty() {
-        println!("summary");
+        writeln!(out, "summary")?;
         for line in &summary {
-            println!("  {line}");
+            writeln!(out, "  {line}")?;
         }
         if outcome == Outcome::Warnings {
-            println!(
+            writeln!(
+                out,
                 "  exit code 3: done, but collections that already existed were left alone \
                  (pass --drop to replace them)"
-            );
+            )?;
         }
     }
     tracing::info!(
@@ -297,8 +307,9 @@ fn dry_run(
     opened: &mut OpenArchive,
     opts: ExtractOptions,
     target: &Path,
-    target_db: &mongo::restore::Target,
+    target_db: &mongo::load::Target,
     verbosity: Verbosity,
+    out: &mut dyn Write,
 ) -> Result<Outcome, anyhow::Error> {
     let name = opened.name.clone();
     let want_mongo = opts.mongo;
@@ -309,15 +320,16 @@ fn dry_run(
     progress.finish_and_clear();
     opened.check_signature()?;
     if want_mongo && let Some(dump) = &summary.info.mongodb {
-        let report = mongo::restore::plan(dump, target_db)?;
-        print_report(&report);
+        let report = mongo::load::plan(dump, target_db)?;
+        render_report(&report, out)?;
     }
-    println!(
+    writeln!(
+        out,
         "dry run: {} verified; {} files ({}) would be restored into {}",
         name,
         extractor.files,
         human(extractor.bytes),
         target.display()
-    );
+    )?;
     Ok(Outcome::Success)
 }

@@ -1,54 +1,85 @@
 //! `cofre status`: is the backup healthy? Last success, last failure, next
-//! run, archives, free space; with `--max-age`, an exit code for monitoring.
+//! run, archives, free space, offsite copies, drills; with `--max-age` and
+//! its kin, an exit code for monitoring.
+//!
+//! Everything is gathered once, at one `now` ([`gather`]), into a
+//! [`Status`]; then rendered as text ([`render_text`]) or as one JSON
+//! document, whose shape scripts and the npm API read (a test pins it).
 
-use chrono::Utc;
+use std::io::Write;
+
+use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::cli::StatusArgs;
 use crate::config::Settings;
 use crate::format::{age_text, human};
-use crate::state::{DaemonState, DrillState, OffsiteState, State};
+use crate::state::{DaemonState, DrillState, Failure, OffsiteState, State};
 use crate::store::{Store, StoreError};
 
 use super::{Outcome, duration_flag};
 
-#[derive(Serialize)]
-struct Status {
-    backup_dir: String,
-    healthy: bool,
-    problem: Option<String>,
-    last_success: Option<crate::state::Success>,
-    last_success_age_seconds: Option<i64>,
-    last_failure: Option<crate::state::Failure>,
-    daemon_running: bool,
-    next_run: Option<String>,
-    schedule: String,
-    timezone: String,
-    archives: usize,
-    archives_bytes: u64,
-    free_bytes: Option<u64>,
-    total_bytes: Option<u64>,
-    signing_public_key: Option<String>,
-    offsite: Option<OffsiteState>,
-    drill: DrillStatus,
+/// What `status` reports.
+#[derive(Debug, Serialize)]
+pub struct Status {
+    /// When it was gathered.
+    pub now: DateTime<Utc>,
+    pub backup_dir: String,
+    pub healthy: bool,
+    pub problem: Option<String>,
+    pub last_success: Option<crate::state::Success>,
+    pub last_success_age_seconds: Option<i64>,
+    pub last_failure: Option<Failure>,
+    pub daemon_running: bool,
+    pub next_run: Option<String>,
+    pub schedule: String,
+    pub timezone: String,
+    pub archives: usize,
+    pub archives_bytes: u64,
+    pub free_bytes: Option<u64>,
+    pub total_bytes: Option<u64>,
+    pub signing_public_key: Option<String>,
+    pub offsite: Option<OffsiteStatus>,
+    pub drill: DrillStatus,
     /// Where notifications go, tokens hidden.
-    notify: Vec<String>,
+    pub notify: Vec<String>,
     /// Where metrics go.
-    metrics_addr: Option<String>,
-    metrics_file: Option<String>,
+    pub metrics_addr: Option<String>,
+    pub metrics_file: Option<String>,
 }
 
-#[derive(Serialize)]
-struct DrillStatus {
-    schedule: Option<String>,
-    next_drill: Option<String>,
-    last: Option<crate::state::DrillRecord>,
-    last_success_at: Option<String>,
-    last_success_age_seconds: Option<i64>,
+/// The offsite copies, as the last upload found them.
+#[derive(Debug, Serialize)]
+pub struct OffsiteStatus {
+    pub remote: String,
+    pub last_success: Option<DateTime<Utc>>,
+    pub newest_copy: Option<String>,
+    pub newest_copy_time: Option<DateTime<Utc>>,
+    pub newest_copy_age_seconds: Option<i64>,
+    pub last_failure: Option<Failure>,
+    pub failing: bool,
+    /// Local archives not yet in the bucket.
+    pub pending: Vec<String>,
+    /// Archives whose current version in the bucket is not cofre's.
+    pub overwritten: Vec<String>,
+}
+
+/// The restore drills.
+#[derive(Debug, Serialize)]
+pub struct DrillStatus {
+    pub schedule: Option<String>,
+    pub next_drill: Option<String>,
+    pub last: Option<crate::state::DrillRecord>,
+    pub last_success_at: Option<String>,
+    pub last_success_age_seconds: Option<i64>,
 }
 
 /// Runs `cofre status`.
-pub fn run(args: &StatusArgs, settings: &Settings) -> Result<Outcome, anyhow::Error> {
+pub fn run(
+    args: &StatusArgs,
+    settings: &Settings,
+    out: &mut dyn Write,
+) -> Result<Outcome, anyhow::Error> {
     let limits = crate::state::Limits {
         max_age: duration_flag("--max-age", args.max_age.as_deref())?,
         max_offsite_age: duration_flag("--max-offsite-age", args.max_offsite_age.as_deref())?,
@@ -56,12 +87,9 @@ pub fn run(args: &StatusArgs, settings: &Settings) -> Result<Outcome, anyhow::Er
     };
     let status = gather(settings, limits, Utc::now())?;
     if args.json {
-        println!(
-            "{}",
-            crate::secret::scrub(&serde_json::to_string_pretty(&status)?)
-        );
+        render_json(&status, out)?;
     } else {
-        print_text(&status);
+        render_text(&status, out)?;
     }
     let checked = limits.max_age.is_some()
         || limits.max_offsite_age.is_some()
@@ -72,11 +100,15 @@ pub fn run(args: &StatusArgs, settings: &Settings) -> Result<Outcome, anyhow::Er
     Ok(Outcome::Success)
 }
 
+fn rfc(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
 /// Everything `status` reports, at `now`.
-fn gather(
+pub fn gather(
     settings: &Settings,
     limits: crate::state::Limits,
-    now: chrono::DateTime<Utc>,
+    now: DateTime<Utc>,
 ) -> Result<Status, anyhow::Error> {
     let store = match Store::open(&settings.backup_dir) {
         Ok(s) => Some(s),
@@ -96,21 +128,26 @@ fn gather(
         .as_ref()
         .and_then(|s| DaemonState::load(s.dir()))
         .filter(DaemonState::is_alive);
+    let plan = &settings.daemon;
     // A running daemon runs its own schedule (from its environment, which
     // may not be this shell's): what it says goes.
-    let (next_run, schedule, timezone) = match &daemon {
-        Some(d) => (d.next_run, d.schedule.clone(), d.timezone.clone()),
+    let (next_run, schedule, timezone, next_drill, drill_schedule) = match &daemon {
+        Some(d) => (
+            d.next_run,
+            d.schedule.clone(),
+            d.timezone.clone(),
+            d.next_drill,
+            d.drill_schedule.clone(),
+        ),
         None => (
-            settings.schedule.next_after(now),
-            settings.schedule.text().to_owned(),
-            settings.schedule.zone().to_string(),
+            plan.schedule.next_after(now),
+            plan.schedule.text().to_owned(),
+            plan.schedule.zone().to_string(),
+            plan.drill.as_ref().and_then(|s| s.next_after(now)),
+            plan.drill.as_ref().map(|s| s.text().to_owned()),
         ),
     };
-    let age = state
-        .last_success
-        .as_ref()
-        .map(|s| (now - s.started_at).num_seconds());
-    let offsite = settings.remote.as_ref().map(|r| {
+    let offsite_state = settings.remote.as_ref().map(|r| {
         let mut o = store
             .as_ref()
             .map(|s| OffsiteState::load(s.dir()))
@@ -122,25 +159,9 @@ fn gather(
         .as_ref()
         .map(|s| DrillState::load(s.dir()))
         .unwrap_or_default();
-    let problem = crate::state::health(&state, offsite.as_ref(), &drills, limits, now);
-    let rfc = |t: chrono::DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    let next_drill = match &daemon {
-        Some(d) => d.next_drill,
-        None => settings
-            .drill
-            .schedule
-            .as_ref()
-            .and_then(|s| s.next_after(now)),
-    };
+    let problem = crate::state::health(&state, offsite_state.as_ref(), &drills, limits, now);
     let drill = DrillStatus {
-        schedule: match &daemon {
-            Some(d) => d.drill_schedule.clone(),
-            None => settings
-                .drill
-                .schedule
-                .as_ref()
-                .map(|s| s.text().to_owned()),
-        },
+        schedule: drill_schedule,
         next_drill: next_drill.map(rfc),
         last_success_at: drills.last_success.as_ref().map(|r| rfc(r.started_at)),
         last_success_age_seconds: drills
@@ -149,22 +170,37 @@ fn gather(
             .map(|r| (now - r.started_at).num_seconds()),
         last: drills.last,
     };
-    let status = Status {
+    let offsite = offsite_state.map(|o| OffsiteStatus {
+        failing: o.failing(),
+        newest_copy_age_seconds: o.newest_copy_time.map(|t| (now - t).num_seconds()),
+        remote: o.remote,
+        last_success: o.last_success,
+        newest_copy: o.newest_copy,
+        newest_copy_time: o.newest_copy_time,
+        last_failure: o.last_failure,
+        pending: o.pending,
+        overwritten: o.overwritten,
+    });
+    Ok(Status {
+        now,
         backup_dir: settings.backup_dir.display().to_string(),
         healthy: problem.is_none(),
         problem,
-        last_success: state.last_success.clone(),
-        last_success_age_seconds: age,
+        last_success_age_seconds: state
+            .last_success
+            .as_ref()
+            .map(|s| (now - s.started_at).num_seconds()),
+        last_success: state.last_success,
         last_failure: state.last_failure,
         daemon_running: daemon.is_some(),
-        next_run: next_run.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+        next_run: next_run.map(rfc),
         schedule,
         timezone,
         archives: archives.len(),
         archives_bytes: archives.iter().map(|a| a.size).sum(),
         free_bytes: space.map(|s| s.0),
         total_bytes: space.map(|s| s.1),
-        signing_public_key: crate::sign::SigningKey::load(&settings.signing_key)
+        signing_public_key: crate::sign::SigningKey::load(&settings.keys.signing_key)
             .ok()
             .map(|k| k.public_base64()),
         offsite,
@@ -181,148 +217,280 @@ fn gather(
             .file
             .as_ref()
             .map(|f| f.display().to_string()),
-    };
-    Ok(status)
+    })
 }
 
-fn print_text(status: &Status) {
-    {
-        println!("backup directory  {}", status.backup_dir);
-        match &status.last_success {
-            Some(s) => println!(
-                "last success      {} ({} ago), {}, {}",
-                s.started_at
-                    .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-                age_text(status.last_success_age_seconds.unwrap_or(0)),
-                s.archive,
-                human(s.size)
-            ),
-            None => println!("last success      none"),
-        }
-        if let Some(f) = &status.last_failure {
-            println!(
-                "last failure      {}: {}",
-                f.at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-                f.error
-            );
-        }
-        println!(
-            "next run          {} ({}, {}{})",
-            status.next_run.as_deref().unwrap_or("none"),
-            status.schedule,
-            status.timezone,
-            if status.daemon_running {
-                "; daemon running"
-            } else {
-                "; daemon not running"
-            }
-        );
-        println!(
-            "archives          {} ({})",
-            status.archives,
-            human(status.archives_bytes)
-        );
-        if let (Some(free), Some(total)) = (status.free_bytes, status.total_bytes) {
-            println!(
-                "free space        {} of {} ({:.0}%)",
-                human(free),
-                human(total),
-                if total > 0 {
-                    free as f64 * 100.0 / total as f64
-                } else {
-                    0.0
-                }
-            );
-        }
-        if let Some(o) = &status.offsite {
-            let newest = match (&o.newest_copy, o.newest_copy_time) {
-                (Some(n), Some(t)) => format!(
-                    "newest copy {n} ({} ago)",
-                    age_text((Utc::now() - t).num_seconds())
-                ),
-                _ => "no copy yet".to_owned(),
-            };
-            println!("offsite           {}: {newest}", o.remote);
-            if !o.pending.is_empty() {
-                println!(
-                    "                  {} archives waiting to go up",
-                    o.pending.len()
-                );
-            }
-            if let Some(first) = o.overwritten.first() {
-                println!(
-                    "                  WARNING: the current version of {} archive{} in the bucket \
-                     is not cofre's ({first}{}): someone wrote over {}; restores read the version \
-                     cofre wrote",
-                    o.overwritten.len(),
-                    if o.overwritten.len() == 1 { "" } else { "s" },
-                    if o.overwritten.len() > 1 { ", ..." } else { "" },
-                    if o.overwritten.len() == 1 {
-                        "it"
-                    } else {
-                        "them"
-                    },
-                );
-            }
-            if o.failing()
-                && let Some(f) = &o.last_failure
-            {
-                println!(
-                    "                  last upload failed {}: {}",
-                    f.at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-                    f.error
-                );
-            }
-        }
-        print_drill(&status.drill);
-        if !status.notify.is_empty() {
-            println!("notifications     {}", status.notify.join(", "));
-        }
-        if let Some(a) = &status.metrics_addr {
-            println!("metrics           http://{a}/metrics (served by the daemon)");
-        }
-        if let Some(f) = &status.metrics_file {
-            println!("metrics file      {f}");
-        }
-        if let Some(k) = &status.signing_public_key {
-            println!("signing key       {k} (trust it where you restore: BACKUP_TRUSTED_KEYS)");
-        }
-        println!(
-            "health            {}",
-            status
-                .problem
-                .as_deref()
-                .map_or_else(|| "ok".to_owned(), |p| format!("PROBLEM: {p}"))
-        );
+/// The status as one JSON document (secrets scrubbed).
+pub fn render_json(status: &Status, out: &mut dyn Write) -> std::io::Result<()> {
+    let text = serde_json::to_string_pretty(status).map_err(std::io::Error::other)?;
+    writeln!(out, "{}", crate::secret::scrub(&text))
+}
+
+/// The status for people.
+pub fn render_text(status: &Status, out: &mut dyn Write) -> std::io::Result<()> {
+    writeln!(out, "backup directory  {}", status.backup_dir)?;
+    match &status.last_success {
+        Some(s) => writeln!(
+            out,
+            "last success      {} ({} ago), {}, {}",
+            rfc(s.started_at),
+            age_text(status.last_success_age_seconds.unwrap_or(0)),
+            s.archive,
+            human(s.size)
+        )?,
+        None => writeln!(out, "last success      none")?,
     }
+    if let Some(f) = &status.last_failure {
+        writeln!(out, "last failure      {}: {}", rfc(f.at), f.error)?;
+    }
+    writeln!(
+        out,
+        "next run          {} ({}, {}{})",
+        status.next_run.as_deref().unwrap_or("none"),
+        status.schedule,
+        status.timezone,
+        if status.daemon_running {
+            "; daemon running"
+        } else {
+            "; daemon not running"
+        }
+    )?;
+    writeln!(
+        out,
+        "archives          {} ({})",
+        status.archives,
+        human(status.archives_bytes)
+    )?;
+    if let (Some(free), Some(total)) = (status.free_bytes, status.total_bytes) {
+        writeln!(
+            out,
+            "free space        {} of {} ({:.0}%)",
+            human(free),
+            human(total),
+            if total > 0 {
+                free as f64 * 100.0 / total as f64
+            } else {
+                0.0
+            }
+        )?;
+    }
+    if let Some(o) = &status.offsite {
+        render_offsite(o, out)?;
+    }
+    render_drill(&status.drill, out)?;
+    if !status.notify.is_empty() {
+        writeln!(out, "notifications     {}", status.notify.join(", "))?;
+    }
+    if let Some(a) = &status.metrics_addr {
+        writeln!(
+            out,
+            "metrics           http://{a}/metrics (served by the daemon)"
+        )?;
+    }
+    if let Some(f) = &status.metrics_file {
+        writeln!(out, "metrics file      {f}")?;
+    }
+    if let Some(k) = &status.signing_public_key {
+        writeln!(
+            out,
+            "signing key       {k} (trust it where you restore: BACKUP_TRUSTED_KEYS)"
+        )?;
+    }
+    writeln!(
+        out,
+        "health            {}",
+        status
+            .problem
+            .as_deref()
+            .map_or_else(|| "ok".to_owned(), |p| format!("PROBLEM: {p}"))
+    )
 }
 
-fn print_drill(d: &DrillStatus) {
+fn render_offsite(o: &OffsiteStatus, out: &mut dyn Write) -> std::io::Result<()> {
+    let newest = match (&o.newest_copy, o.newest_copy_age_seconds) {
+        (Some(n), Some(age)) => format!("newest copy {n} ({} ago)", age_text(age)),
+        _ => "no copy yet".to_owned(),
+    };
+    writeln!(out, "offsite           {}: {newest}", o.remote)?;
+    if !o.pending.is_empty() {
+        writeln!(
+            out,
+            "                  {} archives waiting to go up",
+            o.pending.len()
+        )?;
+    }
+    if let Some(first) = o.overwritten.first() {
+        let n = o.overwritten.len();
+        writeln!(
+            out,
+            "                  WARNING: the current version of {n} archive{} in the bucket \
+             is not cofre's ({first}{}): someone wrote over {}; restores read the version \
+             cofre wrote",
+            if n == 1 { "" } else { "s" },
+            if n > 1 { ", ..." } else { "" },
+            if n == 1 { "it" } else { "them" },
+        )?;
+    }
+    if o.failing
+        && let Some(f) = &o.last_failure
+    {
+        writeln!(
+            out,
+            "                  last upload failed {}: {}",
+            rfc(f.at),
+            f.error
+        )?;
+    }
+    Ok(())
+}
+
+fn render_drill(d: &DrillStatus, out: &mut dyn Write) -> std::io::Result<()> {
     let next = match (&d.schedule, &d.next_drill) {
         (Some(s), Some(n)) => format!("next {n} ({s})"),
         _ => "no drills scheduled (BACKUP_DRILL_SCHEDULE=off)".to_owned(),
     };
     let Some(last) = &d.last else {
-        println!("restore drill     none yet; {next}");
-        return;
+        return writeln!(out, "restore drill     none yet; {next}");
     };
-    let when = last
-        .started_at
-        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let when = rfc(last.started_at);
     if last.ok {
-        println!(
+        writeln!(
+            out,
             "restore drill     passed {when}: {} restores in {:.1} s; {next}",
             last.archive,
             last.recovery_seconds.unwrap_or(0.0)
-        );
+        )?;
     } else {
-        println!(
+        writeln!(
+            out,
             "restore drill     FAILED {when} at {}: {}; {next}",
             last.failed_check.as_deref().unwrap_or("?"),
             last.error.as_deref().unwrap_or("")
-        );
+        )?;
         if let (Some(at), Some(age)) = (&d.last_success_at, d.last_success_age_seconds) {
-            println!("                  last passed {at} ({} ago)", age_text(age));
+            writeln!(
+                out,
+                "                  last passed {at} ({} ago)",
+                age_text(age)
+            )?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::{CommandRun, DrillRecord, Success};
+
+    fn at(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    /// A status with every part present.
+    fn full() -> Status {
+        let now = at("2026-12-03T12:00:00Z");
+        let drill = DrillRecord {
+            archive: "backup_2026-12-03T03-00-00.tar.gz.age".into(),
+            started_at: at("2026-12-03T04:00:00Z"),
+            finished_at: at("2026-12-03T04:01:00Z"),
+            ok: false,
+            failed_check: Some("compare".into()),
+            error: Some("differs".into()),
+            files_seconds: Some(1.0),
+            database_seconds: Some(2.0),
+            recovery_seconds: Some(3.0),
+            archive_bytes: Some(10),
+            files: 3,
+            file_bytes: 30,
+            collections: 1,
+            documents: 5,
+            mismatches: vec!["app.users: differs".into()],
+            command: Some(CommandRun {
+                command: "true".into(),
+                exit_code: Some(0),
+                signal: None,
+                timed_out: false,
+                seconds: 0.1,
+                output_tail: String::new(),
+            }),
+            cleanup_problems: vec![],
+        };
+        Status {
+            now,
+            backup_dir: "/srv/app/backups".into(),
+            healthy: false,
+            problem: Some("the last restore drill failed".into()),
+            last_success: Some(Success {
+                archive: "backup_2026-12-03T03-00-00.tar.gz.age".into(),
+                started_at: at("2026-12-03T03:00:00Z"),
+                finished_at: at("2026-12-03T03:01:00Z"),
+                size: 1234,
+                warnings: 0,
+            }),
+            last_success_age_seconds: Some(9 * 3600),
+            last_failure: Some(Failure {
+                at: at("2026-12-02T03:00:00Z"),
+                error: "boom".into(),
+            }),
+            daemon_running: true,
+            next_run: Some("2026-12-04T03:00:00Z".into()),
+            schedule: "0 3 * * *".into(),
+            timezone: "UTC".into(),
+            archives: 2,
+            archives_bytes: 2468,
+            free_bytes: Some(1 << 30),
+            total_bytes: Some(4 << 30),
+            signing_public_key: Some("RWQ...".into()),
+            offsite: Some(OffsiteStatus {
+                remote: "s3://b/p".into(),
+                last_success: Some(at("2026-12-03T03:02:00Z")),
+                newest_copy: Some("backup_2026-12-03T03-00-00.tar.gz.age".into()),
+                newest_copy_time: Some(at("2026-12-03T03:00:00Z")),
+                newest_copy_age_seconds: Some(9 * 3600),
+                last_failure: None,
+                failing: false,
+                pending: vec!["backup_x".into()],
+                overwritten: vec!["backup_y".into()],
+            }),
+            drill: DrillStatus {
+                schedule: Some("0 4 * * 0".into()),
+                next_drill: Some("2026-12-06T04:00:00Z".into()),
+                last_success_at: Some("2026-11-29T04:00:00Z".into()),
+                last_success_age_seconds: Some(4 * 86400),
+                last: Some(drill),
+            },
+            notify: vec!["https://hooks.example.com/***".into()],
+            metrics_addr: Some("127.0.0.1:9184".into()),
+            metrics_file: Some("/var/lib/node_exporter/cofre.prom".into()),
+        }
+    }
+
+    #[test]
+    fn the_json_shape_is_pinned() {
+        let mut out = Vec::new();
+        render_json(&full(), &mut out).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        crate::commands::assert_golden("status.shape", &crate::commands::json_shape(&v));
+    }
+
+    #[test]
+    fn the_text_says_every_part_with_the_ages_of_the_one_now() {
+        let mut out = Vec::new();
+        render_text(&full(), &mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        for want in [
+            "last success      2026-12-03T03:00:00Z (9h 0m ago), backup_2026-12-03T03-00-00.tar.gz.age",
+            "last failure      2026-12-02T03:00:00Z: boom",
+            "next run          2026-12-04T03:00:00Z (0 3 * * *, UTC; daemon running)",
+            "offsite           s3://b/p: newest copy backup_2026-12-03T03-00-00.tar.gz.age (9h 0m ago)",
+            "1 archives waiting to go up",
+            "is not cofre's (backup_y)",
+            "restore drill     FAILED 2026-12-03T04:00:00Z at compare: differs",
+            "last passed 2026-11-29T04:00:00Z (4d 0h ago)",
+            "health            PROBLEM: the last restore drill failed",
+        ] {
+            assert!(text.contains(want), "{want:?} not in\n{text}");
         }
     }
 }

@@ -47,7 +47,11 @@ pub struct Verified {
 }
 
 /// Runs `cofre verify`.
-pub fn run(args: &VerifyArgs, settings: &Settings) -> Result<Outcome, anyhow::Error> {
+pub fn run(
+    args: &VerifyArgs,
+    settings: &Settings,
+    out: &mut dyn std::io::Write,
+) -> Result<Outcome, anyhow::Error> {
     let keys = read_keys(settings, &args.keys);
     let trusted: TrustedKeys = trusted_keys(settings, &keys)?;
     let remote = if args.remote {
@@ -68,7 +72,7 @@ pub fn run(args: &VerifyArgs, settings: &Settings) -> Result<Outcome, anyhow::Er
         vec![args.archive.clone().unwrap_or_else(|| "latest".into())]
     };
     if targets.is_empty() {
-        println!("no archives in {}", settings.backup_dir.display());
+        writeln!(out, "no archives in {}", settings.backup_dir.display())?;
         return Ok(Outcome::Success);
     }
     let single = targets.len() == 1 && !args.all;
@@ -111,20 +115,21 @@ pub fn run(args: &VerifyArgs, settings: &Settings) -> Result<Outcome, anyhow::Er
                     }
                     (None, None) => "signature ok".to_owned(),
                 };
-                println!(
+                writeln!(
+                    out,
                     "ok      {name}: {} entries, {} files, {} collections, {} checked, {signed}",
                     summary.entries,
                     t.files,
                     t.collections,
                     human(summary.bytes)
-                );
+                )?;
             }
             Err(e) if single => return Err(e),
             Err(e) => {
                 failed += 1;
                 let msg = crate::secret::scrub(&format!("{e:#}"));
                 tracing::error!(archive = %name, "verify failed: {msg}");
-                println!("FAILED  {name}: {msg}");
+                writeln!(out, "FAILED  {name}: {msg}")?;
             }
         }
     }

@@ -21,7 +21,7 @@ use mongodb::Client;
 use mongodb::bson::{Bson, Document, RawDocumentBuf, doc};
 
 use crate::archive::manifest::{CollectionKind, MongoSection};
-use crate::mongo::restore::{Digest, RestoredCollection, is_system};
+use crate::mongo::load::{Digest, RestoredCollection, is_system};
 use crate::mongo::{MongoError, list_indexes, metadata, read_error};
 
 /// What the comparison found.

@@ -41,16 +41,12 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 
-use crate::archive::crypt::ReadKeys;
-use crate::config::Settings;
 use crate::format::human;
 use crate::logging::{self, Verbosity};
 use crate::mongo::{self, MongoError};
 use crate::open::{self, OpenArchive};
-use crate::remote::Remote;
 use crate::restore::{self, ExtractOptions, RestoreError};
 use crate::secret::Secret;
-use crate::sign::TrustedKeys;
 use crate::state::{DrillRecord, DrillState, PendingDrill};
 use crate::store::{Store, StoreError};
 
@@ -69,44 +65,38 @@ const MAX_MISMATCHES: usize = 20;
 /// MongoDB's limit on database names, in bytes.
 const MAX_DB_NAME: usize = 63;
 
+/// How drills run (`BACKUP_DRILL_*`, and where the backups are).
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// `BACKUP_DIR`: the lock, the drill record, leftovers of drills.
+    pub backup_dir: PathBuf,
+    /// Where scratch directories are made (`None`: `BACKUP_DIR`).
+    pub dir: Option<PathBuf>,
+    /// The server the database is restored into (the drill's own, else
+    /// the backup's).
+    pub server: Option<Secret>,
+    /// The application's own database URI (its database is the one the
+    /// smoke test gets as `MONGODB_URI`).
+    pub app_uri: Option<Secret>,
+    /// The smoke test, run by `sh -c` in the restored tree.
+    pub command: Option<String>,
+    /// How long the smoke test may run.
+    pub timeout: Duration,
+}
+
 /// What to drill, and how.
 pub struct Request<'a> {
-    /// Validated settings.
-    pub settings: &'a Settings,
-    /// `latest`, a name or a path.
-    pub archive: &'a str,
-    /// Read it from this bucket instead of `BACKUP_DIR`.
-    pub remote: Option<&'a Remote>,
-    /// Keys to decrypt with.
-    pub keys: &'a ReadKeys,
-    /// Keys whose signatures are trusted.
-    pub trusted: &'a TrustedKeys,
-    /// Drill an archive without a trusted signature.
-    pub allow_unsigned: bool,
+    /// The drill's options.
+    pub opts: &'a Options,
+    /// The archive: which (`latest`, a name or a path), where from, the
+    /// keys that read it and the signatures accepted.
+    pub open: open::Request<'a>,
     /// How long to wait for the lock.
     pub wait: Option<Duration>,
     /// Progress bars or not.
     pub verbosity: Verbosity,
     /// Set to stop the drill (it then cleans up and records `cancelled`).
     pub cancel: Arc<AtomicBool>,
-}
-
-/// The keys a drill reads archives with when nothing is given on a command
-/// line (the daemon): the configured identity and passphrase, and the keys
-/// trusted for them.
-pub fn keys_from_settings(
-    settings: &Settings,
-) -> Result<(ReadKeys, TrustedKeys), crate::sign::SignError> {
-    let keys = ReadKeys {
-        identity_files: vec![settings.identity_file.clone()],
-        passphrase: settings.passphrase.clone(),
-    };
-    let trusted = TrustedKeys::load(
-        &settings.signing_key,
-        &keys.identity_files,
-        &settings.trusted_keys,
-    )?;
-    Ok((keys, trusted))
 }
 
 /// Why a drill failed: the step, and a sentence.
@@ -129,14 +119,12 @@ impl Failure {
 /// store is missing or locked); a drill that ran and failed is an `Ok`
 /// record with `ok: false`.
 pub fn run(req: &Request<'_>) -> Result<DrillRecord, StoreError> {
-    let settings = req.settings;
-    let store = Store::open(&settings.backup_dir)?;
+    let opts = req.opts;
+    let store = Store::open(&opts.backup_dir)?;
     let lock = store.lock(req.wait)?;
-    let mark = crate::logging::tail_mark();
     let mut state = DrillState::load(store.dir());
     let started_at = Utc::now();
-    let base = settings
-        .drill
+    let base = opts
         .dir
         .clone()
         .unwrap_or_else(|| store.dir().to_path_buf());
@@ -147,11 +135,7 @@ pub fn run(req: &Request<'_>) -> Result<DrillRecord, StoreError> {
         base: base.clone(),
         scratch: base.join(&names.dir),
         prefix: names.db_prefix,
-        server: settings
-            .drill
-            .mongodb_uri
-            .clone()
-            .or_else(|| settings.mongodb_uri.clone()),
+        server: opts.server.clone(),
         db: None,
         kept: Vec::new(),
         claimed: false,
@@ -161,7 +145,7 @@ pub fn run(req: &Request<'_>) -> Result<DrillRecord, StoreError> {
             ..DrillRecord::default()
         },
     };
-    tracing::info!(archive = req.archive, scratch = %drill.scratch.display(), "drill started");
+    tracing::info!(archive = req.open.arg, scratch = %drill.scratch.display(), "drill started");
     drill.remove_leftovers(&state.pending);
     let result = drill.steps();
     let cleanup = drill.clean_up();
@@ -193,10 +177,9 @@ pub fn run(req: &Request<'_>) -> Result<DrillRecord, StoreError> {
         );
     }
     log_outcome(&record);
-    // Reported once the lock is free: a slow notification target must not
-    // hold up the next backup.
+    // The caller reports it, once the lock is free: a slow notification
+    // target must not hold up the next backup.
     drop(lock);
-    crate::report::drill_finished(settings, &record, mark);
     Ok(record)
 }
 
@@ -514,17 +497,7 @@ impl Drill<'_> {
     fn steps(&mut self) -> Result<(), Failure> {
         self.choose_free_prefix()?;
         self.claim()?;
-        let req = self.req;
-        let origin = crate::sign::Origin::here(&req.settings.source);
-        let open_req = open::Request {
-            arg: req.archive,
-            backup_dir: &req.settings.backup_dir,
-            remote: req.remote,
-            keys: req.keys,
-            trusted: req.trusted,
-            origin: &origin,
-            allow_unsigned: req.allow_unsigned,
-        };
+        let open_req = self.req.open;
         let found = open::resolve(&open_req).map_err(|e| Failure::new("archive", e))?;
         self.record.archive = found.name();
         if let open::Found::Local(path, _) = &found {
@@ -701,32 +674,28 @@ impl Drill<'_> {
             ));
         }
         let uri = self.connect()?.uri.clone();
-        let target = mongo::restore::Target {
+        let target = mongo::load::Target {
             uri: Some(uri),
             to_db: None,
             db_prefix: Some(self.prefix.clone()),
             drop: false,
         };
         let clock = Instant::now();
-        let report = mongo::restore::restore_dir_until(
-            &restored.dump_dir(),
-            &target,
-            false,
-            &self.req.cancel,
-        )
-        .map_err(|e| match e {
-            MongoError::Cancelled => {
-                Failure::new("cancelled", "the drill was stopped before it finished")
-            }
-            e => Failure::new("database", e),
-        })?;
+        let report =
+            mongo::load::restore_dir_until(&restored.dump_dir(), &target, false, &self.req.cancel)
+                .map_err(|e| match e {
+                    MongoError::Cancelled => {
+                        Failure::new("cancelled", "the drill was stopped before it finished")
+                    }
+                    e => Failure::new("database", e),
+                })?;
         let database_seconds = clock.elapsed().as_secs_f64();
         self.record.database_seconds = Some(database_seconds);
         *self.record.recovery_seconds.get_or_insert(0.0) += database_seconds;
         if let Some((ns, _)) = report
             .collections
             .iter()
-            .find(|(_, f)| matches!(f, mongo::restore::Fate::Exists))
+            .find(|(_, f)| matches!(f, mongo::load::Fate::Exists))
         {
             return Err(Failure::new(
                 "setup",
@@ -780,7 +749,7 @@ impl Drill<'_> {
 
     /// Step 4: the smoke test, when there is one.
     fn smoke_test(&mut self, databases: &[(String, String)]) -> Result<(), Failure> {
-        let Some(command) = self.req.settings.drill.command.clone() else {
+        let Some(command) = self.req.opts.command.clone() else {
             return Ok(());
         };
         let mut env = vec![(
@@ -792,8 +761,8 @@ impl Drill<'_> {
             // else the first.
             let own = self
                 .req
-                .settings
-                .mongodb_uri
+                .opts
+                .app_uri
                 .as_ref()
                 .and_then(|u| mongo::uri_database(u.expose()));
             let main = databases
@@ -814,7 +783,7 @@ impl Drill<'_> {
                 command: &command,
                 dir: &self.scratch,
                 env,
-                timeout: self.req.settings.drill.timeout,
+                timeout: self.req.opts.timeout,
             },
             &self.req.cancel,
         )
@@ -822,7 +791,7 @@ impl Drill<'_> {
         let outcome = if run.timed_out {
             Some(format!(
                 "BACKUP_DRILL_COMMAND did not finish within {} (BACKUP_DRILL_TIMEOUT) and was stopped",
-                humantime::format_duration(self.req.settings.drill.timeout)
+                humantime::format_duration(self.req.opts.timeout)
             ))
         } else if run.exit_code == Some(0) {
             None
@@ -888,5 +857,82 @@ impl Read for CancelRead {
             return Err(io::Error::other("the drill was stopped"));
         }
         self.inner.read(buf)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::Fixture;
+
+    #[test]
+    fn scratch_names_are_random_and_only_their_exact_shape_is_a_drills() {
+        let at = Utc::now();
+        let a = ScratchNames::new(at);
+        let b = ScratchNames::new(at);
+        assert_ne!(a.dir, b.dir);
+        assert!(is_scratch_dir_name(&a.dir), "{}", a.dir);
+        assert!(is_scratch_db_prefix(&a.db_prefix), "{}", a.db_prefix);
+        for not in [
+            "",
+            ".cofre-drill-",
+            ".cofre-drill-20260101000000",
+            ".cofre-drill-20260101000000-ABCDEFGH",
+            ".cofre-drill-20260101000000-abcdefgh/..",
+            "precious",
+        ] {
+            assert!(!is_scratch_dir_name(not), "{not}");
+        }
+        for not in [
+            "",
+            "shop",
+            "cofre_drill_",
+            "cofre_drill_20260101000000_",
+            "cofre_drill_20260101000000_abcdefgh",
+        ] {
+            assert!(!is_scratch_db_prefix(not), "{not}");
+        }
+    }
+
+    #[test]
+    fn a_drill_of_a_files_only_archive_restores_checks_and_removes_its_scratch() {
+        let f = Fixture::new();
+        f.backup();
+        let (keys, trusted) = f.keys.load().unwrap();
+        let origin = f.origin();
+        let opts = Options {
+            backup_dir: f.backup_dir.clone(),
+            dir: None,
+            server: None,
+            app_uri: None,
+            command: Some("test -f src/app.js".into()),
+            timeout: Duration::from_secs(30),
+        };
+        let record = run(&Request {
+            opts: &opts,
+            open: open::Request {
+                arg: "latest",
+                backup_dir: &f.backup_dir,
+                remote: None,
+                keys: &keys,
+                trusted: &trusted,
+                origin: &origin,
+                allow_unsigned: false,
+            },
+            wait: None,
+            verbosity: Verbosity::Quiet,
+            cancel: Arc::new(AtomicBool::new(false)),
+        })
+        .unwrap();
+        assert!(record.ok, "{record:?}");
+        assert_eq!(record.files, 2);
+        assert_eq!(record.command.unwrap().exit_code, Some(0));
+        let left: Vec<_> = std::fs::read_dir(&f.backup_dir)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().starts_with(DIR_PREFIX))
+            .collect();
+        assert!(left.is_empty());
+        assert!(DrillState::load(&f.backup_dir).pending.is_empty());
     }
 }

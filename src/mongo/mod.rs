@@ -4,7 +4,7 @@
 //! - [`dump`] reads each collection with the official driver as raw BSON
 //!   (never decoded and re-encoded) into `mongodb/<db>/<coll>.bson`, with
 //!   `<coll>.metadata.json` beside it, all at one cluster time on a replica set.
-//! - [`restore`] puts a dump directory (from an archive, or written by
+//! - [`load`] puts a dump directory (from an archive, or written by
 //!   `mongodump`) back, never touching a collection that exists unless asked.
 //! - [`metadata`] is the `.metadata.json` format and index-spec cleaning.
 //!
@@ -13,8 +13,8 @@
 
 pub mod concurrency;
 pub mod dump;
+pub mod load;
 pub mod metadata;
-pub mod restore;
 
 use std::time::Duration;
 
@@ -24,7 +24,6 @@ use mongodb::error::ErrorKind;
 use mongodb::options::ClientOptions;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
 
-use crate::config::Settings;
 use crate::secret::{self, Secret};
 
 /// MongoDB failures, each with what to check. Messages never hold a password.
@@ -114,6 +113,23 @@ pub enum MongoError {
     Cancelled,
 }
 
+impl crate::exit::Coded for MongoError {
+    fn exit(&self) -> crate::exit::Exit {
+        match self {
+            MongoError::BadUri { .. } => crate::exit::Exit::Usage,
+            MongoError::Unreachable { .. }
+            | MongoError::Auth { .. }
+            | MongoError::Read { .. }
+            | MongoError::Lost { .. }
+            | MongoError::Write { .. }
+            | MongoError::Dump { .. }
+            | MongoError::NoTarget
+            | MongoError::Io { .. }
+            | MongoError::Cancelled => crate::exit::Exit::Failure,
+        }
+    }
+}
+
 /// Which databases and collections to dump.
 #[derive(Debug, Clone, Default)]
 pub struct Selection {
@@ -123,15 +139,16 @@ pub struct Selection {
     pub collections: Vec<String>,
 }
 
-impl Selection {
-    /// The selection the settings ask for.
-    pub fn from_settings(s: &Settings) -> Selection {
-        Selection {
-            databases: s.mongodb_databases.clone(),
-            collections: s.mongodb_collections.clone(),
-        }
-    }
+/// A database to back up: its server, and what of it.
+#[derive(Debug, Clone)]
+pub struct Source {
+    /// The connection string (its password registered as a secret).
+    pub uri: Secret,
+    /// The databases and collections.
+    pub selection: Selection,
+}
 
+impl Selection {
     /// Whether a collection is selected.
     pub fn wants(&self, db: &str, coll: &str) -> bool {
         self.collections.is_empty()
@@ -264,14 +281,10 @@ pub fn with_database(uri: &str, db: &str) -> String {
 
 /// A tokio runtime for the driver.
 pub(crate) fn runtime() -> Result<tokio::runtime::Runtime, MongoError> {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|source| MongoError::Io {
-            what: "cannot start the MongoDB client runtime".into(),
-            source,
-        })
+    crate::rt::with_workers().map_err(|source| MongoError::Io {
+        what: "cannot start the MongoDB client runtime".into(),
+        source,
+    })
 }
 
 /// Classifies a driver error for a connection-level step.

@@ -115,6 +115,25 @@ pub enum RestoreError {
     },
 }
 
+impl crate::exit::Coded for RestoreError {
+    fn exit(&self) -> crate::exit::Exit {
+        use crate::exit::Exit;
+        match self {
+            RestoreError::Database(e) => e.exit(),
+            RestoreError::Read(e) => e.exit(),
+            RestoreError::Sign(e) => e.exit(),
+            RestoreError::Place(e) => e.exit(),
+            RestoreError::TargetNotEmpty(_)
+            | RestoreError::TargetNotDir(_)
+            | RestoreError::Prepare { .. }
+            | RestoreError::NoSpace { .. }
+            | RestoreError::NothingIncluded { .. }
+            | RestoreError::OutsideSymlink { .. }
+            | RestoreError::Staging { .. } => Exit::Failure,
+        }
+    }
+}
+
 /// What to restore from an opened archive, and where.
 #[derive(Debug)]
 pub struct Request<'a> {
@@ -473,5 +492,63 @@ impl Staging {
 impl Drop for Staging {
     fn drop(&mut self) {
         let _ = self.cleanup(false);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::Fixture;
+
+    #[test]
+    fn an_archive_is_staged_verified_and_placed_into_a_new_target() {
+        let f = Fixture::new();
+        f.backup();
+        let (keys, trusted) = f.keys.load().unwrap();
+        let origin = f.origin();
+        let req = crate::open::Request {
+            arg: "latest",
+            backup_dir: &f.backup_dir,
+            remote: None,
+            keys: &keys,
+            trusted: &trusted,
+            origin: &origin,
+            allow_unsigned: false,
+        };
+        let mut opened = crate::open::open(&req).unwrap();
+        let target = f.dir.path().join("restored");
+        let restored = stage_and_place(
+            &mut opened,
+            Request {
+                target: &target,
+                opts: ExtractOptions {
+                    files: true,
+                    mongo: true,
+                    include: None,
+                    dry_run: false,
+                    existing_target: Some(target.clone()),
+                    same_owner: false,
+                    same_permissions: false,
+                },
+                allow_outside_symlinks: false,
+                includes: &[],
+                dump_has_target: false,
+            },
+            &indicatif::ProgressBar::hidden(),
+        )
+        .unwrap();
+        assert_eq!(restored.files, 2);
+        assert!(restored.target_was_empty);
+        restored.finish().unwrap();
+        assert_eq!(
+            fs::read_to_string(target.join("src/app.js")).unwrap(),
+            "console.log('hi')\n"
+        );
+        // Nothing of the staging is left.
+        let names: Vec<_> = fs::read_dir(&target)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names.len(), 2, "{names:?}");
     }
 }

@@ -86,6 +86,17 @@ pub enum PlaceError {
     },
 }
 
+impl crate::exit::Coded for PlaceError {
+    fn exit(&self) -> crate::exit::Exit {
+        match self {
+            PlaceError::DirInTheWay { .. }
+            | PlaceError::Plan { .. }
+            | PlaceError::RolledBack { .. }
+            | PlaceError::Partial { .. } => crate::exit::Exit::Failure,
+        }
+    }
+}
+
 fn text(rel: &[u8]) -> String {
     String::from_utf8_lossy(rel).into_owned()
 }

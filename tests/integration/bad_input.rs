@@ -34,7 +34,7 @@ fn invalid_values_name_the_variable_and_exit_2() {
     ] {
         let mut env = small_env();
         env.set(var, value);
-        let msg = env.fails(&["backup"], 2);
+        let msg = env.fails(["backup"], 2);
         assert!(
             msg.contains(var) && msg.contains(value) && msg.contains("expected"),
             "{msg}"
@@ -47,7 +47,7 @@ fn invalid_values_name_the_variable_and_exit_2() {
 fn invalid_values_in_dotenv_are_named_too() {
     let env = small_env();
     fs::write(env.project.join(".env"), "BACKUP_RETENTION_DAYS=seven\n").unwrap();
-    let msg = env.fails(&["list"], 2);
+    let msg = env.fails(["list"], 2);
     assert!(
         msg.contains("BACKUP_RETENTION_DAYS") && msg.contains("seven"),
         "{msg}"
@@ -55,14 +55,14 @@ fn invalid_values_in_dotenv_are_named_too() {
     // The environment wins over .env.
     let mut env = env;
     env.set("BACKUP_RETENTION_DAYS", "7");
-    env.ok(&["backup"]);
+    env.ok(["backup"]);
 }
 
 #[test]
 fn bad_exclude_pattern_exits_2() {
     let mut env = small_env();
     env.set("BACKUP_EXCLUDE", "src/{a,b");
-    let msg = env.fails(&["backup"], 2);
+    let msg = env.fails(["backup"], 2);
     assert!(msg.contains("BACKUP_EXCLUDE"), "{msg}");
 }
 
@@ -71,7 +71,7 @@ fn missing_source() {
     let mut env = small_env();
     env.set("BACKUP_SOURCE", env.path("no-such-project"));
     env.set("BACKUP_DIR", env.path("b"));
-    let msg = env.fails(&["backup"], 1);
+    let msg = env.fails(["backup"], 1);
     assert!(
         msg.contains("does not exist") && msg.contains("BACKUP_SOURCE"),
         "{msg}"
@@ -84,7 +84,7 @@ fn missing_backup_dir_parent() {
     let mut env = small_env();
     let dir = env.path("unmounted-disk/backups");
     env.set("BACKUP_DIR", &dir);
-    let msg = env.fails(&["backup"], 1);
+    let msg = env.fails(["backup"], 1);
     assert!(
         msg.contains("parent directory does not exist") && msg.contains("BACKUP_DIR"),
         "{msg}"
@@ -149,7 +149,7 @@ fn unreadable_file_is_a_warning_recorded_in_the_manifest() {
     assert_eq!(warnings.len(), 1, "{warnings:?}");
     assert_eq!(warnings[0]["path"], "src/locked.txt");
     // The rest is there and verifies.
-    env.ok(&["verify"]);
+    env.ok(["verify"]);
 }
 
 fn corrupt_copy(src: &Path, dest: &Path, edit: impl FnOnce(&mut Vec<u8>)) {
@@ -163,7 +163,7 @@ fn flipped_byte_and_truncation_are_refused_target_untouched() {
     for encryption in ["age", "none"] {
         let mut env = Env::with_tree();
         env.set("BACKUP_ENCRYPTION", encryption);
-        env.ok(&["backup"]);
+        env.ok(["backup"]);
         let archive = env.archive();
         let name = archive.file_name().unwrap().to_str().unwrap().to_owned();
         let target = env.path("t");
@@ -199,13 +199,13 @@ fn flipped_byte_and_truncation_are_refused_target_untouched() {
             // Signed again by the key's holder: only the content checks can
             // catch it now.
             env.sign(&bad);
-            let msg = env.fails(&["verify", bad.to_str().unwrap()], 1);
+            let msg = env.fails(argv!["verify", bad], 1);
             assert!(
                 msg.contains("corrupt") || msg.contains("truncated"),
                 "{encryption} {what}: {msg}"
             );
             let msg = env.fails(
-                &[
+                [
                     "restore",
                     bad.to_str().unwrap(),
                     "--to",
@@ -234,7 +234,7 @@ fn flipped_byte_and_truncation_are_refused_target_untouched() {
         bytes[len / 3] ^= 0x04;
         fs::write(&archive, bytes).unwrap();
         let msg = env.fails(
-            &[
+            [
                 "restore",
                 "latest",
                 "--to",
@@ -256,16 +256,16 @@ fn flipped_byte_and_truncation_are_refused_target_untouched() {
 #[test]
 fn wrong_key_and_wrong_passphrase() {
     let env = small_env();
-    env.ok(&["backup"]);
+    env.ok(["backup"]);
     let other = env.path("other-key.txt");
-    env.ok(&["keygen", "-o", other.to_str().unwrap()]);
+    env.ok(argv!["keygen", "-o", other]);
     let target = env.path("t");
     let mut wrong = Env::new();
     wrong.set("BACKUP_IDENTITY_FILE", &other);
     wrong.set("BACKUP_DIR", &env.backups);
     // Another machine, which trusts the archive's signer but holds the wrong key.
     wrong.set("BACKUP_TRUSTED_KEYS", env.signing_public());
-    let msg = wrong.fails(&["restore", "latest", "--to", target.to_str().unwrap()], 1);
+    let msg = wrong.fails(argv!["restore", "latest", "--to", target], 12);
     assert!(
         msg.contains("cannot be decrypted with the keys given"),
         "{msg}"
@@ -274,9 +274,9 @@ fn wrong_key_and_wrong_passphrase() {
 
     let mut env = small_env();
     env.set("BACKUP_PASSPHRASE", "right passphrase");
-    env.ok(&["backup"]);
+    env.ok(["backup"]);
     env.set("BACKUP_PASSPHRASE", "wrong passphrase");
-    let msg = env.fails(&["restore", "latest", "--to", target.to_str().unwrap()], 1);
+    let msg = env.fails(argv!["restore", "latest", "--to", target], 12);
     assert!(msg.contains("passphrase"), "{msg}");
     assert!(
         !msg.contains("wrong passphrase"),
@@ -284,7 +284,7 @@ fn wrong_key_and_wrong_passphrase() {
     );
     assert!(!target.exists());
     env.vars.retain(|(k, _)| k != "BACKUP_PASSPHRASE");
-    let msg = env.fails(&["verify"], 1);
+    let msg = env.fails(["verify"], 12);
     assert!(msg.contains("BACKUP_PASSPHRASE"), "{msg}");
 }
 
@@ -365,7 +365,7 @@ fn hostile_entries_write_nothing_outside_the_target() {
         crafted(&archive, &entries);
         env.sign(&archive);
         let msg = env.fails(
-            &[
+            [
                 "restore",
                 archive.to_str().unwrap(),
                 "--to",
@@ -389,7 +389,7 @@ fn not_an_archive() {
     let junk = env.path("junk.tar.gz");
     fs::write(&junk, b"this is not an archive at all").unwrap();
     env.sign(&junk);
-    let msg = env.fails(&["verify", junk.to_str().unwrap()], 1);
+    let msg = env.fails(argv!["verify", junk], 1);
     assert!(msg.contains("not a cofre archive"), "{msg}");
     // A valid tar.gz without a manifest.
     let plain = env.path("plain.tar.gz");
@@ -399,7 +399,7 @@ fn not_an_archive() {
         plain.display()
     ));
     env.sign(&plain);
-    let msg = env.fails(&["verify", plain.to_str().unwrap()], 1);
+    let msg = env.fails(argv!["verify", plain], 1);
     assert!(
         msg.contains("outside files/") || msg.contains("manifest"),
         "{msg}"
@@ -409,19 +409,19 @@ fn not_an_archive() {
 #[test]
 fn odd_things_given_as_archives_or_directories_get_clear_errors() {
     let mut env = small_env();
-    env.ok(&["backup"]);
+    env.ok(["backup"]);
     let dir = env.path("a-directory");
     fs::create_dir_all(&dir).unwrap();
-    let msg = env.fails(&["verify", dir.to_str().unwrap(), "--allow-unsigned"], 1);
+    let msg = env.fails(argv!["verify", dir, "--allow-unsigned"], 1);
     assert!(msg.contains("is a directory, not an archive file"), "{msg}");
     let fifo = env.path("a-fifo");
     sh(&format!("mkfifo '{}'", fifo.display()));
-    let msg = env.fails(&["verify", fifo.to_str().unwrap(), "--allow-unsigned"], 1);
+    let msg = env.fails(argv!["verify", fifo, "--allow-unsigned"], 1);
     assert!(msg.contains("FIFO"), "{msg}");
 
     // A bad --include pattern is a usage error, like a bad --exclude.
     let msg = env.fails(
-        &[
+        [
             "restore",
             "latest",
             "--to",
@@ -450,7 +450,7 @@ fn odd_things_given_as_archives_or_directories_get_clear_errors() {
     fs::write(&copy, &bytes).unwrap();
     env.sign(&copy);
     let msg = env.fails(
-        &[
+        [
             "restore",
             copy.to_str().unwrap(),
             "--to",
@@ -465,7 +465,7 @@ fn odd_things_given_as_archives_or_directories_get_clear_errors() {
     fs::write(&file, "x").unwrap();
     env.set("BACKUP_DIR", &file);
     for cmd in ["prune", "status", "list"] {
-        let msg = env.fails(&[cmd], 2);
+        let msg = env.fails([cmd], 2);
         assert!(
             msg.contains("not a directory") && msg.contains("BACKUP_DIR"),
             "{cmd}: {msg}"

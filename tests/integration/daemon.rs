@@ -101,10 +101,10 @@ fn daemon_backs_up_on_schedule_applies_retention_and_stops_cleanly() {
     );
 
     // Meanwhile: a second daemon is refused; a manual backup waits its turn.
-    let second = env.run(&["daemon"]);
-    assert_eq!(second.status.code(), Some(1), "{}", text(&second));
+    let second = env.run(["daemon"]);
+    assert_eq!(second.status.code(), Some(11), "{}", text(&second));
     assert!(String::from_utf8_lossy(&second.stderr).contains("another cofre daemon"));
-    env.ok(&["backup", "--wait", "30s", "--no-prune"]);
+    env.ok(["backup", "--wait", "30s", "--no-prune"]);
 
     assert!(
         daemon.wait_for(Duration::from_secs(30), |l| count(
@@ -126,14 +126,14 @@ fn daemon_backs_up_on_schedule_applies_retention_and_stops_cleanly() {
     assert!(temp_files(&env.backups).is_empty());
     assert!(!env.backups.join(".cofre-daemon.json").exists());
     // Everything that is there is complete and verifies.
-    let out = stdout(&env.ok(&["verify", "--all"]));
+    let out = stdout(&env.ok(["verify", "--all"]));
     assert_eq!(
         out.lines().filter(|l| l.starts_with("ok")).count(),
         archives.len(),
         "{out}"
     );
     // The status agrees.
-    env.ok(&["status", "--max-age", "5m"]);
+    env.ok(["status", "--max-age", "5m"]);
 }
 
 #[test]
@@ -177,7 +177,7 @@ fn sigterm_during_a_backup_stops_it_cleanly() {
         temp_files(&env.backups)
     );
     // The lock is free: the next backup runs at once.
-    env.ok(&["backup"]);
+    env.ok(["backup"]);
 }
 
 #[test]
@@ -201,13 +201,13 @@ fn kill_9_at_any_point_leaves_no_partial_archive() {
         let _ = child.wait();
         // Whatever has a final name is complete.
         for a in env.archives() {
-            env.ok(&["verify", a.to_str().unwrap()]);
+            env.ok(argv!["verify", a]);
         }
     }
     // The next backup takes the lock at once, cleans up, and succeeds.
-    env.ok(&["backup"]);
+    env.ok(["backup"]);
     assert!(temp_files(&env.backups).is_empty());
-    env.ok(&["verify", "--all"]);
+    env.ok(["verify", "--all"]);
 }
 
 #[test]
@@ -230,7 +230,7 @@ fn failed_runs_are_retried_and_never_recorded_as_success() {
     assert!(count(&seen, "retrying in") >= 1, "{seen:#?}");
     assert!(seen.iter().all(|l| !l.contains("Pw-9911")));
     assert!(env.archives().is_empty());
-    let out = env.run(&["status", "--max-age", "1h"]);
+    let out = env.run(["status", "--max-age", "1h"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let o = stdout(&out);
     assert!(
@@ -242,7 +242,7 @@ fn failed_runs_are_retried_and_never_recorded_as_success() {
 #[test]
 fn the_lock_names_its_holder_and_can_be_waited_for() {
     let env = Env::with_tree();
-    env.ok(&["backup"]);
+    env.ok(["backup"]);
     // Hold the lock as another cofre would.
     let lock_path = env.backups.join(".cofre.lock");
     let mut lock = fs::OpenOptions::new()
@@ -256,15 +256,16 @@ fn the_lock_names_its_holder_and_can_be_waited_for() {
     lock.lock().unwrap();
     lock.set_len(0).unwrap();
     write!(lock, "424242").unwrap();
-    let msg = env.fails(&["backup"], 1);
+    // Exit code 11: busy, not broken.
+    let msg = env.fails(["backup"], 11);
     assert!(
         msg.contains("another cofre process (pid 424242) holds the lock"),
         "{msg}"
     );
-    let msg = env.fails(&["prune"], 1);
+    let msg = env.fails(["prune"], 11);
     assert!(msg.contains("holds the lock"), "{msg}");
     let started = Instant::now();
-    let msg = env.fails(&["backup", "--wait", "1s"], 1);
+    let msg = env.fails(["backup", "--wait", "1s"], 11);
     assert!(
         msg.contains("holds the lock") && started.elapsed() >= Duration::from_millis(900),
         "{msg}"
@@ -274,7 +275,7 @@ fn the_lock_names_its_holder_and_can_be_waited_for() {
         thread::sleep(Duration::from_millis(700));
         drop(lock);
     });
-    env.ok(&["backup", "--wait", "20s"]);
+    env.ok(["backup", "--wait", "20s"]);
     releaser.join().unwrap();
     assert_eq!(env.archives().len(), 2);
 }
@@ -282,23 +283,23 @@ fn the_lock_names_its_holder_and_can_be_waited_for() {
 #[test]
 fn status_for_monitoring() {
     let env = Env::with_tree();
-    let out = env.run(&["status", "--max-age", "1h"]);
+    let out = env.run(["status", "--max-age", "1h"]);
     assert_eq!(out.status.code(), Some(1), "no backup yet: {}", text(&out));
     assert_eq!(
-        env.run(&["status"]).status.code(),
+        env.run(["status"]).status.code(),
         Some(0),
         "without --max-age it only informs"
     );
-    env.ok(&["backup"]);
+    env.ok(["backup"]);
     let json: serde_json::Value =
-        serde_json::from_str(&stdout(&env.ok(&["status", "--json", "--max-age", "1h"]))).unwrap();
+        serde_json::from_str(&stdout(&env.ok(["status", "--json", "--max-age", "1h"]))).unwrap();
     assert_eq!(json["healthy"], true);
     assert_eq!(json["archives"], 1);
     assert!(json["free_bytes"].as_u64().unwrap() > 0);
     assert!(json["next_run"].is_string());
     // Stale.
     thread::sleep(Duration::from_millis(2100));
-    let out = env.run(&["status", "--max-age", "1s"]);
+    let out = env.run(["status", "--max-age", "1s"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(stdout(&out).contains("more than --max-age"));
     // Failed after a success.
@@ -306,8 +307,8 @@ fn status_for_monitoring() {
     env.set("BACKUP_SOURCE", env.path("gone"));
     let backups = env.backups.clone();
     env.set("BACKUP_DIR", backups);
-    env.fails(&["backup"], 1);
-    let out = env.run(&["status", "--max-age", "1h"]);
+    env.fails(["backup"], 1);
+    let out = env.run(["status", "--max-age", "1h"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(
         stdout(&out).contains("the last backup failed"),
@@ -319,7 +320,7 @@ fn status_for_monitoring() {
 #[test]
 fn prune_explains_and_never_deletes_the_newest_or_foreign_files() {
     let env = Env::with_tree();
-    env.ok(&["backup", "--no-prune"]);
+    env.ok(["backup", "--no-prune"]);
     let real = env.archive();
     // Old archives (copies of a real one under old names), a foreign file
     // with an archive-like name, a temporary file, and a symlink.
@@ -343,7 +344,7 @@ fn prune_explains_and_never_deletes_the_newest_or_foreign_files() {
     )
     .unwrap();
 
-    let out = stdout(&env.ok(&["prune", "--dry-run"]));
+    let out = stdout(&env.ok(["prune", "--dry-run"]));
     assert!(
         out.contains("would delete backup_2020-01-01T00-00-00.tar.gz.age"),
         "{out}"
@@ -352,7 +353,7 @@ fn prune_explains_and_never_deletes_the_newest_or_foreign_files() {
     assert!(out.contains("younger than 7 days"), "{out}");
     assert!(old1.exists() && old2.exists(), "a dry run deletes nothing");
 
-    let out = stdout(&env.ok(&["prune"]));
+    let out = stdout(&env.ok(["prune"]));
     assert!(
         out.contains("delete       backup_2021-06-01T12-00-00.tar.gz.age"),
         "{out}"
@@ -366,7 +367,7 @@ fn prune_explains_and_never_deletes_the_newest_or_foreign_files() {
     fs::write(&old2, "older").unwrap();
     env.sign(&old1);
     env.sign(&old2);
-    let out = stdout(&env.ok(&["prune"]));
+    let out = stdout(&env.ok(["prune"]));
     assert!(
         out.contains("keep         backup_2021-06-01T12-00-00.tar.gz.age")
             && out.contains("never deleted"),
@@ -386,20 +387,20 @@ fn full_disk_fails_cleanly_and_keeps_older_archives() {
     env.set("BACKUP_MIN_FREE", "0%");
     let mut rng = Rng::new(3);
     fs::write(env.project.join("a.bin"), rng.bytes(3 << 20)).unwrap();
-    env.ok(&["backup"]);
+    env.ok(["backup"]);
     let first = archives_in(&dir);
     assert_eq!(first.len(), 1);
 
     // The estimate (the last archive's size) fits, the real archive does not.
     fs::write(env.project.join("b.bin"), rng.bytes(12 << 20)).unwrap();
-    let msg = env.fails(&["backup"], 1);
+    let msg = env.fails(["backup"], 1);
     assert!(
         msg.contains("disk is full") || msg.contains("No space left"),
         "{msg}"
     );
     assert_eq!(archives_in(&dir), first, "the older archive is untouched");
     assert!(temp_files(&dir).is_empty(), "{:?}", temp_files(&dir));
-    env.ok(&["verify", first[0].to_str().unwrap()]);
+    env.ok(argv!["verify", first[0]]);
 
     // A first backup that clearly cannot fit is refused before it starts.
     let mut env2 = Env::new();
@@ -407,7 +408,7 @@ fn full_disk_fails_cleanly_and_keeps_older_archives() {
     fs::create_dir_all(&dir2).unwrap();
     env2.set("BACKUP_DIR", &dir2);
     fs::write(env2.project.join("c.bin"), rng.bytes(20 << 20)).unwrap();
-    let msg = env2.fails(&["backup"], 1);
+    let msg = env2.fails(["backup"], 1);
     assert!(msg.contains("not enough free space"), "{msg}");
     assert!(archives_in(&dir2).is_empty());
 }
@@ -431,7 +432,7 @@ fn manual_backups_beside_the_daemon_never_lose_its_state_writes() {
     let leftover = env.backups.join(".cofre-tmp-999999-dead.partial");
     fs::write(&leftover, "x").unwrap();
     for _ in 0..25 {
-        let out = env.run(&["backup", "--wait", "30s"]);
+        let out = env.run(["backup", "--wait", "30s"]);
         assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     }
     let (code, seen) = daemon.stop();

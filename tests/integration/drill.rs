@@ -68,7 +68,7 @@ fn project_with_database(m: &Mongo, db: &str) -> (Env, OwnServer) {
     populate(m, db, 2000);
     env.set("MONGODB_URI", m.uri(db, ""));
     env.set("BACKUP_DRILL_MONGODB_URI", server.uri(""));
-    env.ok(&["backup"]);
+    env.ok(["backup"]);
     (env, server)
 }
 
@@ -89,7 +89,7 @@ fn a_drill_restores_compares_runs_the_smoke_test_and_leaves_nothing() {
         "BACKUP_DRILL_COMMAND",
         r#"env > "$OUT/env.txt" && ls -A > "$OUT/ls.txt" && "$COFRE_BIN" backup -q --no-prune --encryption none --source "$OUT/empty" --backup-dir "$OUT/dump" --mongo-uri "$COFRE_DRILL_MONGODB_URI""#,
     );
-    let run = env.ok(&["drill"]);
+    let run = env.ok(["drill"]);
     let printed = stdout(&run);
     assert!(printed.starts_with("drill passed: backup_"), "{printed}");
 
@@ -150,9 +150,9 @@ fn a_drill_restores_compares_runs_the_smoke_test_and_leaves_nothing() {
     assert!(scratch_dbs_of(&m, &db).is_empty());
 
     // Status reports it and is healthy for monitoring.
-    env.ok(&["status", "--max-drill-age", "1h"]);
+    env.ok(["status", "--max-drill-age", "1h"]);
     let status: serde_json::Value =
-        serde_json::from_slice(&env.ok(&["status", "--json"]).stdout).unwrap();
+        serde_json::from_slice(&env.ok(["status", "--json"]).stdout).unwrap();
     assert_eq!(status["drill"]["last"]["ok"], true);
     assert_eq!(status["drill"]["schedule"], "0 4 * * 0");
     m.drop_db(&db);
@@ -174,7 +174,7 @@ fn a_damaged_archive_fails_the_drill_is_reported_and_leaves_nothing() {
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0x40;
     fs::write(&archive, &bytes).unwrap();
-    let msg = env.fails(&["drill"], 1);
+    let msg = env.fails(["drill"], 1);
     assert!(
         msg.contains("restore drill of backup_") && msg.contains("failed at archive"),
         "{msg}"
@@ -185,7 +185,7 @@ fn a_damaged_archive_fails_the_drill_is_reported_and_leaves_nothing() {
     assert!(scratch_dbs(&server.client()).is_empty());
     assert!(scratch_dirs(&env).is_empty());
     // Monitoring sees it.
-    let status = env.run(&["status", "--max-drill-age", "8d"]);
+    let status = env.run(["status", "--max-drill-age", "8d"]);
     assert_eq!(status.status.code(), Some(1), "{}", text(&status));
     assert!(
         stdout(&status).contains("restore drill     FAILED"),
@@ -198,12 +198,12 @@ fn a_damaged_archive_fails_the_drill_is_reported_and_leaves_nothing() {
 #[test]
 fn a_failing_or_hanging_smoke_test_fails_the_drill_and_is_stopped() {
     let mut env = Env::with_tree();
-    env.ok(&["backup"]);
+    env.ok(["backup"]);
     env.set(
         "BACKUP_DRILL_COMMAND",
         "echo checking; echo boom >&2; exit 7",
     );
-    let msg = env.fails(&["drill"], 1);
+    let msg = env.fails(["drill"], 1);
     assert!(
         msg.contains("failed at command")
             && msg.contains("exited with code 7")
@@ -226,7 +226,7 @@ fn a_failing_or_hanging_smoke_test_fails_the_drill_and_is_stopped() {
     );
     env.set("BACKUP_DRILL_TIMEOUT", "1s");
     let started = Instant::now();
-    let msg = env.fails(&["drill"], 1);
+    let msg = env.fails(["drill"], 1);
     assert!(
         started.elapsed() < Duration::from_secs(20),
         "{:?}",
@@ -247,7 +247,7 @@ fn a_failing_or_hanging_smoke_test_fails_the_drill_and_is_stopped() {
     assert!(scratch_dirs(&env).is_empty());
     // A bad timeout is a configuration error.
     env.set("BACKUP_DRILL_TIMEOUT", "soon");
-    let msg = env.fails(&["drill"], 2);
+    let msg = env.fails(["drill"], 2);
     assert!(msg.contains("BACKUP_DRILL_TIMEOUT"), "{msg}");
 }
 
@@ -328,7 +328,7 @@ fn leftovers_of_a_killed_drill_are_removed_by_the_next() {
     assert_eq!(scratch_dbs(&client).len(), 1);
     assert_eq!(scratch_dirs(&env).len(), 1);
     env.set("BACKUP_DRILL_COMMAND", "true");
-    let out = env.ok(&["drill", "-v"]);
+    let out = env.ok(["drill", "-v"]);
     assert!(
         text(&out).contains("left by an interrupted drill"),
         "{}",
@@ -352,10 +352,10 @@ fn a_drill_on_the_backup_server_touches_nothing_and_leaves_lookalike_names_alone
     m.drop_db(&db);
     populate(&m, &db, 0);
     env.set("MONGODB_URI", m.uri(&db, ""));
-    env.ok(&["backup"]);
+    env.ok(["backup"]);
     let before = state(&m, &db);
     // The default drill server is the backup's own: scratch names only.
-    env.ok(&["drill"]);
+    env.ok(["drill"]);
     assert_same_db_state(&before, &state(&m, &db));
     assert!(scratch_dbs_of(&m, &db).is_empty());
 
@@ -378,7 +378,7 @@ fn a_drill_on_the_backup_server_touches_nothing_and_leaves_lookalike_names_alone
                 .unwrap();
         }
     });
-    env.ok(&["drill"]);
+    env.ok(["drill"]);
     let left = scratch_dbs_of(&m, &db);
     for name in &planted {
         assert!(left.contains(name), "{name} was dropped");
@@ -448,7 +448,7 @@ fn a_server_that_changes_documents_fails_the_comparison() {
     let dest = env.backups.join("backup_2030-01-01T00-00-00.tar.gz.age");
     plant(&env, &dest, &gzip(&tar));
     env.set("BACKUP_DRILL_MONGODB_URI", server.uri(""));
-    let msg = env.fails(&["drill"], 1);
+    let msg = env.fails(["drill"], 1);
     assert!(
         msg.contains("failed at compare")
             && msg.contains("fx.all_types: the documents on the server differ"),
@@ -522,10 +522,8 @@ fn the_daemon_drills_on_its_schedule_and_never_beside_a_backup() {
     let state = drill_state(&env);
     assert_eq!(state["last"]["ok"], true);
     assert!(scratch_dirs(&env).is_empty());
-    let status: serde_json::Value = serde_json::from_slice(
-        &env.ok(&["status", "--json", "--max-drill-age", "1m"])
-            .stdout,
-    )
-    .unwrap();
+    let status: serde_json::Value =
+        serde_json::from_slice(&env.ok(["status", "--json", "--max-drill-age", "1m"]).stdout)
+            .unwrap();
     assert_eq!(status["healthy"], true, "{status:#}");
 }

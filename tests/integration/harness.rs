@@ -110,14 +110,16 @@ impl Env {
         }
     }
 
-    /// Runs cofre with `args`.
-    pub fn run(&self, args: &[&str]) -> Output {
+    /// Runs cofre with `args` (strings, paths: anything an argument can
+    /// be; `argv!` mixes them).
+    pub fn run<S: AsRef<OsStr>>(&self, args: impl IntoIterator<Item = S>) -> Output {
         self.cmd().args(args).output().unwrap()
     }
 
     /// Runs cofre and asserts it succeeded (exit 0).
-    pub fn ok(&self, args: &[&str]) -> Output {
-        let out = self.run(args);
+    pub fn ok<S: AsRef<OsStr>>(&self, args: impl IntoIterator<Item = S>) -> Output {
+        let args = os_args(args);
+        let out = self.run(&args);
         assert_eq!(
             out.status.code(),
             Some(0),
@@ -127,9 +129,11 @@ impl Env {
         out
     }
 
-    /// Runs cofre and asserts it failed with `code`; returns stderr.
-    pub fn fails(&self, args: &[&str], code: i32) -> String {
-        let out = self.run(args);
+    /// Runs cofre and asserts it failed with `code`; returns its one error
+    /// line.
+    pub fn fails<S: AsRef<OsStr>>(&self, args: impl IntoIterator<Item = S>, code: i32) -> String {
+        let args = os_args(args);
+        let out = self.run(&args);
         assert_eq!(
             out.status.code(),
             Some(code),
@@ -207,6 +211,20 @@ impl Env {
             host.trim()
         ));
     }
+}
+
+fn os_args<S: AsRef<OsStr>>(args: impl IntoIterator<Item = S>) -> Vec<std::ffi::OsString> {
+    args.into_iter()
+        .map(|a| a.as_ref().to_os_string())
+        .collect()
+}
+
+/// Command-line arguments of mixed kinds (`&str`, `String`, `Path`,
+/// `PathBuf`), for `Env::run`, `ok` and `fails`.
+macro_rules! argv {
+    ($($a:expr),* $(,)?) => {
+        [$(::std::ffi::OsStr::new(&$a)),*]
+    };
 }
 
 /// Archives (by name pattern) in `dir`, oldest first.
@@ -565,6 +583,10 @@ impl SmallDisk {
     /// Mounts it at `path` (created when missing).
     pub fn mount_at(path: &Path, size: &str) -> Option<SmallDisk> {
         if !is_root() {
+            assert!(
+                std::env::var("COFRE_TEST_REQUIRE_ROOT").as_deref() != Ok("1"),
+                "mounting a small filesystem needs root, and COFRE_TEST_REQUIRE_ROOT is set"
+            );
             eprintln!("skipped: mounting a small filesystem needs root");
             return None;
         }
@@ -576,6 +598,11 @@ impl SmallDisk {
             .output()
             .unwrap();
         if !out.status.success() {
+            assert!(
+                std::env::var("COFRE_TEST_REQUIRE_ROOT").as_deref() != Ok("1"),
+                "cannot mount a tmpfs, and COFRE_TEST_REQUIRE_ROOT is set: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
             eprintln!(
                 "skipped: cannot mount a tmpfs here: {}",
                 String::from_utf8_lossy(&out.stderr)

@@ -192,7 +192,7 @@ pub fn plant(env: &Env, dest: &Path, compressed: &[u8]) {
 pub fn keyed_env() -> Env {
     let env = Env::new();
     fs::write(env.project.join("readme.txt"), "hello\n").unwrap();
-    env.ok(&["backup"]);
+    env.ok(["backup"]);
     env
 }
 
@@ -457,12 +457,7 @@ fn a_hard_link_may_only_name_a_file_this_restore_wrote() {
         )),
     );
     let target = env.path("t");
-    env.ok(&[
-        "restore",
-        archive.to_str().unwrap(),
-        "--to",
-        target.to_str().unwrap(),
-    ]);
+    env.ok(argv!["restore", archive, "--to", target,]);
     let a = fs::metadata(target.join("a.txt")).unwrap();
     let b = fs::metadata(target.join("b.txt")).unwrap();
     assert_eq!((a.dev(), a.ino()), (b.dev(), b.ino()));
@@ -487,12 +482,7 @@ fn setuid_bits_and_owners_come_back_only_when_asked_for() {
         )),
     );
     let plain = env.path("plain");
-    env.ok(&[
-        "restore",
-        archive.to_str().unwrap(),
-        "--to",
-        plain.to_str().unwrap(),
-    ]);
+    env.ok(argv!["restore", archive, "--to", plain,]);
     let m = fs::metadata(plain.join("bin/tool")).unwrap();
     assert_eq!(m.mode() & 0o7777, 0o755, "setuid and setgid are dropped");
     assert_eq!(
@@ -501,11 +491,11 @@ fn setuid_bits_and_owners_come_back_only_when_asked_for() {
         "owned by the restoring user"
     );
     let same = env.path("same");
-    env.ok(&[
+    env.ok(argv![
         "restore",
-        archive.to_str().unwrap(),
+        archive,
         "--to",
-        same.to_str().unwrap(),
+        same,
         "--same-permissions",
         "--same-owner",
     ]);
@@ -538,7 +528,7 @@ fn force_never_destroys_what_the_archive_does_not_name() {
         )),
     );
     let msg = env.fails(
-        &[
+        [
             "restore",
             archive.to_str().unwrap(),
             "--to",
@@ -565,13 +555,7 @@ fn force_never_destroys_what_the_archive_does_not_name() {
             &[],
         )),
     );
-    env.ok(&[
-        "restore",
-        archive.to_str().unwrap(),
-        "--to",
-        target.to_str().unwrap(),
-        "--force",
-    ]);
+    env.ok(argv!["restore", archive, "--to", target, "--force",]);
     assert!(fs::symlink_metadata(target.join("ext")).unwrap().is_dir());
     assert_eq!(
         fs::read_to_string(target.join("ext/new.txt")).unwrap(),
@@ -588,23 +572,17 @@ fn force_never_destroys_what_the_archive_does_not_name() {
 #[test]
 fn restores_into_a_mount_point() {
     let env = Env::with_tree();
-    env.ok(&["backup"]);
+    env.ok(["backup"]);
     let target = env.path("volume");
     let Some(_disk) = SmallDisk::mount_at(&target, "64m") else {
         return;
     };
     let expected = snapshot(&env.project, excluded_by_default);
-    env.ok(&["restore", "latest", "--to", target.to_str().unwrap()]);
+    env.ok(argv!["restore", "latest", "--to", target]);
     assert_same(&expected, &snapshot(&target, |_| false));
     // And again over it, replacing what the archive holds.
     fs::write(target.join("package.json"), "stale").unwrap();
-    env.ok(&[
-        "restore",
-        "latest",
-        "--to",
-        target.to_str().unwrap(),
-        "--force",
-    ]);
+    env.ok(argv!["restore", "latest", "--to", target, "--force",]);
     assert_same(&expected, &snapshot(&target, |_| false));
 }
 
@@ -619,7 +597,7 @@ fn files_cofre_owns_in_the_backup_dir_are_never_followed() {
         env.backups.join(".cofre.lock"),
     )
     .unwrap();
-    let msg = env.fails(&["backup"], 1);
+    let msg = env.fails(["backup"], 1);
     assert!(msg.contains("symlink"), "{msg}");
     canaries.assert_untouched("lock symlink");
     fs::remove_file(env.backups.join(".cofre.lock")).unwrap();
@@ -627,8 +605,8 @@ fn files_cofre_owns_in_the_backup_dir_are_never_followed() {
         let _ = fs::remove_file(env.backups.join(name));
         symlink(canaries.dir.join("passwd"), env.backups.join(name)).unwrap();
     }
-    env.ok(&["backup"]);
-    env.ok(&["status"]);
+    env.ok(["backup"]);
+    env.ok(["status"]);
     canaries.assert_untouched("state symlinks");
     assert!(
         fs::symlink_metadata(env.backups.join(".cofre-state.json"))
@@ -641,10 +619,10 @@ fn files_cofre_owns_in_the_backup_dir_are_never_followed() {
         env.backups.join("backup_2099-01-01T00-00-00.tar.gz.age"),
     )
     .unwrap();
-    let out = stdout(&env.ok(&["list"]));
+    let out = stdout(&env.ok(["list"]));
     assert!(!out.contains("2099"), "{out}");
     let msg = env.fails(
-        &[
+        [
             "verify",
             "backup_2099-01-01T00-00-00.tar.gz.age",
             "--allow-unsigned",
@@ -652,7 +630,7 @@ fn files_cofre_owns_in_the_backup_dir_are_never_followed() {
         1,
     );
     assert!(msg.contains("symlink"), "{msg}");
-    env.ok(&["prune"]);
+    env.ok(["prune"]);
     canaries.assert_untouched("archive-named symlink");
 }
 
@@ -717,7 +695,7 @@ fn sizes_read_from_an_archive_are_capped() {
     for (what, compressed, expect) in cases {
         let archive = env.path(&format!("{}.tar.gz.age", what.replace(' ', "-")));
         plant(&env, &archive, &compressed);
-        let msg = env.fails(&["verify", archive.to_str().unwrap()], 1);
+        let msg = env.fails(argv!["verify", archive], 1);
         assert!(msg.contains(expect), "{what}: {msg}");
         let results = try_restore(&env, &canaries, &archive, what);
         for r in results {
@@ -729,7 +707,7 @@ fn sizes_read_from_an_archive_are_capped() {
 #[test]
 fn only_archives_signed_by_a_trusted_key_restore_without_asking() {
     let env = Env::with_tree();
-    env.ok(&["backup"]);
+    env.ok(["backup"]);
     let genuine = env.archive();
     let genuine_name = genuine.file_name().unwrap().to_str().unwrap().to_owned();
     // minisign itself verifies what cofre signed.
@@ -751,10 +729,10 @@ fn only_archives_signed_by_a_trusted_key_restore_without_asking() {
         planted.display(),
         plain.display()
     ));
-    let out = stdout(&env.ok(&["list"]));
+    let out = stdout(&env.ok(["list"]));
     assert!(out.contains("2099") && out.contains("missing"), "{out}");
     let target = env.path("t");
-    let out = env.ok(&["restore", "latest", "--to", target.to_str().unwrap()]);
+    let out = env.ok(argv!["restore", "latest", "--to", target]);
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("passed over 1 newer archive")
             && String::from_utf8_lossy(&out.stderr).contains("backup_2099"),
@@ -766,24 +744,24 @@ fn only_archives_signed_by_a_trusted_key_restore_without_asking() {
         fs::read(env.project.join("package.json")).unwrap(),
         "latest is the newest archive cofre signed"
     );
-    let msg = env.fails(&["verify", planted.to_str().unwrap()], 1);
+    let msg = env.fails(argv!["verify", planted], 1);
     assert!(
         msg.contains("not signed") && msg.contains("--allow-unsigned"),
         "{msg}"
     );
-    let out = env.ok(&["verify", planted.to_str().unwrap(), "--allow-unsigned"]);
+    let out = env.ok(argv!["verify", planted, "--allow-unsigned"]);
     assert!(stdout(&out).contains("NOT signed"), "{}", text(&out));
 
     // Signed, but by another key.
     let stranger = Env::new();
     stranger.sign(&planted);
-    let msg = env.fails(&["verify", planted.to_str().unwrap()], 1);
+    let msg = env.fails(argv!["verify", planted], 1);
     assert!(msg.contains("not trusted"), "{msg}");
     let mut trusting = Env::new();
     trusting.set("BACKUP_DIR", &env.backups);
     trusting.set("BACKUP_IDENTITY_FILE", env.identity());
     trusting.set("BACKUP_TRUSTED_KEYS", stranger.signing_public());
-    trusting.ok(&["verify", planted.to_str().unwrap()]);
+    trusting.ok(argv!["verify", planted]);
     fs::remove_file(&planted).unwrap();
     fs::remove_file(format!("{}.minisig", planted.display())).unwrap();
 
@@ -795,7 +773,7 @@ fn only_archives_signed_by_a_trusted_key_restore_without_asking() {
         format!("{}.minisig", renamed.display()),
     )
     .unwrap();
-    let msg = env.fails(&["verify", renamed.to_str().unwrap()], 1);
+    let msg = env.fails(argv!["verify", renamed], 1);
     assert!(
         msg.contains("was made for") && msg.contains(&genuine_name),
         "{msg}"
@@ -804,7 +782,7 @@ fn only_archives_signed_by_a_trusted_key_restore_without_asking() {
     // archive makes this one due; the renamed copy, its signature made for
     // another name, is not this project's archive and is left alone).
     std::thread::sleep(std::time::Duration::from_millis(1100));
-    env.ok(&["backup", "--no-prune"]);
+    env.ok(["backup", "--no-prune"]);
     let mut pruning = Env::new();
     pruning.set("BACKUP_DIR", &env.backups);
     // (It counts this project's archives, signed by a key it trusts.)
@@ -812,7 +790,7 @@ fn only_archives_signed_by_a_trusted_key_restore_without_asking() {
     pruning.set("BACKUP_IDENTITY_FILE", env.identity());
     pruning.set("BACKUP_RETENTION_DAYS", "0");
     pruning.set("BACKUP_KEEP_LAST", "1");
-    pruning.ok(&["prune"]);
+    pruning.ok(["prune"]);
     assert!(!genuine.exists());
     assert!(!Path::new(&format!("{}.minisig", genuine.display())).exists());
     assert!(renamed.exists());
@@ -821,21 +799,21 @@ fn only_archives_signed_by_a_trusted_key_restore_without_asking() {
     let mut fresh = Env::new();
     fresh.set("BACKUP_DIR", &env.backups);
     fresh.set("BACKUP_IDENTITY_FILE", env.identity());
-    let msg = fresh.fails(&["verify", renamed.to_str().unwrap()], 1);
+    let msg = fresh.fails(argv!["verify", renamed], 1);
     assert!(msg.contains("was made for"), "{msg}");
 }
 
 #[test]
 fn the_identity_file_alone_restores_on_a_new_machine() {
     let env = Env::with_tree();
-    env.ok(&["backup"]);
+    env.ok(["backup"]);
     let keep = env.path("kept-identity.txt");
     fs::copy(env.identity(), &keep).unwrap();
     let mut fresh = Env::new();
     fresh.set("BACKUP_DIR", &env.backups);
     fresh.set("BACKUP_IDENTITY_FILE", &keep);
     let target = env.path("t");
-    fresh.ok(&["restore", "latest", "--to", target.to_str().unwrap()]);
+    fresh.ok(argv!["restore", "latest", "--to", target]);
     assert_same(
         &snapshot(&env.project, excluded_by_default),
         &snapshot(&target, |_| false),

@@ -14,7 +14,7 @@ fn tar_view(env: &Env, into: &std::path::Path) {
 #[test]
 fn age_and_gnu_tar_open_a_gzip_archive() {
     let env = Env::with_tree();
-    env.ok(&["backup"]);
+    env.ok(["backup"]);
     let archive = env.archive();
     let out = env.path("by-tar");
     fs::create_dir_all(&out).unwrap();
@@ -37,7 +37,7 @@ fn age_and_gnu_tar_open_a_gzip_archive() {
 fn age_and_gnu_tar_open_a_zstd_archive() {
     let mut env = Env::with_tree();
     env.set("BACKUP_COMPRESSION", "zstd");
-    env.ok(&["backup"]);
+    env.ok(["backup"]);
     let out = env.path("by-tar");
     fs::create_dir_all(&out).unwrap();
     sh(&format!(
@@ -52,7 +52,7 @@ fn age_and_gnu_tar_open_a_zstd_archive() {
 #[test]
 fn cofre_restores_layers_written_by_the_age_and_gzip_clis() {
     let env = Env::with_tree();
-    env.ok(&["backup"]);
+    env.ok(["backup"]);
     let archive = env.archive();
     let id = env.identity();
     let public = fs::read_to_string(&id)
@@ -73,7 +73,7 @@ fn cofre_restores_layers_written_by_the_age_and_gzip_clis() {
     let t1 = env.path("t1");
     // Not written by cofre, so not signed: refused unless asked for.
     let msg = env.fails(
-        &[
+        [
             "restore",
             by_age.to_str().unwrap(),
             "--to",
@@ -83,13 +83,7 @@ fn cofre_restores_layers_written_by_the_age_and_gzip_clis() {
     );
     assert!(msg.contains("--allow-unsigned"), "{msg}");
     assert!(!t1.exists());
-    env.ok(&[
-        "restore",
-        by_age.to_str().unwrap(),
-        "--to",
-        t1.to_str().unwrap(),
-        "--allow-unsigned",
-    ]);
+    env.ok(argv!["restore", by_age, "--to", t1, "--allow-unsigned",]);
     assert_same(&expected, &snapshot(&t1, |_| false));
 
     // Recompressed by GNU gzip into one ordinary gzip member, no encryption.
@@ -101,13 +95,7 @@ fn cofre_restores_layers_written_by_the_age_and_gzip_clis() {
         by_gzip.display()
     ));
     let t2 = env.path("t2");
-    env.ok(&[
-        "restore",
-        by_gzip.to_str().unwrap(),
-        "--to",
-        t2.to_str().unwrap(),
-        "--allow-unsigned",
-    ]);
+    env.ok(argv!["restore", by_gzip, "--to", t2, "--allow-unsigned",]);
     assert_same(&expected, &snapshot(&t2, |_| false));
 
     // Recompressed by the zstd CLI.
@@ -119,12 +107,6 @@ fn cofre_restores_layers_written_by_the_age_and_gzip_clis() {
         by_zstd.display()
     ));
     let t3 = env.path("t3");
-    env.ok(&[
-        "restore",
-        by_zstd.to_str().unwrap(),
-        "--to",
-        t3.to_str().unwrap(),
-        "--allow-unsigned",
-    ]);
+    env.ok(argv!["restore", by_zstd, "--to", t3, "--allow-unsigned",]);
     assert_same(&expected, &snapshot(&t3, |_| false));
 }

@@ -2,6 +2,7 @@
 //! `age` and GNU `tar`, and a real MongoDB-protocol server (started by
 //! `scripts/test`; its address comes in `COFRE_TEST_MONGODB_URI`).
 
+#[macro_use]
 mod harness;
 
 mod bad_input;

@@ -355,7 +355,7 @@ fn every_type_indexes_options_and_100k_documents_round_trip() {
 
     let mut env = Env::with_tree();
     env.set("MONGODB_URI", m.uri(&db, ""));
-    env.ok(&["backup"]);
+    env.ok(["backup"]);
     let archive = env.archive();
     let manifest = manifest_of(&env, &archive);
     let section = &manifest["mongodb"];
@@ -400,7 +400,7 @@ fn every_type_indexes_options_and_100k_documents_round_trip() {
     );
 
     m.drop_db(&db);
-    let out = env.ok(&["restore", "latest", "--mongo-only"]);
+    let out = env.ok(["restore", "latest", "--mongo-only"]);
     assert!(
         stdout(&out).contains(&format!("restored collection {db}.big: 100000 documents")),
         "{}",
@@ -428,7 +428,7 @@ fn existing_collections_are_left_alone_unless_drop() {
     let mut env = Env::new();
     fs::write(env.project.join("a.txt"), "a").unwrap();
     env.set("MONGODB_URI", m.uri(&db, ""));
-    env.ok(&["backup"]);
+    env.ok(["backup"]);
     // Change the live data after the backup.
     m.run(async {
         let d = m.db(&db);
@@ -438,7 +438,7 @@ fn existing_collections_are_left_alone_unless_drop() {
             .unwrap();
         d.collection::<Document>("capped").drop().await.unwrap();
     });
-    let out = env.run(&["restore", "latest", "--mongo-only"]);
+    let out = env.run(["restore", "latest", "--mongo-only"]);
     assert_eq!(
         out.status.code(),
         Some(3),
@@ -461,7 +461,7 @@ fn existing_collections_are_left_alone_unless_drop() {
     );
 
     // A dry run says what --drop would do and changes nothing.
-    let o = stdout(&env.ok(&["restore", "latest", "--mongo-only", "--drop", "--dry-run"]));
+    let o = stdout(&env.ok(["restore", "latest", "--mongo-only", "--drop", "--dry-run"]));
     assert!(
         o.contains(&format!(
             "would restore collection {db}.people: 50 documents (exists: would be replaced)"
@@ -470,7 +470,7 @@ fn existing_collections_are_left_alone_unless_drop() {
     );
     assert_eq!(m.raw_docs(&db, "people").len(), 51);
 
-    env.ok(&["restore", "latest", "--mongo-only", "--drop"]);
+    env.ok(["restore", "latest", "--mongo-only", "--drop"]);
     assert_eq!(m.raw_docs(&db, "people").len(), 50, "replaced with --drop");
     // No temporary collection is left behind.
     assert!(
@@ -482,7 +482,7 @@ fn existing_collections_are_left_alone_unless_drop() {
     // Into another database.
     let other = unique("existing_copy");
     m.drop_db(&other);
-    env.ok(&["restore", "latest", "--mongo-only", "--to-db", &other]);
+    env.ok(["restore", "latest", "--mongo-only", "--to-db", &other]);
     assert_eq!(m.raw_docs(&other, "people"), m.raw_docs(&db, "people"));
     m.drop_db(&db);
     m.drop_db(&other);
@@ -497,10 +497,10 @@ fn files_and_database_restore_together() {
     let before = state(&m, &db);
     let mut env = Env::with_tree();
     env.set("MONGODB_URI", m.uri(&db, ""));
-    env.ok(&["backup"]);
+    env.ok(["backup"]);
     m.drop_db(&db);
     let target = env.path("restored");
-    env.ok(&["restore", "latest", "--to", target.to_str().unwrap()]);
+    env.ok(argv!["restore", "latest", "--to", target]);
     assert_same(
         &snapshot(&env.project, excluded_by_default),
         &snapshot(&target, |_| false),
@@ -508,12 +508,12 @@ fn files_and_database_restore_together() {
     assert_same_db(&before, &state(&m, &db));
     // --files-only leaves the database alone.
     m.drop_db(&db);
-    env.ok(&[
+    env.ok(argv![
         "restore",
         "latest",
         "--files-only",
         "--to",
-        env.path("r2").to_str().unwrap(),
+        env.path("r2"),
     ]);
     assert!(m.collections(&db).is_empty());
     m.drop_db(&db);
@@ -547,10 +547,10 @@ fn dumps_written_by_mongodump_restore() {
         m.drop_db(&target_db);
         let dir = fx.join(root);
         let uri = m.uri("", "");
-        let out = env.ok(&[
+        let out = env.ok(argv![
             "restore",
             "--mongo-dir",
-            dir.to_str().unwrap(),
+            dir,
             "--mongo-uri",
             &uri,
             "--to-db",
@@ -609,7 +609,7 @@ fn unreachable_server_fails_fast_without_an_archive_or_the_password() {
         "mongodb://app:S3cr3t-P4ss@127.0.0.1:9/app?serverSelectionTimeoutMS=1500",
     );
     let started = Instant::now();
-    let out = env.run(&["backup"]);
+    let out = env.run(["backup"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let all = text(&out);
     assert!(
@@ -667,7 +667,7 @@ fn unreadable_collection_and_server_going_away_fail_cleanly() {
         let mut env = Env::with_tree();
         env.set("MONGODB_URI", m.uri(&db, &format!("appName={app}")));
         fail_point(&m, app, data);
-        let msg = env.fails(&["backup"], 1);
+        let msg = env.fails(["backup"], 1);
         assert!(msg.contains(expect), "{app}: {msg}");
         assert!(env.archives().is_empty(), "{app}: no archive may be kept");
         let temps = names_starting(&env.backups, ".cofre-tmp");
@@ -814,7 +814,7 @@ fn authentication_failure_is_clear_and_never_shows_the_password() {
         )
     };
     env.set("MONGODB_URI", uri("Wrong-Pass-456"));
-    let out = env.run(&["backup"]);
+    let out = env.run(["backup"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let all = text(&out);
     assert!(
@@ -825,7 +825,7 @@ fn authentication_failure_is_clear_and_never_shows_the_password() {
     assert!(env.archives().is_empty());
     // With the right password the same backup works.
     env.set("MONGODB_URI", uri("Right-Pass-123"));
-    let out = env.ok(&["backup", "-v"]);
+    let out = env.ok(["backup", "-v"]);
     assert!(!text(&out).contains("Right-Pass-123"));
     assert_eq!(env.archives().len(), 1);
 
@@ -842,7 +842,7 @@ fn authentication_failure_is_clear_and_never_shows_the_password() {
     );
     env.set("BACKUP_LOG_FILE", env.path("app.log"));
     env.set("BACKUP_LOG_FORMAT", "json");
-    let out = env.ok(&["backup", "-v"]);
+    let out = env.ok(["backup", "-v"]);
     let archive = env.archives().pop().unwrap();
     let manifest = manifest_of(&env, &archive);
     assert_eq!(
@@ -856,7 +856,7 @@ fn authentication_failure_is_clear_and_never_shows_the_password() {
     all.push_str(&manifest.to_string());
     all.push_str(&fs::read_to_string(env.path("app.log")).unwrap());
     all.push_str(&fs::read_to_string(env.backups.join(".cofre-state.json")).unwrap());
-    all.push_str(&text(&env.run(&["status", "--json"])));
+    all.push_str(&text(&env.run(["status", "--json"])));
     for leak in [SPECIAL_PASS, encoded, "ec?i#al", "P@ss%1"] {
         assert!(!all.contains(leak), "{leak} leaked:\n{all}");
     }
@@ -884,10 +884,10 @@ fn system_collections_are_never_restored_whatever_the_file_is_called() {
     .unwrap();
     let db = unique("sysnames");
     m.drop_db(&db);
-    let out = env.ok(&[
+    let out = env.ok(argv![
         "restore",
         "--mongo-dir",
-        env.path("dump").to_str().unwrap(),
+        env.path("dump"),
         "--mongo-uri",
         &m.uri("", ""),
         "--to-db",
@@ -912,12 +912,12 @@ fn database_restore_needs_a_server_and_a_dump() {
     populate(&m, &db, 0);
     let mut env = Env::with_tree();
     env.set("MONGODB_URI", m.uri(&db, ""));
-    env.ok(&["backup"]);
+    env.ok(["backup"]);
     // Without a server to restore into, the database part says what to set;
     // nothing is written to the target either.
     env.set("MONGODB_URI", "");
     let target = env.path("t");
-    let msg = env.fails(&["restore", "latest", "--to", target.to_str().unwrap()], 1);
+    let msg = env.fails(argv!["restore", "latest", "--to", target], 1);
     assert!(
         msg.contains("--mongo-uri") && msg.contains("MONGODB_URI") && msg.contains("--files-only"),
         "{msg}"
@@ -925,9 +925,9 @@ fn database_restore_needs_a_server_and_a_dump() {
     assert!(!target.exists(), "the files were not restored either");
     // A files-only archive has no database part to restore.
     let mut plain = Env::with_tree();
-    plain.ok(&["backup"]);
+    plain.ok(["backup"]);
     plain.set("MONGODB_URI", m.uri(&db, ""));
-    let msg = plain.fails(&["restore", "latest", "--mongo-only"], 1);
+    let msg = plain.fails(["restore", "latest", "--mongo-only"], 1);
     assert!(msg.contains("holds no database dump"), "{msg}");
     m.drop_db(&db);
 }
@@ -938,7 +938,7 @@ fn damaged_dump_directories_are_refused_before_writing() {
     let uri = "mongodb://127.0.0.1:9/?serverSelectionTimeoutMS=500";
     let missing = env.path("no-such-dump");
     let msg = env.fails(
-        &[
+        [
             "restore",
             "--mongo-dir",
             missing.to_str().unwrap(),
@@ -954,7 +954,7 @@ fn damaged_dump_directories_are_refused_before_writing() {
     let empty = env.path("empty-dump");
     fs::create_dir_all(&empty).unwrap();
     let msg = env.fails(
-        &[
+        [
             "restore",
             "--mongo-dir",
             empty.to_str().unwrap(),
@@ -968,7 +968,7 @@ fn damaged_dump_directories_are_refused_before_writing() {
     fs::create_dir_all(&bad_meta).unwrap();
     fs::write(bad_meta.join("users.metadata.json"), "{not json").unwrap();
     let msg = env.fails(
-        &[
+        [
             "restore",
             "--mongo-dir",
             env.path("bad-meta").to_str().unwrap(),
@@ -1008,7 +1008,7 @@ fn corrupt_bson_in_a_dump_is_refused() {
         let db = unique("corrupt");
         m.drop_db(&db);
         let args = restore_args(&dir, &db);
-        let msg = env.fails(&args.iter().map(String::as_str).collect::<Vec<_>>(), 1);
+        let msg = env.fails(args.iter().map(String::as_str).collect::<Vec<_>>(), 1);
         assert!(
             msg.contains("is not valid BSON") && msg.contains("things.bson"),
             "{bad}: {msg}"
@@ -1025,7 +1025,7 @@ fn corrupt_bson_in_a_dump_is_refused() {
     let db = unique("good_bson");
     m.drop_db(&db);
     let args = restore_args(&dir, &db);
-    env.ok(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    env.ok(args.iter().map(String::as_str).collect::<Vec<_>>());
     assert_eq!(
         m.raw_docs(&db, "all_types").len(),
         count_bson(&dir.join("all_types.bson"))
@@ -1045,7 +1045,7 @@ fn narrowing_to_databases_and_collections() {
     fs::write(env.project.join("x.txt"), "x").unwrap();
     // No database in the URI: --db picks one; --collection narrows further.
     env.set("MONGODB_URI", m.uri("", ""));
-    env.ok(&[
+    env.ok([
         "backup",
         "--db",
         &a,
@@ -1096,7 +1096,7 @@ fn a_standalone_server_is_dumped_but_said_not_to_be_one_point_in_time() {
     populate(&m, "solo", 0);
     let mut env = Env::with_tree();
     env.set("MONGODB_URI", m.uri("solo", ""));
-    env.ok(&["backup"]);
+    env.ok(["backup"]);
     let manifest = manifest_of(&env, &env.archive());
     assert_eq!(
         manifest["mongodb"]["consistent"], false,

@@ -45,7 +45,7 @@ fn run_tool(dir: &Path, tool: &str, args: &[&str]) {
 /// `tar` alone into `into` (which then holds `mongodb/`).
 fn cofre_dump_opened_by_hand(env: &mut Env, m: &Mongo, db: &str, into: &Path) {
     env.set("MONGODB_URI", m.uri(db, ""));
-    env.ok(&["backup"]);
+    env.ok(["backup"]);
     fs::create_dir_all(into).unwrap();
     sh(&format!(
         "age -d -i '{}' '{}' | tar -C '{}' -xzf - mongodb",
@@ -98,10 +98,10 @@ fn cofre_restores_what_mongodump_dumped() {
     let env = Env::new();
     let out = env.path("dump");
     mongodump_db(&bin, &m, &source, &out);
-    env.ok(&[
+    env.ok(argv![
         "restore",
         "--mongo-dir",
-        out.to_str().unwrap(),
+        out,
         "--mongo-uri",
         &m.uri("", ""),
         "--to-db",

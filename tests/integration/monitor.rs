@@ -123,8 +123,8 @@ fn visible(env: &Env) -> String {
             all.push_str(&fs::read_to_string(e.path()).unwrap_or_default());
         }
     }
-    all.push_str(&text(&env.run(&["status"])));
-    all.push_str(&text(&env.run(&["status", "--json"])));
+    all.push_str(&text(&env.run(["status"])));
+    all.push_str(&text(&env.run(["status", "--json"])));
     all
 }
 
@@ -144,7 +144,7 @@ fn events_reach_a_webhook_a_healthchecks_check_and_ntfy() {
 
     // Success: only the Healthchecks check hears of it (a heartbeat:
     // start, then the bare URL). Failures and warnings go everywhere.
-    let out = env.ok(&["backup"]);
+    let out = env.ok(["backup"]);
     shown.push_str(&text(&out));
     let got = rx.take();
     assert_eq!(
@@ -159,7 +159,7 @@ fn events_reach_a_webhook_a_healthchecks_check_and_ntfy() {
 
     // Done with warnings (a named pipe cannot be backed up).
     sh(&format!("mkfifo '{}'", env.project.join("pipe").display()));
-    let out = env.run(&["backup"]);
+    let out = env.run(["backup"]);
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
     shown.push_str(&text(&out));
     let got = rx.take();
@@ -201,7 +201,7 @@ fn events_reach_a_webhook_a_healthchecks_check_and_ntfy() {
     // Failure: the project directory is gone.
     let gone = env.path("gone");
     env.set("BACKUP_SOURCE", &gone);
-    let out = env.run(&["backup"]);
+    let out = env.run(["backup"]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     shown.push_str(&text(&out));
     let got = rx.take();
@@ -224,7 +224,7 @@ fn events_reach_a_webhook_a_healthchecks_check_and_ntfy() {
 
     // The tokens never show: not in logs, state files or status.
     env.set("BACKUP_SOURCE", env.project.clone());
-    let status = text(&env.ok(&["status"]));
+    let status = text(&env.ok(["status"]));
     assert!(
         status.contains(&format!("hc+http://127.0.0.1:{}/***", rx.port)),
         "{status}"
@@ -236,7 +236,7 @@ fn events_reach_a_webhook_a_healthchecks_check_and_ntfy() {
 
     // BACKUP_NOTIFY_ON chooses, for every kind of target.
     env.set("BACKUP_NOTIFY_ON", "start,success");
-    env.ok(&["backup"]);
+    env.ok(["backup"]);
     let got = rx.take();
     let events: Vec<String> = got
         .iter()
@@ -260,7 +260,7 @@ fn a_target_that_is_down_slow_or_failing_never_fails_the_backup() {
         "BACKUP_NOTIFY_URL",
         format!("http://127.0.0.1:{port}/hook/{HOOK_TOKEN}"),
     );
-    let out = env.run(&["backup", "-v"]);
+    let out = env.run(["backup", "-v"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let err = text(&out);
     assert!(
@@ -274,7 +274,7 @@ fn a_target_that_is_down_slow_or_failing_never_fails_the_backup() {
     let slow = Receiver::start(Duration::from_secs(30), 200);
     env.set("BACKUP_NOTIFY_URL", slow.url("http", "/slow"));
     let t = Instant::now();
-    let out = env.run(&["backup", "-v"]);
+    let out = env.run(["backup", "-v"]);
     let took = t.elapsed();
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert!(text(&out).contains("no answer in time"), "{}", text(&out));
@@ -285,7 +285,7 @@ fn a_target_that_is_down_slow_or_failing_never_fails_the_backup() {
     for (status, attempts) in [(500, 3), (404, 1)] {
         let failing = Receiver::start(Duration::ZERO, status);
         env.set("BACKUP_NOTIFY_URL", failing.url("http", "/x"));
-        let out = env.run(&["backup", "-v"]);
+        let out = env.run(["backup", "-v"]);
         assert_eq!(out.status.code(), Some(0), "{}", text(&out));
         assert!(
             text(&out).contains(&format!("the server answered {status}")),
@@ -319,7 +319,7 @@ fn bad_notification_and_metrics_settings_are_refused_without_echoing_tokens() {
     ] {
         let mut env2 = Env::new();
         env2.set(var, value);
-        let msg = env2.fails(&["backup"], 2);
+        let msg = env2.fails(["backup"], 2);
         assert!(msg.contains(var) && msg.contains(expected), "{msg}");
         assert!(!msg.contains("tok3nSecret9"), "{msg}");
         assert!(env2.archives().is_empty());
@@ -410,7 +410,7 @@ fn metrics_in_a_file_after_every_run_and_from_the_daemon() {
     }
 
     let before = chrono::Utc::now().timestamp() as f64;
-    env.ok(&["backup"]);
+    env.ok(["backup"]);
     let m1 = fs::read_to_string(&file).unwrap();
     let mode = fs::metadata(&file).unwrap().permissions();
     assert_eq!(
@@ -439,7 +439,7 @@ fn metrics_in_a_file_after_every_run_and_from_the_daemon() {
 
     // A failed run: the last run failed, the last success stays.
     env.set("BACKUP_SOURCE", env.path("gone"));
-    env.run(&["backup"]);
+    env.run(["backup"]);
     let m2 = fs::read_to_string(&file).unwrap();
     assert_eq!(value(&m2, "cofre_last_run_success"), Some(0.0), "{m2}");
     assert_eq!(
@@ -484,7 +484,7 @@ fn metrics_in_a_file_after_every_run_and_from_the_daemon() {
     // A second daemon on the same port is refused, clearly.
     let mut env2 = Env::new();
     env2.set("BACKUP_METRICS_ADDR", format!("127.0.0.1:{port}"));
-    let msg = env2.fails(&["daemon"], 1);
+    let msg = env2.fails(["daemon"], 1);
     assert!(
         msg.contains("cannot serve metrics on BACKUP_METRICS_ADDR") && msg.contains("free port"),
         "{msg}"
@@ -505,10 +505,10 @@ fn drills_report_their_outcome_with_the_recovery_time() {
     let rx = Receiver::start(Duration::ZERO, 200);
     let mut env = Env::new();
     fs::write(env.project.join("a.txt"), "a").unwrap();
-    env.ok(&["backup"]);
+    env.ok(["backup"]);
     env.set("BACKUP_NOTIFY_URL", rx.url("http", "/hook/x"));
     env.set("BACKUP_NOTIFY_ON", "drill_success,drill_failure");
-    env.ok(&["drill"]);
+    env.ok(["drill"]);
     let got = rx.take();
     assert_eq!(got.len(), 1, "{got:#?}");
     let json: serde_json::Value = serde_json::from_str(&got[0].body).unwrap();
@@ -522,7 +522,7 @@ fn drills_report_their_outcome_with_the_recovery_time() {
     // With the default events, only the failure goes out.
     env.set("BACKUP_NOTIFY_ON", "");
     env.set("BACKUP_DRILL_COMMAND", "echo boom; exit 7");
-    env.fails(&["drill"], 1);
+    env.fails(["drill"], 1);
     let got = rx.take();
     assert_eq!(got.len(), 1, "{got:#?}");
     let json: serde_json::Value = serde_json::from_str(&got[0].body).unwrap();
@@ -621,7 +621,7 @@ fn a_hostile_target_gets_nothing_more_and_holds_nothing_up() {
         Duration::ZERO,
     );
     env.set("BACKUP_NOTIFY_URL", redirecting.url("http", "/hook"));
-    let out = env.run(&["backup"]);
+    let out = env.run(["backup"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert!(
         text(&out).contains("the server answered 307"),
@@ -668,7 +668,7 @@ fn a_hostile_target_gets_nothing_more_and_holds_nothing_up() {
         Duration::ZERO,
     );
     env.set("BACKUP_NOTIFY_URL", garbage.url("http", "/hook"));
-    let out = env.run(&["backup"]);
+    let out = env.run(["backup"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert!(
         text(&out).contains("could not send the success notification"),
@@ -683,7 +683,7 @@ fn a_hostile_target_gets_nothing_more_and_holds_nothing_up() {
 fn junk_sent_to_the_metrics_port_harms_nothing() {
     let mut env = Env::new();
     fs::write(env.project.join("a.txt"), "a").unwrap();
-    env.ok(&["backup"]);
+    env.ok(["backup"]);
     let port = free_port();
     env.set("BACKUP_METRICS_ADDR", format!("127.0.0.1:{port}"));
     env.set("BACKUP_SCHEDULE", "0 0 1 1 *");

@@ -133,7 +133,7 @@ fn readable(env: &Env, out: &std::process::Output) -> String {
     for name in [".cofre-state.json", ".cofre-offsite.json"] {
         all.push_str(&fs::read_to_string(env.backups.join(name)).unwrap_or_default());
     }
-    all.push_str(&text(&env.run(&["status", "--json"])));
+    all.push_str(&text(&env.run(["status", "--json"])));
     all
 }
 
@@ -152,7 +152,7 @@ fn copies_go_up_and_a_new_machine_restores_from_the_bucket_alone() {
         crate::mongo::populate(m, &db, 2000);
         env.set("MONGODB_URI", m.uri(&db, ""));
     }
-    let out = env.ok(&["backup"]);
+    let out = env.ok(["backup"]);
     assert!(!readable(&env, &out).contains(SECRET));
     let archive = env.archive();
     let name = archive.file_name().unwrap().to_str().unwrap().to_owned();
@@ -160,11 +160,11 @@ fn copies_go_up_and_a_new_machine_restores_from_the_bucket_alone() {
     assert!(keys.contains(&format!("srv1/{name}")), "{keys:?}");
     assert!(keys.contains(&format!("srv1/{name}.minisig")), "{keys:?}");
 
-    let out = stdout(&env.ok(&["list", "--remote"]));
+    let out = stdout(&env.ok(["list", "--remote"]));
     assert!(out.contains(&name) && out.contains("trusted"), "{out}");
-    let out = stdout(&env.ok(&["verify", "--remote", "latest"]));
+    let out = stdout(&env.ok(["verify", "--remote", "latest"]));
     assert!(out.contains(&name) && out.contains("signature ok"), "{out}");
-    let status = stdout(&env.ok(&["status", "--max-age", "1h"]));
+    let status = stdout(&env.ok(["status", "--max-age", "1h"]));
     assert!(status.contains(&format!("newest copy {name}")), "{status}");
 
     // A new machine: its own HOME, no BACKUP_DIR, only the identity file
@@ -208,11 +208,11 @@ fn copies_go_up_and_a_new_machine_restores_from_the_bucket_alone() {
     direct.vars.retain(|(k, _)| k != "BACKUP_REMOTE");
     direct.set("BACKUP_IDENTITY_FILE", &kept);
     let t2 = direct.path("direct");
-    direct.ok(&[
+    direct.ok(argv![
         "restore",
         &format!("s3://{bucket}/srv1/{name}"),
         "--to",
-        t2.to_str().unwrap(),
+        t2,
         "--files-only",
     ]);
     assert!(t2.join("package.json").is_file());
@@ -244,8 +244,8 @@ fn an_upload_cut_short_by_the_server_goes_up_at_the_next_run() {
     assert!(!all.contains(SECRET), "{all}");
     // The local archive is whole.
     let first = env.archive();
-    env.ok(&["verify", first.to_str().unwrap()]);
-    let status = env.run(&["status", "--max-age", "1h"]);
+    env.ok(argv!["verify", first]);
+    let status = env.run(["status", "--max-age", "1h"]);
     assert_eq!(status.status.code(), Some(1), "{}", text(&status));
     assert!(
         stdout(&status).contains("last upload failed"),
@@ -258,14 +258,14 @@ fn an_upload_cut_short_by_the_server_goes_up_at_the_next_run() {
     s3.admin(&server.endpoint, &["bucket", "cut"]);
     env.vars.retain(|(k, _)| k != "BACKUP_REMOTE_BANDWIDTH");
     std::thread::sleep(Duration::from_millis(1100));
-    env.ok(&["backup"]);
+    env.ok(["backup"]);
     let keys = s3.keys(&server.endpoint, "cut");
     assert_eq!(
         keys.iter().filter(|k| k.ends_with(".age")).count(),
         2,
         "{keys:?}"
     );
-    env.ok(&["status", "--max-age", "1h"]);
+    env.ok(["status", "--max-age", "1h"]);
 }
 
 #[test]
@@ -279,26 +279,26 @@ fn wrong_credentials_and_a_missing_bucket_are_clear_and_keep_the_archive() {
     fs::write(env.project.join("a.txt"), "a").unwrap();
     use_bucket(&mut env, &server.endpoint, "authd", "p");
     env.set("AWS_ACCESS_KEY_ID", key);
-    let out = env.run(&["backup"]);
+    let out = env.run(["backup"]);
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
     let all = readable(&env, &out);
     assert!(all.contains("refused the credentials"), "{all}");
     assert!(!all.contains(SECRET), "{all}");
     assert_eq!(env.archives().len(), 1);
     env.set("AWS_SECRET_ACCESS_KEY", secret);
-    env.ok(&["backup"]);
-    assert!(!readable(&env, &env.run(&["status"])).contains(secret));
+    env.ok(["backup"]);
+    assert!(!readable(&env, &env.run(["status"])).contains(secret));
 
     let mut env = Env::new();
     fs::write(env.project.join("a.txt"), "a").unwrap();
     use_bucket(&mut env, &s3.endpoint, "no-such-bucket-here", "p");
-    let out = env.run(&["backup"]);
+    let out = env.run(["backup"]);
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
     assert!(text(&out).contains("does not exist"), "{}", text(&out));
     assert_eq!(env.archives().len(), 1);
     // --remote without BACKUP_REMOTE is a usage error.
     env.vars.retain(|(k, _)| k != "BACKUP_REMOTE");
-    let msg = env.fails(&["list", "--remote"], 2);
+    let msg = env.fails(["list", "--remote"], 2);
     assert!(msg.contains("BACKUP_REMOTE"), "{msg}");
 }
 
@@ -311,15 +311,15 @@ fn remote_retention_deletes_old_copies_but_a_lock_holds_them() {
     fs::write(env.project.join("a.txt"), "a").unwrap();
     use_bucket(&mut env, &s3.endpoint, &bucket, "r");
     env.set("BACKUP_REMOTE_LOCK", "governance");
-    env.ok(&["backup"]);
+    env.ok(["backup"]);
     std::thread::sleep(Duration::from_millis(1100));
-    env.ok(&["backup"]);
+    env.ok(["backup"]);
     // Retention now wants only the newest: the older one is locked.
     env.set("BACKUP_REMOTE_RETENTION_DAYS", "0");
     env.set("BACKUP_KEEP_LAST", "1");
     env.vars.retain(|(k, _)| k != "BACKUP_REMOTE_LOCK");
     std::thread::sleep(Duration::from_millis(1100));
-    let out = env.ok(&["backup", "-v"]);
+    let out = env.ok(["backup", "-v"]);
     let said = text(&out);
     assert!(said.matches("it is locked").count() >= 1, "{said}");
     let copies = || {
@@ -331,11 +331,11 @@ fn remote_retention_deletes_old_copies_but_a_lock_holds_them() {
     assert_eq!(copies(), 3);
     // Reported once: the next run does not try again.
     std::thread::sleep(Duration::from_millis(1100));
-    let out = env.ok(&["backup", "-v"]);
+    let out = env.ok(["backup", "-v"]);
     assert!(!text(&out).contains("it is locked"), "{}", text(&out));
     // The unlocked older copy went; the two locked ones and the newest stay.
     assert_eq!(copies(), 3, "{:?}", s3.keys(&s3.endpoint, &bucket));
-    let listed = stdout(&env.ok(&["list", "--remote"]));
+    let listed = stdout(&env.ok(["list", "--remote"]));
     assert_eq!(listed.lines().count(), 4, "{listed}");
 }
 
@@ -380,7 +380,7 @@ fn a_large_archive_goes_up_in_bounded_memory() {
     let archive = env.archive();
     let size = fs::metadata(&archive).unwrap().len();
     assert!(size > 120 << 20, "{size}");
-    env.ok(&["verify", "--remote", "latest"]);
+    env.ok(["verify", "--remote", "latest"]);
 }
 
 #[test]
@@ -391,7 +391,7 @@ fn the_daemon_uploads_in_the_background_and_catches_up() {
     fs::write(env.project.join("a.txt"), "a").unwrap();
     // An archive made while the bucket did not exist yet.
     use_bucket(&mut env, &s3.endpoint, &bucket, "d");
-    let out = env.run(&["backup"]);
+    let out = env.run(["backup"]);
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
     s3.bucket(&bucket, false);
     env.set("BACKUP_SCHEDULE", "*/3 * * * * *");
@@ -412,7 +412,7 @@ fn the_daemon_uploads_in_the_background_and_catches_up() {
     assert!(up, "{seen:#?}");
     assert_eq!(code, Some(0));
     assert!(seen.iter().all(|l| !l.contains(SECRET)));
-    env.ok(&["status", "--max-age", "1h"]);
+    env.ok(["status", "--max-age", "1h"]);
 }
 
 impl S3 {
@@ -479,21 +479,15 @@ fn the_bucket_is_not_believed_junk_is_replaced_and_odd_keys_are_passed_over() {
             false,
         );
     }
-    let out = env.ok(&["backup", "-v"]);
+    let out = env.ok(["backup", "-v"]);
     assert!(text(&out).contains("did not write"), "{}", text(&out));
-    env.ok(&["verify", "--remote", "latest"]);
-    let listed = stdout(&env.ok(&["list", "--remote"]));
+    env.ok(["verify", "--remote", "latest"]);
+    let listed = stdout(&env.ok(["list", "--remote"]));
     assert_eq!(listed.lines().count(), 2, "{listed}");
     let target = env.path("from-bucket");
-    env.ok(&[
-        "restore",
-        "--remote",
-        "latest",
-        "--to",
-        target.to_str().unwrap(),
-    ]);
+    env.ok(argv!["restore", "--remote", "latest", "--to", target,]);
     assert_eq!(fs::read_to_string(target.join("a.txt")).unwrap(), "a\n");
-    env.ok(&["status", "--max-age", "1h"]);
+    env.ok(["status", "--max-age", "1h"]);
 }
 
 /// With Object Lock, a PutObject over a locked archive adds a version on
@@ -510,7 +504,7 @@ fn a_locked_archive_written_over_still_restores_from_the_version_cofre_wrote() {
     fs::write(env.project.join("a.txt"), "a\n").unwrap();
     use_bucket(&mut env, &s3.endpoint, &bucket, "l");
     env.set("BACKUP_REMOTE_LOCK", "governance");
-    env.ok(&["backup"]);
+    env.ok(["backup"]);
     let name = env
         .archive()
         .file_name()
@@ -539,19 +533,13 @@ fn a_locked_archive_written_over_still_restores_from_the_version_cofre_wrote() {
     use_bucket(&mut fresh, &s3.endpoint, &bucket, "l");
     fresh.set("BACKUP_IDENTITY_FILE", env.identity());
     fresh.set("BACKUP_SOURCE", env.project.canonicalize().unwrap());
-    fresh.ok(&["verify", "--remote", "latest"]);
+    fresh.ok(["verify", "--remote", "latest"]);
     let target = fresh.path("dr");
-    fresh.ok(&[
-        "restore",
-        "--remote",
-        "latest",
-        "--to",
-        target.to_str().unwrap(),
-    ]);
+    fresh.ok(argv!["restore", "--remote", "latest", "--to", target,]);
     assert_eq!(fs::read_to_string(target.join("a.txt")).unwrap(), "a\n");
-    let out = env.ok(&["upload"]);
+    let out = env.ok(["upload"]);
     assert!(text(&out).contains("not cofre's"), "{}", text(&out));
-    let status = stdout(&env.ok(&["status"]));
+    let status = stdout(&env.ok(["status"]));
     assert!(status.contains("not cofre's"), "{status}");
 
     // Planted and locked before the next backup's upload: not replaceable.
@@ -569,10 +557,10 @@ fn a_locked_archive_written_over_still_restores_from_the_version_cofre_wrote() {
         );
     }
     std::thread::sleep(Duration::from_millis(1100));
-    let out = env.run(&["backup"]);
+    let out = env.run(["backup"]);
     assert_eq!(out.status.code(), Some(3), "{}", text(&out));
     assert!(text(&out).contains("cannot be replaced"), "{}", text(&out));
-    let status = env.run(&["status", "--max-age", "1h"]);
+    let status = env.run(["status", "--max-age", "1h"]);
     assert_eq!(status.status.code(), Some(1), "{}", text(&status));
 }
 
@@ -589,7 +577,7 @@ fn planted_objects_cost_a_bounded_number_of_requests() {
     let mut env = Env::new();
     fs::write(env.project.join("a.txt"), "a\n").unwrap();
     use_bucket(&mut env, &server.endpoint, "planted", "p");
-    env.ok(&["backup"]);
+    env.ok(["backup"]);
     s3.admin(&server.endpoint, &["plant", "planted", "p", "1500", "20"]);
     let signature_gets = || {
         fs::read_to_string(log.path())
@@ -600,18 +588,12 @@ fn planted_objects_cost_a_bounded_number_of_requests() {
     };
     let before = signature_gets();
     let target = env.path("t");
-    env.ok(&[
-        "restore",
-        "--remote",
-        "latest",
-        "--to",
-        target.to_str().unwrap(),
-    ]);
+    env.ok(argv!["restore", "--remote", "latest", "--to", target,]);
     assert_eq!(fs::read_to_string(target.join("a.txt")).unwrap(), "a\n");
     let latest = signature_gets() - before;
     assert!(latest <= 25, "{latest} signature requests for `latest`");
     let before = signature_gets();
-    let listed = stdout(&env.ok(&["list", "--remote"]));
+    let listed = stdout(&env.ok(["list", "--remote"]));
     assert_eq!(listed.lines().count(), 1502, "one per archive and a header");
     let listing = signature_gets() - before;
     assert!(

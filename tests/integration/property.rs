@@ -84,7 +84,7 @@ fn mutated_archives_fail_cleanly_or_restore_exactly() {
     std::os::unix::fs::symlink("src/lib/a.js", env.project.join("main.js")).unwrap();
     fs::create_dir_all(env.project.join("empty")).unwrap();
     env.set("BACKUP_ENCRYPTION", "none");
-    env.ok(&["backup"]);
+    env.ok(["backup"]);
     let source = snapshot(&env.project, excluded_by_default);
     let original = fs::read(env.archive()).unwrap();
     let mut tar = Vec::new();
@@ -120,12 +120,7 @@ fn mutated_archives_fail_cleanly_or_restore_exactly() {
             fs::write(&archive, bytes).unwrap();
             env.sign(&archive);
             let target = env.path(&format!("t{i}"));
-            let out = env.run(&[
-                "restore",
-                archive.to_str().unwrap(),
-                "--to",
-                target.to_str().unwrap(),
-            ]);
+            let out = env.run(argv!["restore", archive, "--to", target,]);
             let code = out.status.code();
             prop_assert!(
                 matches!(code, Some(0 | 1)),

@@ -8,12 +8,12 @@ use crate::harness::*;
 #[test]
 fn refuses_a_non_empty_target_and_leaves_it_alone() {
     let env = Env::with_tree();
-    env.ok(&["backup"]);
+    env.ok(["backup"]);
     let target = env.path("t");
     fs::create_dir_all(&target).unwrap();
     fs::write(target.join("mine.txt"), "precious").unwrap();
     let before = snapshot(&target, |_| false);
-    let msg = env.fails(&["restore", "latest", "--to", target.to_str().unwrap()], 1);
+    let msg = env.fails(argv!["restore", "latest", "--to", target], 1);
     assert!(
         msg.contains("is not empty") && msg.contains("--force"),
         "{msg}"
@@ -24,19 +24,13 @@ fn refuses_a_non_empty_target_and_leaves_it_alone() {
 #[test]
 fn force_replaces_what_the_archive_holds_and_keeps_the_rest() {
     let env = Env::with_tree();
-    env.ok(&["backup"]);
+    env.ok(["backup"]);
     let target = env.path("t");
     fs::create_dir_all(target.join("src")).unwrap();
     fs::write(target.join("mine.txt"), "precious").unwrap();
     fs::write(target.join("package.json"), "stale").unwrap();
     fs::write(target.join("src/local-only.js"), "keep me").unwrap();
-    env.ok(&[
-        "restore",
-        "latest",
-        "--to",
-        target.to_str().unwrap(),
-        "--force",
-    ]);
+    env.ok(argv!["restore", "latest", "--to", target, "--force",]);
     assert_eq!(
         fs::read_to_string(target.join("mine.txt")).unwrap(),
         "precious"
@@ -58,7 +52,7 @@ fn force_replaces_what_the_archive_holds_and_keeps_the_rest() {
 #[test]
 fn default_target_is_named_after_the_archive() {
     let env = Env::with_tree();
-    env.ok(&["backup"]);
+    env.ok(["backup"]);
     let name = env
         .archive()
         .file_name()
@@ -67,7 +61,7 @@ fn default_target_is_named_after_the_archive() {
         .unwrap()
         .to_owned();
     let stem = name.split(".tar.").next().unwrap().to_owned();
-    let out = env.ok(&["restore", "latest"]);
+    let out = env.ok(["restore", "latest"]);
     assert!(stdout(&out).contains(&stem), "{}", text(&out));
     let restored = env.project.join(&stem);
     assert!(restored.join("package.json").is_file());
@@ -76,15 +70,9 @@ fn default_target_is_named_after_the_archive() {
 #[test]
 fn dry_run_lists_and_writes_nothing() {
     let env = Env::with_tree();
-    env.ok(&["backup"]);
+    env.ok(["backup"]);
     let target = env.path("t");
-    let out = stdout(&env.ok(&[
-        "restore",
-        "latest",
-        "--to",
-        target.to_str().unwrap(),
-        "--dry-run",
-    ]));
+    let out = stdout(&env.ok(argv!["restore", "latest", "--to", target, "--dry-run",]));
     assert!(out.contains("would write package.json"), "{out}");
     assert!(
         out.contains("would write odd/名前 with spaces/ficheiro ação.txt"),
@@ -99,13 +87,13 @@ fn dry_run_lists_and_writes_nothing() {
 #[test]
 fn include_restores_part_of_the_tree() {
     let env = Env::with_tree();
-    env.ok(&["backup"]);
+    env.ok(["backup"]);
     let target = env.path("t");
-    env.ok(&[
+    env.ok(argv![
         "restore",
         "latest",
         "--to",
-        target.to_str().unwrap(),
+        target,
         "--include",
         "data/export_00*.json",
         "--include",
@@ -125,7 +113,7 @@ fn include_restores_part_of_the_tree() {
 
     let none = env.path("none");
     let msg = env.fails(
-        &[
+        [
             "restore",
             "latest",
             "--to",
@@ -142,18 +130,13 @@ fn include_restores_part_of_the_tree() {
 #[test]
 fn restore_by_name_and_by_path() {
     let env = Env::with_tree();
-    env.ok(&["backup"]);
+    env.ok(["backup"]);
     let archive = env.archive();
     let name = archive.file_name().unwrap().to_str().unwrap();
-    env.ok(&["restore", name, "--to", env.path("a").to_str().unwrap()]);
-    env.ok(&[
-        "restore",
-        archive.to_str().unwrap(),
-        "--to",
-        env.path("b").to_str().unwrap(),
-    ]);
+    env.ok(argv!["restore", name, "--to", env.path("a")]);
+    env.ok(argv!["restore", archive, "--to", env.path("b"),]);
     let msg = env.fails(
-        &[
+        [
             "restore",
             "backup_1999-01-01T00-00-00.tar.gz",
             "--to",
@@ -170,13 +153,13 @@ fn restore_by_name_and_by_path() {
 #[test]
 fn a_restored_copy_inside_the_project_never_enters_a_later_backup() {
     let env = Env::with_tree();
-    env.ok(&["backup"]);
-    let first = stdout(&env.ok(&["list", "--json"]));
+    env.ok(["backup"]);
+    let first = stdout(&env.ok(["list", "--json"]));
     let files = |listing: &str| {
         let rows: serde_json::Value = serde_json::from_str(listing).unwrap();
         rows[0]["files"].as_u64().unwrap()
     };
-    let out = env.ok(&["restore", "latest"]);
+    let out = env.ok(["restore", "latest"]);
     let said = stdout(&out);
     assert!(
         said.contains("summary")
@@ -186,13 +169,13 @@ fn a_restored_copy_inside_the_project_never_enters_a_later_backup() {
     let copy = env.project.join(cofre_stem(&env.archive()));
     assert!(copy.join(".cofre-restored").is_file());
     std::thread::sleep(std::time::Duration::from_millis(1100));
-    let out = env.ok(&["backup", "-v"]);
+    let out = env.ok(["backup", "-v"]);
     assert!(
         text(&out).contains("a copy a restore made"),
         "{}",
         text(&out)
     );
-    let second = stdout(&env.ok(&["list", "--json"]));
+    let second = stdout(&env.ok(["list", "--json"]));
     assert_eq!(
         files(&second),
         files(&first),
@@ -201,7 +184,7 @@ fn a_restored_copy_inside_the_project_never_enters_a_later_backup() {
 
     // Restored over the project itself: no mark (the project is never
     // left out of its own backups).
-    let out = env.ok(&["restore", "latest", "--to", ".", "--force"]);
+    let out = env.ok(["restore", "latest", "--to", ".", "--force"]);
     assert!(!stdout(&out).contains("restored copy"), "{}", text(&out));
     assert!(!env.project.join(".cofre-restored").exists());
 }

@@ -22,7 +22,7 @@ fn default_backup_gzip_and_identity_made_on_first_use() {
     let env = Env::with_tree();
     // The backup directory does not exist yet: cofre makes it, 0700.
     fs::remove_dir_all(&env.backups).unwrap();
-    let out = env.ok(&["backup"]);
+    let out = env.ok(["backup"]);
     let archive = env.archive();
     let name = archive.file_name().unwrap().to_str().unwrap().to_owned();
     assert!(
@@ -59,7 +59,7 @@ fn zstd_with_passphrase() {
     let mut env = Env::with_tree();
     env.set("BACKUP_COMPRESSION", "zstd:5");
     env.set("BACKUP_PASSPHRASE", "correct horse battery staple");
-    env.ok(&["backup"]);
+    env.ok(["backup"]);
     let name = env
         .archive()
         .file_name()
@@ -77,7 +77,7 @@ fn zstd_with_passphrase() {
 fn public_key_only_the_server_cannot_read_its_backups() {
     let mut env = Env::with_tree();
     let key = env.path("offsite-key.txt");
-    let out = env.ok(&["keygen", "-o", key.to_str().unwrap()]);
+    let out = env.ok(argv!["keygen", "-o", key]);
     let err = String::from_utf8_lossy(&out.stderr);
     let public = err
         .lines()
@@ -90,22 +90,22 @@ fn public_key_only_the_server_cannot_read_its_backups() {
         0o600
     );
     // keygen never overwrites.
-    let msg = env.fails(&["keygen", "-o", key.to_str().unwrap()], 1);
+    let msg = env.fails(argv!["keygen", "-o", key], 1);
     assert!(msg.contains("already exists"), "{msg}");
 
     env.set("BACKUP_RECIPIENTS", &public);
-    env.ok(&["backup"]);
+    env.ok(["backup"]);
     assert!(
         !env.identity().exists(),
         "no identity is made when recipients are set"
     );
-    // The server has no key: verify says so.
-    let msg = env.fails(&["verify"], 1);
+    // The server has no key: verify says so (exit code 12: no key).
+    let msg = env.fails(["verify"], 12);
     assert!(
         msg.contains("no key was found") && msg.contains("--identity"),
         "{msg}"
     );
-    env.ok(&["verify", "--identity", key.to_str().unwrap()]);
+    env.ok(argv!["verify", "--identity", key]);
     round_trip(&env, &["--identity", key.to_str().unwrap()]);
 }
 
@@ -113,7 +113,7 @@ fn public_key_only_the_server_cannot_read_its_backups() {
 fn encryption_none_warns_and_round_trips() {
     let mut env = Env::with_tree();
     env.set("BACKUP_ENCRYPTION", "none");
-    let out = env.ok(&["backup"]);
+    let out = env.ok(["backup"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("not encrypted"));
     let name = env
         .archive()
@@ -132,9 +132,9 @@ fn excludes_defaults_env_patterns_and_backupignore() {
     fs::write(env.project.join("data/.backupignore"), "export_01*.json\n").unwrap();
     fs::write(env.project.join("notes.tmp"), "scratch").unwrap();
     env.set("BACKUP_EXCLUDE", "*.tmp, /public/assets/img0.png");
-    env.ok(&["backup"]);
+    env.ok(["backup"]);
     let target = env.path("restored");
-    env.ok(&["restore", "latest", "--to", target.to_str().unwrap()]);
+    env.ok(argv!["restore", "latest", "--to", target]);
     let got = snapshot(&target, |_| false);
     for gone in [
         "node_modules",
@@ -167,28 +167,28 @@ fn backup_dir_outside_and_inside_the_project() {
     // Inside, under another name: it is left out wherever it is.
     fs::create_dir_all(env.project.join("var")).unwrap();
     env.set("BACKUP_DIR", "var/archives");
-    env.ok(&["backup"]);
+    env.ok(["backup"]);
     let inside = env.project.join("var/archives");
     assert_eq!(archives_in(&inside).len(), 1);
     let target = env.path("r1");
-    env.ok(&["restore", "latest", "--to", target.to_str().unwrap()]);
+    env.ok(argv!["restore", "latest", "--to", target]);
     assert!(target.join("var").is_dir());
     assert!(!target.join("var/archives").exists());
     // Outside.
     let outside = env.path("elsewhere");
     env.set("BACKUP_DIR", &outside);
-    env.ok(&["backup"]);
+    env.ok(["backup"]);
     assert_eq!(archives_in(&outside).len(), 1);
 }
 
 #[test]
 fn list_and_verify() {
     let env = Env::with_tree();
-    env.ok(&["backup"]);
-    env.ok(&["backup"]);
+    env.ok(["backup"]);
+    env.ok(["backup"]);
     let archives = env.archives();
     assert_eq!(archives.len(), 2, "two backups in a row get two names");
-    let out = stdout(&env.ok(&["list"]));
+    let out = stdout(&env.ok(["list"]));
     let lines: Vec<&str> = out.lines().collect();
     assert!(lines[0].starts_with("ARCHIVE"), "{out}");
     let newest = archives[1].file_name().unwrap().to_str().unwrap();
@@ -196,21 +196,21 @@ fn list_and_verify() {
     assert!(lines[1].contains("age (1 key)"), "{out}");
 
     let json: serde_json::Value =
-        serde_json::from_str(&stdout(&env.ok(&["list", "--json"]))).unwrap();
+        serde_json::from_str(&stdout(&env.ok(["list", "--json"]))).unwrap();
     let rows = json.as_array().unwrap();
     assert_eq!(rows.len(), 2);
     assert_eq!(rows[0]["name"], newest);
     assert!(rows[0]["files"].as_u64().unwrap() > 50);
     assert!(rows[0]["size"].as_u64().unwrap() > 1000);
 
-    let out = stdout(&env.ok(&["verify", "--all"]));
+    let out = stdout(&env.ok(["verify", "--all"]));
     assert_eq!(
         out.lines().filter(|l| l.starts_with("ok")).count(),
         2,
         "{out}"
     );
-    env.ok(&["verify", newest]);
-    env.ok(&["verify", archives[0].to_str().unwrap()]);
+    env.ok(["verify", newest]);
+    env.ok(argv!["verify", archives[0]]);
 }
 
 #[test]
@@ -219,7 +219,7 @@ fn leftover_temporary_files_are_removed_at_the_next_run() {
     fs::create_dir_all(&env.backups).unwrap();
     let stale = env.backups.join(".cofre-tmp-crashed.partial");
     fs::write(&stale, vec![0u8; 4096]).unwrap();
-    env.ok(&["backup"]);
+    env.ok(["backup"]);
     assert!(!stale.exists());
     // The unrelated file in the backup directory is left alone.
     assert!(env.backups.join("old-script-backup.tar.gz").exists());
@@ -232,7 +232,7 @@ fn log_file_gets_the_summary_and_never_the_passphrase() {
     fs::write(&log, "earlier line\n").unwrap();
     env.set("BACKUP_LOG_FILE", &log);
     env.set("BACKUP_PASSPHRASE", "hunter2-is-my-passphrase");
-    let out = env.ok(&["backup", "-v"]);
+    let out = env.ok(["backup", "-v"]);
     let text = fs::read_to_string(&log).unwrap();
     assert!(text.starts_with("earlier line\n"), "appends");
     assert!(
@@ -251,7 +251,7 @@ fn log_file_gets_the_summary_and_never_the_passphrase() {
         assert!(!t.contains("hunter2-is-my-passphrase"));
     }
     env.set("BACKUP_LOG_FORMAT", "json");
-    env.ok(&["verify"]);
+    env.ok(["verify"]);
     let last = fs::read_to_string(&log).unwrap();
     let json_line = last.lines().last().unwrap();
     let v: serde_json::Value = serde_json::from_str(json_line).unwrap();
@@ -263,7 +263,7 @@ fn quiet_under_cron_progress_free() {
     // stderr is not a terminal here: a good backup prints nothing on stderr
     // but the first-use note, and its archive path on stdout.
     let env = Env::with_tree();
-    env.ok(&["backup"]);
-    let out = env.ok(&["backup"]);
+    env.ok(["backup"]);
+    let out = env.ok(["backup"]);
     assert_eq!(String::from_utf8_lossy(&out.stderr), "");
 }

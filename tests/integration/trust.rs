@@ -38,12 +38,12 @@ fn copy_archive(archive: &Path, dir: &Path) -> PathBuf {
 fn two_projects() -> (Env, Env) {
     let a = Env::new();
     fs::write(a.project.join("whose.txt"), "project A\n").unwrap();
-    a.ok(&["backup"]);
+    a.ok(["backup"]);
     std::thread::sleep(Duration::from_millis(1100));
     let mut b = Env::new();
     b.home = a.home.clone();
     fs::write(b.project.join("whose.txt"), "project B\n").unwrap();
-    b.ok(&["backup"]);
+    b.ok(["backup"]);
     (a, b)
 }
 
@@ -55,13 +55,12 @@ fn another_projects_archive_with_the_same_key_is_named_never_taken_for_this_ones
     let planted_name = planted.file_name().unwrap().to_str().unwrap().to_owned();
 
     // Listed for what it is.
-    let listed = stdout(&a.ok(&["list"]));
+    let listed = stdout(&a.ok(["list"]));
     assert!(
         listed.contains("foreign") && listed.contains(&source_of(&b)),
         "{listed}"
     );
-    let json: serde_json::Value =
-        serde_json::from_str(&stdout(&a.ok(&["list", "--json"]))).unwrap();
+    let json: serde_json::Value = serde_json::from_str(&stdout(&a.ok(["list", "--json"]))).unwrap();
     let row = json
         .as_array()
         .unwrap()
@@ -73,21 +72,21 @@ fn another_projects_archive_with_the_same_key_is_named_never_taken_for_this_ones
 
     // `latest` is A's own, newer name or not; the foreign one is named.
     let target = a.path("restored");
-    let out = a.ok(&["restore", "latest", "--to", target.to_str().unwrap()]);
+    let out = a.ok(argv!["restore", "latest", "--to", target]);
     assert_eq!(
         fs::read_to_string(target.join("whose.txt")).unwrap(),
         "project A\n"
     );
     assert!(text(&out).contains(&planted_name), "{}", text(&out));
     // Named, it is read, with a loud word.
-    let out = a.ok(&["verify", &planted_name]);
+    let out = a.ok(["verify", &planted_name]);
     assert!(
         stdout(&out).contains("not of this project") && text(&out).contains(&source_of(&b)),
         "{}",
         text(&out)
     );
     // Drills test A's own.
-    let drilled = a.ok(&["drill", "--json"]);
+    let drilled = a.ok(["drill", "--json"]);
     let record: serde_json::Value = serde_json::from_str(&stdout(&drilled)).unwrap();
     assert_eq!(
         record["archive"],
@@ -99,12 +98,12 @@ fn another_projects_archive_with_the_same_key_is_named_never_taken_for_this_ones
     let unsigned = a.backups.join("backup_2099-01-01T00-00-00.tar.gz.age");
     fs::write(&unsigned, b"junk").unwrap();
     let target = a.path("restored-2");
-    a.ok(&[
+    a.ok(argv![
         "restore",
         "latest",
         "--allow-unsigned",
         "--to",
-        target.to_str().unwrap(),
+        target,
     ]);
     assert_eq!(
         fs::read_to_string(target.join("whose.txt")).unwrap(),
@@ -117,7 +116,7 @@ fn another_projects_archive_with_the_same_key_is_named_never_taken_for_this_ones
     fs::remove_file(format!("{}.minisig", own.display())).unwrap();
     fs::remove_file(&unsigned).unwrap();
     let target = a.path("r3");
-    let out = a.ok(&["restore", "latest", "--to", target.to_str().unwrap()]);
+    let out = a.ok(argv!["restore", "latest", "--to", target]);
     assert!(
         text(&out).contains("no archive in") && text(&out).contains(&source_of(&b)),
         "{}",
@@ -134,7 +133,7 @@ fn another_projects_archive_with_the_same_key_is_named_never_taken_for_this_ones
     fs::write(&third, b"x").unwrap();
     a.sign_as(&third, "/srv/some-other-project");
     let msg = a.fails(
-        &["restore", "latest", "--to", a.path("r4").to_str().unwrap()],
+        ["restore", "latest", "--to", a.path("r4").to_str().unwrap()],
         1,
     );
     assert!(
@@ -185,7 +184,7 @@ fn retention_counts_only_this_projects_signed_archives() {
 
     a.set("BACKUP_RETENTION_DAYS", "0");
     a.set("BACKUP_KEEP_MONTHLY", "3");
-    let plan = stdout(&a.ok(&["prune", "--dry-run"]));
+    let plan = stdout(&a.ok(["prune", "--dry-run"]));
     for p in planted.iter().chain([&foreign]) {
         let name = p.file_name().unwrap().to_str().unwrap();
         let line = plan.lines().find(|l| l.contains(name)).unwrap();
@@ -194,7 +193,7 @@ fn retention_counts_only_this_projects_signed_archives() {
             "{plan}"
         );
     }
-    a.ok(&["prune"]);
+    a.ok(["prune"]);
     // The monthly slots went to the genuine archives of October and
     // September (and this month's); August is the fourth month.
     assert!(genuine[2].exists() && genuine[1].exists(), "{plan}");
@@ -231,7 +230,7 @@ fn an_edited_drill_record_removes_nothing_that_is_not_a_drills() {
     crate::mongo::populate(&m, &victim_db, 0);
     let victim_before = crate::mongo::state(&m, &victim_db);
     env.set("MONGODB_URI", m.uri(&db, ""));
-    env.ok(&["backup"]);
+    env.ok(["backup"]);
 
     let victim = env.path("precious");
     fs::create_dir_all(victim.join("inner")).unwrap();
@@ -256,7 +255,7 @@ fn an_edited_drill_record_removes_nothing_that_is_not_a_drills() {
     )
     .unwrap();
 
-    let out = env.ok(&["drill", "--json"]);
+    let out = env.ok(["drill", "--json"]);
     let said = text(&out);
     assert!(
         said.contains("left alone") && said.contains("edited"),
@@ -318,7 +317,7 @@ fn a_directory_swapped_for_a_symlink_during_the_walk_is_never_followed() {
     };
     let mut saw_link = false;
     for _ in 0..8 {
-        let out = env.run(&["backup", "--no-prune"]);
+        let out = env.run(["backup", "--no-prune"]);
         assert!(matches!(out.status.code(), Some(0 | 3)), "{}", text(&out));
         std::thread::sleep(Duration::from_millis(1050));
     }
@@ -355,10 +354,10 @@ fn a_sparse_file_costs_its_data_not_its_size() {
     f.write_all_at(b"end", TIB - 3).unwrap();
     drop(f);
     fs::write(env.project.join("small.txt"), "hello\n").unwrap();
-    env.ok(&["backup"]);
+    env.ok(["backup"]);
     let archive = env.archive();
     assert!(fs::metadata(&archive).unwrap().len() < 1 << 20);
-    env.ok(&["verify"]);
+    env.ok(["verify"]);
     let check = |p: &Path| {
         let m = fs::metadata(p).unwrap();
         assert_eq!(m.len(), TIB);
@@ -375,7 +374,7 @@ fn a_sparse_file_costs_its_data_not_its_size() {
         assert_eq!(buf, [0u8; 6]);
     };
     let target = env.path("restored");
-    env.ok(&["restore", "latest", "--to", target.to_str().unwrap()]);
+    env.ok(argv!["restore", "latest", "--to", target]);
     check(&target.join("disk.img"));
     // GNU tar reads the pax sparse format.
     let by_tar = env.path("by-tar");
@@ -390,7 +389,7 @@ fn a_sparse_file_costs_its_data_not_its_size() {
     check(&by_tar.join("files/disk.img"));
     env.set("BACKUP_COMPRESSION", "zstd");
     std::thread::sleep(Duration::from_millis(1100));
-    env.ok(&["backup"]);
+    env.ok(["backup"]);
 }
 
 /// An ignore file built to exhaust memory: one line of a million `*`, and
@@ -454,7 +453,7 @@ fn the_log_file_is_never_written_through_a_symlink() {
     let link = env.project.join("app.log");
     symlink(&victim, &link).unwrap();
     env.set("BACKUP_LOG_FILE", &link);
-    let out = env.ok(&["backup"]);
+    let out = env.ok(["backup"]);
     assert!(text(&out).contains("symlink"), "{}", text(&out));
     assert_eq!(fs::read_to_string(&victim).unwrap(), "root:x:0:0\n");
 }
@@ -465,12 +464,12 @@ fn the_log_file_is_never_written_through_a_symlink() {
 fn a_secret_key_given_as_a_trusted_key_is_never_printed() {
     let mut env = Env::new();
     fs::write(env.project.join("a.txt"), "a\n").unwrap();
-    env.ok(&["backup"]);
+    env.ok(["backup"]);
     let text_key = fs::read_to_string(env.home.join(".config/cofre/signing.key")).unwrap();
     let secret = text_key.lines().nth(1).unwrap().trim().to_owned();
     env.set("BACKUP_TRUSTED_KEYS", &secret);
-    let out = env.run(&["verify"]);
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let out = env.run(["verify"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     let said = text(&out);
     assert!(!said.contains(&secret[..40]), "{said}");
     assert!(said.contains("not shown"), "{said}");

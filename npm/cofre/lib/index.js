@@ -9,6 +9,62 @@ const readline = require('node:readline');
 const { EventEmitter } = require('node:events');
 const { binaryPath } = require('./binary.js');
 
+/**
+ * Every setting cofre reads, as its variable (the binary's `--help` lists
+ * the same; a test holds the two together, and index.d.ts to both).
+ */
+const SETTINGS = [
+  'BACKUP_SOURCE',
+  'BACKUP_DIR',
+  'BACKUP_RETENTION_DAYS',
+  'BACKUP_KEEP_LAST',
+  'BACKUP_KEEP_DAILY',
+  'BACKUP_KEEP_WEEKLY',
+  'BACKUP_KEEP_MONTHLY',
+  'BACKUP_SCHEDULE',
+  'BACKUP_TIMEZONE',
+  'MONGODB_URI',
+  'BACKUP_MONGODB_URI',
+  'BACKUP_MONGODB_URI_FILE',
+  'BACKUP_MONGODB_DATABASES',
+  'BACKUP_MONGODB_COLLECTIONS',
+  'BACKUP_EXCLUDE',
+  'BACKUP_ENCRYPTION',
+  'BACKUP_RECIPIENTS',
+  'BACKUP_RECIPIENTS_FILE',
+  'BACKUP_PASSPHRASE',
+  'BACKUP_PASSPHRASE_FILE',
+  'BACKUP_IDENTITY_FILE',
+  'BACKUP_SIGNING_KEY_FILE',
+  'BACKUP_TRUSTED_KEYS',
+  'BACKUP_COMPRESSION',
+  'BACKUP_LOG_FILE',
+  'BACKUP_LOG_FORMAT',
+  'COFRE_DEBUG',
+  'BACKUP_CATCH_UP',
+  'BACKUP_RETRIES',
+  'BACKUP_SHUTDOWN_GRACE',
+  'BACKUP_REMOTE',
+  'BACKUP_REMOTE_RETENTION_DAYS',
+  'BACKUP_REMOTE_LOCK',
+  'BACKUP_REMOTE_BANDWIDTH',
+  'BACKUP_DRILL_SCHEDULE',
+  'BACKUP_DRILL_DIR',
+  'BACKUP_DRILL_MONGODB_URI',
+  'BACKUP_DRILL_COMMAND',
+  'BACKUP_DRILL_TIMEOUT',
+  'BACKUP_METRICS_ADDR',
+  'BACKUP_METRICS_FILE',
+  'BACKUP_NOTIFY_URL',
+  'BACKUP_NOTIFY_ON',
+  'BACKUP_NOTIFY_TIMEOUT',
+  'BACKUP_MIN_FREE',
+];
+
+/** The exit codes cofre ends with, by name (the README's table). */
+const exitCodes = Object.freeze({ SUCCESS: 0, FAILURE: 1, USAGE: 2, WARNINGS: 3, LOCKED: 11, NO_KEY: 12 });
+const CODE_NAMES = Object.fromEntries(Object.entries(exitCodes).map(([k, v]) => [v, k]));
+
 /** Options of `start()` that are not cofre settings. */
 const API_OPTIONS = new Set(['onLog', 'logger', 'onError', 'restart', 'cwd', 'binary', 'env']);
 
@@ -18,13 +74,17 @@ class CofreError extends Error {
     super(message);
     this.name = 'CofreError';
     this.exitCode = exitCode;
+    /** The exit code's name: 'LOCKED' (busy), 'NO_KEY', 'USAGE', 'FAILURE'... */
+    this.code = CODE_NAMES[exitCode] || 'FAILURE';
   }
 }
 
 /**
  * Turns options into environment variables: `retentionDays` and
  * `BACKUP_RETENTION_DAYS` both mean BACKUP_RETENTION_DAYS; `mongodbUri` is
- * MONGODB_URI; AWS_* pass as they are. Arrays are comma-joined.
+ * MONGODB_URI; AWS_* pass as they are. Arrays are comma-joined. A key that
+ * is no setting (a typo) is refused, naming it, rather than passed on as
+ * a variable nothing reads.
  */
 function toEnv(options = {}) {
   const env = {};
@@ -33,8 +93,14 @@ function toEnv(options = {}) {
     let name = /^[A-Z][A-Z0-9_]*$/.test(key)
       ? key
       : key.replace(/([a-z0-9])([A-Z])/g, '$1_$2').toUpperCase();
-    if (!name.startsWith('BACKUP_') && name !== 'MONGODB_URI' && !name.startsWith('AWS_')) {
-      name = `BACKUP_${name}`;
+    const passes = name.startsWith('BACKUP_') || name.startsWith('COFRE_') || name === 'MONGODB_URI';
+    if (!passes && !name.startsWith('AWS_')) name = `BACKUP_${name}`;
+    if (!name.startsWith('AWS_') && !SETTINGS.includes(name)) {
+      throw new CofreError(
+        `unknown option ${JSON.stringify(key)}: ${name} is not a cofre setting; ` +
+          'see the configuration table in the README (options are its variables, or them in camelCase)',
+        exitCodes.USAGE,
+      );
     }
     env[name] = Array.isArray(value) ? value.join(',') : String(value);
   }
@@ -264,4 +330,4 @@ function start(options) {
   return new Backups(options);
 }
 
-module.exports = { start, Backups, CofreError, toEnv, binaryPath };
+module.exports = { start, Backups, CofreError, toEnv, binaryPath, exitCodes, SETTINGS };

@@ -1,4 +1,4 @@
-//! Restoring a dump directory (`<db>/<coll>.bson` + `.metadata.json`, from an
+//! Loading a dump directory (`<db>/<coll>.bson` + `.metadata.json`, from an
 //! archive or written by mongodump) into a server.
 //!
 //! Nothing that exists is harmed. A collection that already exists is left
