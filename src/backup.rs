@@ -21,9 +21,10 @@ use crate::archive::manifest::{self, ManifestInfo, MongoSection};
 use crate::archive::writer::{ArchiveWriter, files_path};
 use crate::archive::{self as arch};
 use crate::format::human;
+use crate::index;
 use crate::logging::{self, Verbosity};
 use crate::mongo::{self, MongoError};
-use crate::sign::{self, SignError, Signer, SigningKey};
+use crate::sign::{self, SignError, Signer, SigningKey, TrustedKeys};
 use crate::state::{State, Success, Summary};
 use crate::store::{ArchiveName, Store, StoreError};
 use crate::walk::{self, Item, PatternError};
@@ -80,6 +81,10 @@ pub enum BackupError {
     /// A stop signal arrived.
     #[error("the backup was stopped before it finished; no archive was kept")]
     Cancelled,
+    /// A differential cannot be written (the backup starts again as a
+    /// full; never seen by a user).
+    #[error("a differential archive cannot hold this: {0}")]
+    NeedFull(String),
 }
 
 impl crate::exit::Coded for BackupError {
@@ -95,7 +100,8 @@ impl crate::exit::Coded for BackupError {
             | BackupError::SourceNotDir(_)
             | BackupError::Write { .. }
             | BackupError::NoSpace { .. }
-            | BackupError::Cancelled => Exit::Failure,
+            | BackupError::Cancelled
+            | BackupError::NeedFull(_) => Exit::Failure,
         }
     }
 }
@@ -140,6 +146,9 @@ pub enum MinFree {
     Bytes(u64),
 }
 
+/// How often a full archive is made when `BACKUP_FULL_EVERY` is unset.
+pub const DEFAULT_FULL_EVERY: Duration = Duration::from_secs(7 * 86400);
+
 /// What a backup is of, and how its archive is made.
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -159,6 +168,9 @@ pub struct Options {
     pub min_free: MinFree,
     /// The database to dump into the same archive, when there is one.
     pub mongo: Option<mongo::Source>,
+    /// How often a full archive is made (`BACKUP_FULL_EVERY`); between
+    /// fulls, differentials. Zero: every backup is a full.
+    pub full_every: Duration,
 }
 
 /// How to run one backup.
@@ -187,10 +199,7 @@ fn estimate(
         return last.size + last.size / 5;
     }
     let mut total = 0u64;
-    let opts = walk::Options {
-        skip_dir: skip,
-        open_files: false,
-    };
+    let opts = walk::Options { skip_dir: skip };
     let _ = walk::walk(source, matcher.clone(), &opts, |item| {
         if let Item::File { meta, .. } = item {
             total += meta.allocated.min(meta.size);
@@ -231,27 +240,162 @@ fn check_space(store: &Store, need: u64, min_free: MinFree) -> Result<(), Backup
 
 /// The start time and name of a new archive: now, or the next second when
 /// an archive already has this second's name (names are never reused).
-fn archive_name(store: &Store, settings: &Options) -> (DateTime<Utc>, String) {
+fn archive_name(store: &Store, settings: &Options) -> DateTime<Utc> {
     loop {
         let now = Utc::now();
-        let name = ArchiveName::format(
-            now,
-            settings.compression,
-            !matches!(settings.encryption, Encryption::None),
-        );
-        if fs::symlink_metadata(store.dir().join(&name)).is_err() {
-            return (now, name);
+        let free = [false, true].iter().all(|&diff| {
+            let name = ArchiveName::format(
+                now,
+                settings.compression,
+                !matches!(settings.encryption, Encryption::None),
+                diff,
+            );
+            fs::symlink_metadata(store.dir().join(name)).is_err()
+        });
+        if free {
+            return now;
         }
         let wait = 1_000_000_000u32.saturating_sub(now.timestamp_subsec_nanos());
         std::thread::sleep(Duration::from_nanos(u64::from(wait) + 1_000_000));
     }
 }
 
-/// Runs one backup.
+/// What a backup writes: a full archive (and its index), or a
+/// differential against the newest full.
+enum Plan {
+    Full,
+    Diff(Box<Base>),
+}
+
+/// The full a differential is made against, and its index being read.
+struct Base {
+    name: String,
+    manifest: String,
+    index: index::FileReader,
+}
+
+/// Whether this backup is a full or a differential, and why: a full when
+/// `BACKUP_FULL_EVERY` is zero, when there is no full of this project
+/// signed by this installation, when the newest is due for renewal, or when
+/// its index is missing, does not verify, or was made for another database
+/// setting.
+fn choose_plan(store: &Store, opts: &Options, now: DateTime<Utc>) -> (Plan, String) {
+    if opts.full_every.is_zero() {
+        return (
+            Plan::Full,
+            "BACKUP_FULL_EVERY is 0, or --full was given".into(),
+        );
+    }
+    let origin = sign::Origin::here(&opts.source);
+    let own = match TrustedKeys::load(&opts.signing_key, &[], &[]) {
+        Ok(k) => k,
+        Err(e) => return (Plan::Full, e.to_string()),
+    };
+    // The newest full of this project signed here, and the full the
+    // differentials made since name (the same one, unless it was deleted).
+    let mut newest_full = None;
+    let mut needed: Option<(String, String)> = None;
+    for a in store.list().unwrap_or_default() {
+        let text = sign::read_sig(&a.path).ok().flatten();
+        let sign::Standing::Ours(claim) = sign::standing(&a.name, text.as_deref(), &own, &origin)
+        else {
+            continue;
+        };
+        match claim.base {
+            Some(b) => {
+                needed.get_or_insert((a.name.clone(), b.name));
+            }
+            None if !a.parsed.diff => {
+                newest_full = Some(a);
+                break;
+            }
+            None => {}
+        }
+    }
+    let Some(full) = newest_full else {
+        return (
+            Plan::Full,
+            "there is no full archive of this project yet".into(),
+        );
+    };
+    if let Some((diff, base)) = needed
+        && base != full.name
+    {
+        return (
+            Plan::Full,
+            format!("{base}, the full of {diff}, is missing"),
+        );
+    }
+    let age = (now - full.parsed.time).to_std().unwrap_or_default();
+    // A schedule's runs drift by seconds: a full due "every 7 days" made at
+    // 00:00:05 is renewed at 00:00:01 a week later.
+    let slack = (opts.full_every / 10).min(Duration::from_secs(3600));
+    if age + slack >= opts.full_every {
+        return (
+            Plan::Full,
+            format!(
+                "the newest full, {}, is {} old (BACKUP_FULL_EVERY={})",
+                full.name,
+                crate::format::age_text(age.as_secs() as i64),
+                humantime::format_duration(opts.full_every)
+            ),
+        );
+    }
+    match index::open_verified(store.dir(), &full.name, &own, &origin) {
+        Ok(index) if index.header.mongo != opts.mongo.is_some() => (
+            Plan::Full,
+            "the database is backed up now and was not in the full, or the other way round".into(),
+        ),
+        Ok(index) => (
+            Plan::Diff(Box::new(Base {
+                name: full.name,
+                manifest: index.header.manifest.clone(),
+                index,
+            })),
+            String::new(),
+        ),
+        Err(why) => (
+            Plan::Full,
+            format!("the full's index cannot be used: {why}"),
+        ),
+    }
+}
+
+/// A differential whose full is gone.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Orphan {
+    /// The differential.
+    pub archive: String,
+    /// The full it needs.
+    pub needs: String,
+}
+
+/// The differentials in `store` (signed by a trusted key) whose full is
+/// not beside them: they cannot be restored. Newest first.
+pub fn orphans(store: &Store, trusted: &TrustedKeys) -> Vec<Orphan> {
+    let list = store.list().unwrap_or_default();
+    list.iter()
+        .filter(|a| a.parsed.diff)
+        .filter_map(|a| {
+            let text = sign::read_sig(&a.path).ok().flatten()?;
+            let base = sign::prepare(&a.name, Some(&text), trusted)
+                .ok()?
+                .claim
+                .base?
+                .name;
+            (!list.iter().any(|b| b.name == base)).then(|| Orphan {
+                archive: a.name.clone(),
+                needs: base,
+            })
+        })
+        .collect()
+}
+
+/// Runs one backup: a differential when one is due and can be made, else
+/// a full.
 #[tracing::instrument(name = "backup", skip_all)]
 pub fn run(req: &Request<'_>) -> Result<BackupReport, BackupError> {
     let settings = req.opts;
-    let clock = Instant::now();
     let source = check_source(&settings.source)?;
     let matcher = walk::matcher(&source, &settings.excludes)?;
     let store = Store::create(&settings.backup_dir)?;
@@ -259,48 +403,118 @@ pub fn run(req: &Request<'_>) -> Result<BackupReport, BackupError> {
     for p in store.clean_temporaries() {
         tracing::info!("removed {}, left by an interrupted run", p.display());
     }
+    let (plan, why) = choose_plan(&store, settings, Utc::now());
+    if !why.is_empty() {
+        tracing::info!("a full backup: {why}");
+    }
+    match run_plan(req, &store, &source, matcher.clone(), plan) {
+        Err(BackupError::NeedFull(why)) => {
+            tracing::info!("a full backup instead: {why}");
+            run_plan(req, &store, &source, matcher, Plan::Full)
+        }
+        other => other,
+    }
+}
+
+/// Writes the archive `plan` says, under the lock.
+fn run_plan(
+    req: &Request<'_>,
+    store: &Store,
+    source: &Path,
+    matcher: ignore::gitignore::Gitignore,
+    plan: Plan,
+) -> Result<BackupReport, BackupError> {
+    let settings = req.opts;
+    let clock = Instant::now();
     let skip_dir = store
         .dir()
         .canonicalize()
         .ok()
-        .filter(|d| d.starts_with(&source));
+        .filter(|d| d.starts_with(source));
     let mut state = State::load(store.dir());
     check_space(
-        &store,
-        estimate(&state, &source, &matcher, skip_dir.clone()),
+        store,
+        estimate(&state, source, &matcher, skip_dir.clone()),
         settings.min_free,
     )?;
     let signing = signing_key(settings)?;
-    let encryption = encryption(settings, &store, &signing)?;
+    let encryption = encryption(settings, store, &signing)?;
     let encryption_desc = encryption
         .as_ref()
         .map_or_else(|| "none".to_owned(), |e| e.describe.clone());
-    let (started_at, name) = archive_name(&store, settings);
+    let started_at = archive_name(store, settings);
+    let base = match &plan {
+        Plan::Full => None,
+        Plan::Diff(b) => Some(manifest::BaseRef {
+            name: b.name.clone(),
+            manifest: b.manifest.clone(),
+        }),
+    };
+    let name = ArchiveName::format(
+        started_at,
+        settings.compression,
+        encryption.is_some(),
+        base.is_some(),
+    );
     tracing::info!(
         source = %source.display(),
         archive = %name,
         compression = %settings.compression,
         encryption = %encryption_desc,
+        base = base.as_ref().map(|b| b.name.as_str()),
         "backup started"
     );
-    let job = Job { req, store: &store };
-    let tmp = store.temp_file()?;
-    let (mut aw, signer, progress) = job.open_writer(&tmp, &name, &signing, encryption)?;
+    let job = Job { req, store };
     // The database first: a server that is down fails the backup before
     // any time is spent on the files, and the dump's point in time is
-    // close to the archive's start time.
-    let mongodb = job.dump_database(&mut aw)?;
-    job.add_files(&mut aw, &source, matcher, skip_dir)?;
-    let info = manifest_info(settings, &source, started_at, &encryption_desc, mongodb);
-    let (sink, info) = aw.finish(info).map_err(|e| job.write_err(e))?;
-    sink.finish().map_err(|e| job.write_err(e))?;
+    // close to the archive's start time (and known to its signature).
+    let dump = job.prepare_dump()?;
+    let cluster = dump.as_ref().and_then(mongo::dump::Prepared::cluster_time);
+    let tmp = store.temp_file()?;
+    let claim = sign::Claim {
+        origin: Some(sign::Origin::here(&req.opts.source)),
+        base: base.clone(),
+        cluster,
+        ..sign::Claim::about(&name)
+    };
+    let (mut aw, signer, progress) = job.open_writer(&tmp, claim, &signing, encryption)?;
+    let mongodb = match dump {
+        Some(d) => Some(job.dump_database(&mut aw, d, base.is_some())?),
+        None => None,
+    };
+    let (index, changes) = match plan {
+        Plan::Full => (
+            Some(job.add_files_full(&mut aw, source, matcher, skip_dir)?),
+            Changes::default(),
+        ),
+        Plan::Diff(b) => (
+            None,
+            job.add_files_diff(&mut aw, source, matcher, skip_dir, *b)?,
+        ),
+    };
+    let mut info = manifest_info(settings, source, started_at, &encryption_desc, mongodb);
+    if let Some(b) = base {
+        info.kind = manifest::ArchiveKind::Differential;
+        info.base = Some(b);
+        info.deleted_count = changes.deleted.len() as u64;
+        info.deleted = changes.deleted;
+        info.deleted.truncate(manifest::MAX_DELETED_NAMED);
+        info.unchanged = changes.unchanged;
+    }
+    let finished = aw.finish(info).map_err(|e| job.write_err(e))?;
+    finished.sink.finish().map_err(|e| job.write_err(e))?;
     progress.finish_and_clear();
-    let path = job.seal(tmp, &name, signer, &info)?;
+    let info = finished.info;
+    let index = match index {
+        Some(w) => Some(job.write_index(w, &name, &finished.manifest_hash, &signing)?),
+        None => None,
+    };
+    let path = job.seal(tmp, &name, signer, &info, index)?;
     let size = fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
     let duration = clock.elapsed();
     record_success(
         &mut state,
-        &store,
+        store,
         &name,
         started_at,
         size,
@@ -309,6 +523,17 @@ pub fn run(req: &Request<'_>) -> Result<BackupReport, BackupError> {
     );
     log_summary(&name, &info, size, duration);
     Ok(BackupReport { path, name, info })
+}
+
+/// What a differential found changed.
+#[derive(Debug, Default)]
+struct Changes {
+    /// Paths (`files/...`) the full holds and the day does not.
+    deleted: Vec<String>,
+    /// The same, relative to the project, as the walk found them.
+    deleted_rel: Vec<Vec<u8>>,
+    /// Files not stored: as the full holds them.
+    unchanged: u64,
 }
 
 /// The project directory, which must exist and be a directory.
@@ -350,13 +575,12 @@ impl Job<'_> {
     fn open_writer(
         &self,
         tmp: &NamedTempFile,
-        name: &str,
+        claim: sign::Claim,
         signing: &SigningKey,
         encryption: Option<crypt::Encrypting>,
     ) -> Result<(ArchiveWriter, Signer, ProgressBar), BackupError> {
         let file = tmp.as_file().try_clone().map_err(|e| self.write_err(e))?;
-        let origin = sign::Origin::here(&self.req.opts.source);
-        let mut signer = signing.start(name, &origin);
+        let mut signer = signing.start_claim(claim);
         let bottom = layers::TeeSink::new(Box::new(FileSink::new(file)), Box::new(signer.feeder()));
         let sink = layers::writer(
             Box::new(bottom),
@@ -374,60 +598,91 @@ impl Job<'_> {
         Ok((aw, signer, progress))
     }
 
-    /// Dumps the database into the archive, when one is configured.
-    fn dump_database(&self, aw: &mut ArchiveWriter) -> Result<Option<MongoSection>, BackupError> {
-        let Some(db) = &self.req.opts.mongo else {
-            return Ok(None);
-        };
-        let section = mongo::dump::dump_into(
-            aw,
-            &db.uri,
-            &db.selection,
-            self.store.dir(),
-            self.req.cancel.as_deref(),
-        )
-        .map_err(|e| match e {
+    fn mongo_err(&self, e: MongoError) -> BackupError {
+        match e {
             MongoError::Cancelled => BackupError::Cancelled,
             MongoError::Io { source, .. } if source.kind() == io::ErrorKind::StorageFull => {
                 BackupError::write(self.store.dir(), source)
             }
             other => BackupError::Mongo(other),
-        })?;
+        }
+    }
+
+    /// Connects to the database, when one is configured, and fixes the
+    /// dump's point in time.
+    fn prepare_dump(&self) -> Result<Option<mongo::dump::Prepared>, BackupError> {
+        let Some(db) = &self.req.opts.mongo else {
+            return Ok(None);
+        };
+        mongo::dump::prepare(&db.uri, &db.selection)
+            .map(Some)
+            .map_err(|e| self.mongo_err(e))
+    }
+
+    /// Dumps the database into the archive; a differential's dump is
+    /// whole too, its directories with dumpdir records (so a restore drops
+    /// what the full's dump has and this one does not).
+    fn dump_database(
+        &self,
+        aw: &mut ArchiveWriter,
+        dump: mongo::dump::Prepared,
+        dumpdirs: bool,
+    ) -> Result<MongoSection, BackupError> {
+        let section = dump
+            .write(aw, self.store.dir(), self.req.cancel.as_deref(), dumpdirs)
+            .map_err(|e| self.mongo_err(e))?;
         if self.cancelled() {
             return Err(BackupError::Cancelled);
         }
-        Ok(Some(section))
+        Ok(section)
     }
 
-    /// Adds the project's files, walked in a stable order.
-    fn add_files(
+    /// Adds the whole project, walked in a stable order, and indexes it.
+    fn add_files_full(
         &self,
         aw: &mut ArchiveWriter,
         source: &Path,
         matcher: ignore::gitignore::Gitignore,
         skip_dir: Option<PathBuf>,
-    ) -> Result<(), BackupError> {
+    ) -> Result<index::Writer, BackupError> {
         let mut stopped = false;
-        let opts = walk::Options {
-            skip_dir,
-            open_files: true,
-        };
-        walk::walk(source, matcher, &opts, |item| {
+        let mut index = index::Writer::new(self.store.dir()).map_err(|e| self.write_err(e))?;
+        walk::walk(source, matcher, &walk::Options { skip_dir }, |item| {
             if self.cancelled() {
                 stopped = true;
                 return Ok(WalkState::Quit);
             }
             match item {
-                Item::Dir { rel, meta } => aw.add_dir(&files_path(&rel), &meta)?,
-                Item::File { rel, file, meta } => {
+                Item::Dir {
+                    rel,
+                    meta,
+                    children,
+                    ..
+                } => {
+                    aw.add_dir(&files_path(rel), &meta, None)?;
+                    index.dir(rel, children);
+                }
+                Item::File {
+                    rel,
+                    parent,
+                    name,
+                    meta: listed,
+                } => {
                     let shown = String::from_utf8_lossy(&rel).into_owned();
-                    if let Some(file) = file {
-                        aw.add_file(&files_path(&rel), &file, &meta, &shown)?;
+                    match walk::open_file(parent, name) {
+                        Ok((file, meta)) => {
+                            let now = chrono::Utc::now().timestamp();
+                            let racy = listed.ctime.max(meta.ctime) + index::RACY_SECONDS >= now;
+                            let hash = aw.add_file(&files_path(&rel), &file, &meta, &shown)?;
+                            index.file(name, &hash, racy);
+                        }
+                        Err(why) => aw.warn(&shown, why),
                     }
                 }
                 Item::Symlink { rel, target, meta } => {
                     aw.add_symlink(&files_path(&rel), &target, &meta)?;
                 }
+                Item::FilesDone { rel } => index.files_done(rel)?,
                 Item::Skipped { rel, why } => aw.warn(&rel, why),
             }
             Ok(WalkState::Continue)
@@ -436,27 +691,228 @@ impl Job<'_> {
         if stopped {
             return Err(BackupError::Cancelled);
         }
-        Ok(())
+        Ok(index)
+    }
+
+    /// Adds what changed since the full `base`: each directory with its
+    /// dumpdir record, the files that are new or changed (a file `lstat`
+    /// says is as the full has it is not read; one whose size, mtime and
+    /// mode are the same but not its ctime or inode is hashed, and stored
+    /// only when its content differs), every symlink; and notes what was
+    /// deleted.
+    fn add_files_diff(
+        &self,
+        aw: &mut ArchiveWriter,
+        source: &Path,
+        matcher: ignore::gitignore::Gitignore,
+        skip_dir: Option<PathBuf>,
+        mut base: Base,
+    ) -> Result<Changes, BackupError> {
+        let mut stopped = false;
+        let mut changes = Changes::default();
+        // Directories the full held that the walk did not reach.
+        let mut gone: Vec<Vec<u8>> = Vec::new();
+        // The fates of the current directory's names.
+        let mut current: Vec<(Vec<u8>, index::Fate)> = Vec::new();
+        let mut too_large: Option<String> = None;
+        walk::walk(source, matcher, &walk::Options { skip_dir }, |item| {
+            if self.cancelled() {
+                stopped = true;
+                return Ok(WalkState::Quit);
+            }
+            match item {
+                Item::Dir {
+                    rel,
+                    meta,
+                    children,
+                    handle,
+                } => {
+                    let old = base.index.take(rel, &mut gone)?;
+                    let mut plan = index::plan_dir(old.as_ref(), children);
+                    for (i, c) in children.iter().enumerate() {
+                        if plan.fates[i] != index::Fate::Compare {
+                            continue;
+                        }
+                        let same = walk::open_file(handle, &c.name).ok().is_some_and(|(f, m)| {
+                            aw.content_hash(&f, &m).ok().as_deref() == plan.old_hashes[i].as_deref()
+                        });
+                        plan.fates[i] = if same {
+                            index::Fate::Keep
+                        } else {
+                            index::Fate::Store
+                        };
+                    }
+                    let record = index::dumpdir(children, |i| plan.fates[i] == index::Fate::Store);
+                    if record.len() > crate::archive::dumpdir::MAX {
+                        too_large = Some(format!(
+                            "{} holds too many names for one record",
+                            String::from_utf8_lossy(rel)
+                        ));
+                        return Ok(WalkState::Quit);
+                    }
+                    aw.add_dir(&files_path(rel), &meta, Some(&record))?;
+                    for name in plan.deleted {
+                        changes.deleted_rel.push(join_rel(rel, &name));
+                    }
+                    changes.unchanged += plan
+                        .fates
+                        .iter()
+                        .filter(|f| **f == index::Fate::Keep)
+                        .count() as u64;
+                    current = children
+                        .iter()
+                        .zip(plan.fates)
+                        .map(|(c, f)| (c.name.clone(), f))
+                        .collect();
+                }
+                Item::File {
+                    rel, parent, name, ..
+                } => {
+                    let store = current
+                        .binary_search_by(|(n, _)| n.as_slice().cmp(name))
+                        .ok()
+                        .is_none_or(|i| current[i].1 == index::Fate::Store);
+                    if store {
+                        let shown = String::from_utf8_lossy(&rel).into_owned();
+                        match walk::open_file(parent, name) {
+                            Ok((file, meta)) => {
+                                aw.add_file(&files_path(&rel), &file, &meta, &shown)?;
+                            }
+                            Err(why) => aw.warn(&shown, why),
+                        }
+                    }
+                }
+                Item::Symlink { rel, target, meta } => {
+                    aw.add_symlink(&files_path(&rel), &target, &meta)?;
+                }
+                Item::FilesDone { .. } => {}
+                Item::Skipped { rel, why } => aw.warn(&rel, why),
+            }
+            Ok(WalkState::Continue)
+        })
+        .map_err(|e| self.write_err(e))?;
+        if stopped {
+            return Err(BackupError::Cancelled);
+        }
+        if let Some(why) = too_large {
+            return Err(BackupError::NeedFull(why));
+        }
+        base.index.rest(&mut gone).map_err(|e| self.write_err(e))?;
+        // A directory gone (with all beneath it) is named once, as is a
+        // name its parent's listing and its own index line both show.
+        let mut paths: Vec<Vec<u8>> = changes.deleted_rel.drain(..).collect();
+        paths.extend(gone);
+        paths.sort_by(|a, b| index::walk_order(a, b));
+        paths.dedup();
+        let mut top: Option<&[u8]> = None;
+        for p in &paths {
+            let under = top.is_some_and(|t| p.starts_with(t) && p.get(t.len()) == Some(&b'/'));
+            if !under {
+                changes.deleted.push(shown_path(&files_path(p)));
+                top = Some(p);
+            }
+        }
+        Ok(changes)
+    }
+
+    /// Writes the full's index beside it, signed: a temporary file now,
+    /// its final name with the archive's.
+    fn write_index(
+        &self,
+        index: index::Writer,
+        name: &str,
+        manifest_hash: &str,
+        signing: &SigningKey,
+    ) -> Result<(NamedTempFile, String), BackupError> {
+        let index_name = format!("{name}{}", index::INDEX_SUFFIX);
+        let tmp = self.store.temp_file()?;
+        let origin = sign::Origin::here(&self.req.opts.source);
+        let mut signer = signing.start(&index_name, &origin, None);
+        let mut feed = signer.feeder();
+        let header = index::Header {
+            format: 1,
+            archive: name.to_owned(),
+            manifest: manifest_hash.to_owned(),
+            mongo: self.req.opts.mongo.is_some(),
+        };
+        {
+            let file = tmp.as_file().try_clone().map_err(|e| self.write_err(e))?;
+            let out = TeeWrite {
+                inner: std::io::BufWriter::with_capacity(1 << 16, file),
+                feed: &mut feed,
+            };
+            index.finish(&header, out).map_err(|e| self.write_err(e))?;
+        }
+        feed(None);
+        drop(feed);
+        tmp.as_file().sync_all().map_err(|e| self.write_err(e))?;
+        let signature = signer.finish(0, 0)?;
+        Ok((tmp, signature))
     }
 
     /// Signs the finished archive and gives it its final name (signature
     /// first: a final name is always signed).
+    /// (A full's index and its signature get their final names first:
+    /// an archive is never without them; an index left without its
+    /// archive by a crash is cleaned up later.)
     fn seal(
         &self,
         tmp: NamedTempFile,
         name: &str,
         signer: Signer,
         info: &ManifestInfo,
+        index: Option<(NamedTempFile, String)>,
     ) -> Result<PathBuf, BackupError> {
         // What a restore writes to disk: holes of sparse files take none.
         let file_bytes = info.totals.bytes - info.totals.holes;
         let signature = signer.finish(file_bytes + info.totals.mongo_bytes, file_bytes)?;
-        let sig_path = self.store.write_signature(name, &signature)?;
+        let mut written = Vec::new();
+        if let Some((index_tmp, index_sig)) = index {
+            let index_name = format!("{name}{}", index::INDEX_SUFFIX);
+            written.push(self.store.write_signature(&index_name, &index_sig)?);
+            written.push(self.store.persist(index_tmp, &index_name)?);
+        }
+        written.push(self.store.write_signature(name, &signature)?);
         self.store.persist(tmp, name).map_err(|e| {
-            let _ = fs::remove_file(&sig_path);
+            for p in &written {
+                let _ = fs::remove_file(p);
+            }
             e.into()
         })
     }
+}
+
+/// A writer that also feeds what it writes to a signer.
+struct TeeWrite<'f, W, F: FnMut(Option<&[u8]>)> {
+    inner: W,
+    feed: &'f mut F,
+}
+
+impl<W: std::io::Write, F: FnMut(Option<&[u8]>)> std::io::Write for TeeWrite<'_, W, F> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        (self.feed)(Some(&buf[..n]));
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// `rel/name`, or `name` at the top.
+fn join_rel(rel: &[u8], name: &[u8]) -> Vec<u8> {
+    if rel.is_empty() {
+        return name.to_vec();
+    }
+    let mut p = rel.to_vec();
+    p.push(b'/');
+    p.extend_from_slice(name);
+    p
+}
+
+fn shown_path(p: &[u8]) -> String {
+    String::from_utf8_lossy(p).into_owned()
 }
 
 /// The manifest's description of this backup (its entries are added by
@@ -524,6 +980,7 @@ fn record_success(
                     documents: c.documents,
                 })
                 .collect(),
+            unchanged: info.unchanged,
         },
     );
     if let Err(e) = state.save(store.dir()) {

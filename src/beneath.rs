@@ -233,6 +233,26 @@ impl Dir {
         Ok(rustix::fs::unlinkat(&self.fd, name, AtFlags::empty())?)
     }
 
+    /// Removes `name`, and everything beneath it when it is a directory,
+    /// through handles only (a symlink is removed, never followed). One
+    /// handle is open per level: a tree made beneath a handle is at most
+    /// `PATH_MAX` deep.
+    pub fn remove_entry(&self, name: &[u8]) -> io::Result<()> {
+        check_name(name)?;
+        match self.stat(name)? {
+            None => Ok(()),
+            Some(st) if kind(&st) == FileType::Directory => {
+                let sub = self.open_dir(name)?;
+                for n in sub.names()? {
+                    sub.remove_entry(&n)?;
+                }
+                drop(sub);
+                Ok(rustix::fs::unlinkat(&self.fd, name, AtFlags::REMOVEDIR)?)
+            }
+            Some(_) => self.unlink(name),
+        }
+    }
+
     /// Renames `name` here to `to_name` in `to`, with `renameat2` flags
     /// (`NOREPLACE`, `EXCHANGE`). Neither end is followed if a symlink.
     pub fn rename(

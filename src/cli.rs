@@ -73,6 +73,8 @@ cofre backup --mongo-uri mongodb://localhost/app")]
 cofre restore backup_2026-11-27T00-00-00.tar.gz.age --to /srv/app --force\n  \
 cofre restore latest --include 'public/**' --to /tmp/assets\n  \
 cofre restore latest --mongo-only --drop\n  \
+cofre restore --at 2026-12-03T14:32:05Z --mongo-only --db-prefix pitr_\n  \
+cofre restore --before-op 1796313536,23 --mongo-only --drop   just before an operation `cofre oplog` found\n  \
 cofre restore --mongo-dir ./dump          a directory written by mongodump"
     )]
     Restore(RestoreArgs),
@@ -100,6 +102,12 @@ BACKUP_DRILL_COMMAND='node scripts/smoke.js' cofre drill\n  \
 cofre status --max-drill-age 8d     exit 1 when the last good drill is older (or the last failed)"
     )]
     Drill(DrillArgs),
+    /// List the captured oplog's operations (time, op, namespace, _id), to find a restore point
+    #[command(after_help = "Examples:\n  \
+cofre oplog --since 2026-12-03T14:30:00Z --until 2026-12-03T14:35:00Z --ns app.users\n  \
+cofre oplog --op c                       every command (drop, rename, index...)\n  \
+cofre restore --before-op T,I --mongo-only --db-prefix pitr_   then restore to just before one")]
+    Oplog(OplogArgs),
     /// Upload to BACKUP_REMOTE every archive it lacks, then apply remote retention
     #[command(
         after_help = "Examples:\n  cofre upload          catch up after an outage (backup and the daemon do this on their own)"
@@ -176,6 +184,9 @@ pub struct BackupArgs {
     /// Do not apply the retention policy after the backup
     #[arg(long)]
     pub no_prune: bool,
+    /// Make a full archive now, whatever BACKUP_FULL_EVERY says
+    #[arg(long)]
+    pub full: bool,
 }
 
 /// Which MongoDB server and databases to dump.
@@ -211,8 +222,24 @@ pub struct KeyArgs {
 #[derive(Debug, Args)]
 pub struct RestoreArgs {
     /// Archive path, a name in BACKUP_DIR (or the bucket, with --remote), `latest`, or s3://BUCKET/PREFIX/NAME
-    #[arg(value_name = "ARCHIVE", required_unless_present = "mongo_dir")]
+    #[arg(
+        value_name = "ARCHIVE",
+        required_unless_present_any = ["mongo_dir", "at", "at_op", "before_op"],
+        conflicts_with_all = ["at", "at_op", "before_op"]
+    )]
     pub archive: Option<String>,
+    /// Restore the database as it was at this time (RFC 3339, UTC if no offset), or `latest`: the newest archive before it, then the captured oplog up to it
+    #[arg(long, value_name = "TIME", conflicts_with_all = ["at_op", "before_op", "mongo_dir"])]
+    pub at: Option<String>,
+    /// Restore up to and including this oplog operation (SECONDS,ORDINAL, as `cofre oplog` shows)
+    #[arg(long, value_name = "T,I", conflicts_with_all = ["before_op", "mongo_dir"])]
+    pub at_op: Option<String>,
+    /// Restore up to just before this oplog operation (SECONDS,ORDINAL)
+    #[arg(long, value_name = "T,I", conflicts_with = "mongo_dir")]
+    pub before_op: Option<String>,
+    /// Restore each database under its name with this prefix (beside the live ones)
+    #[arg(long, value_name = "PREFIX", conflicts_with = "to_db")]
+    pub db_prefix: Option<String>,
     /// Directory to restore files into [default: ./ followed by the archive's name without extensions]
     #[arg(long, value_name = "DIR")]
     pub to: Option<PathBuf>,
@@ -262,6 +289,31 @@ pub struct RestoreArgs {
     pub keys: KeyArgs,
     #[command(flatten)]
     pub lock: LockArgs,
+}
+
+/// `cofre oplog`.
+#[derive(Debug, Args)]
+pub struct OplogArgs {
+    /// Only operations at or after this time (RFC 3339)
+    #[arg(long, value_name = "TIME")]
+    pub since: Option<String>,
+    /// Only operations at or before this time (RFC 3339)
+    #[arg(long, value_name = "TIME")]
+    pub until: Option<String>,
+    /// Only this namespace (DB.COLLECTION, or DB for a database's commands)
+    #[arg(long, value_name = "DB.COLL")]
+    pub ns: Option<String>,
+    /// Only this kind: i (insert), u (update), d (delete), c (command), n (no-op)
+    #[arg(long, value_name = "KIND")]
+    pub op: Option<String>,
+    /// Read the slices in the bucket (BACKUP_REMOTE)
+    #[arg(long)]
+    pub remote: bool,
+    /// One JSON object per operation
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub keys: KeyArgs,
 }
 
 /// `cofre list`.
@@ -336,6 +388,9 @@ pub struct StatusArgs {
     /// Exit 1 when the last successful restore drill is older than this (e.g. 8d), or the last one failed
     #[arg(long, value_name = "DURATION")]
     pub max_drill_age: Option<String>,
+    /// Exit 1 when the captured oplog is further behind than this (e.g. 5m), or is not being captured
+    #[arg(long, value_name = "DURATION")]
+    pub max_oplog_lag: Option<String>,
 }
 
 /// `cofre drill`.

@@ -138,12 +138,15 @@ enum RunEnd {
     ShuttingDown,
 }
 
-/// Serves the schedule until `shutdown` completes.
+/// Serves the schedule until `shutdown` completes. A notification on
+/// `wake` runs a backup at once (the oplog capture found a hole and needs
+/// a new base).
 pub async fn serve(
     plan: &Plan,
     jobs: &dyn Jobs,
     clock: &dyn Clock,
     shutdown: impl Future<Output = ()> + Send,
+    wake: &tokio::sync::Notify,
 ) {
     let mut shutdown: Pin<Box<dyn Future<Output = ()> + Send>> = Box::pin(shutdown);
     let schedule = &plan.schedule;
@@ -187,8 +190,19 @@ pub async fn serve(
                 break;
             }
         };
-        if !sleep_until(clock, at, shutdown.as_mut()).await {
-            break;
+        match sleep_until(clock, at, shutdown.as_mut(), wake).await {
+            Slept::Shutdown => break,
+            Slept::Woken => {
+                tracing::info!("a backup now: the oplog capture needs a new base");
+                if let RunEnd::ShuttingDown =
+                    run_with_retries(plan, jobs, clock, shutdown.as_mut()).await
+                {
+                    break;
+                }
+                backup_due = None;
+                continue;
+            }
+            Slept::Due => {}
         }
         if is_drill {
             drill_due = None;
@@ -290,15 +304,31 @@ fn warn_skipped(
 }
 
 /// Sleeps until the clock reaches `at`; false when shutdown came first.
-async fn sleep_until(clock: &dyn Clock, at: DateTime<Utc>, mut shutdown: Shutdown<'_>) -> bool {
+/// How a wait for the next run ended.
+enum Slept {
+    /// Its time came.
+    Due,
+    /// A backup is wanted now.
+    Woken,
+    /// The daemon is stopping.
+    Shutdown,
+}
+
+async fn sleep_until(
+    clock: &dyn Clock,
+    at: DateTime<Utc>,
+    mut shutdown: Shutdown<'_>,
+    wake: &tokio::sync::Notify,
+) -> Slept {
     loop {
         let left = (at - clock.now()).to_std().unwrap_or_default();
         if left.is_zero() {
-            return true;
+            return Slept::Due;
         }
         tokio::select! {
             () = tokio::time::sleep(left.min(MAX_NAP)) => {}
-            () = shutdown.as_mut() => return false,
+            () = wake.notified() => return Slept::Woken,
+            () = shutdown.as_mut() => return Slept::Shutdown,
         }
     }
 }
@@ -344,7 +374,10 @@ async fn run_with_retries(
             wait.as_secs()
         );
         let until = clock.now() + chrono::Duration::from_std(wait).unwrap_or_default();
-        if !sleep_until(clock, until, shutdown.as_mut()).await {
+        // (A wake during the wait is this retry, sooner.)
+        if let Slept::Shutdown =
+            sleep_until(clock, until, shutdown.as_mut(), &tokio::sync::Notify::new()).await
+        {
             return RunEnd::ShuttingDown;
         }
     }
@@ -545,7 +578,7 @@ mod tests {
     /// Serves `plan` with `jobs` for `for_how_long` of virtual time.
     async fn serve_for(plan: &Plan, jobs: &Fake, for_how_long: Duration) {
         let stop = tokio::time::sleep(for_how_long);
-        serve(plan, jobs, &jobs.clock, stop).await;
+        serve(plan, jobs, &jobs.clock, stop, &tokio::sync::Notify::new()).await;
     }
 
     #[tokio::test(start_paused = true)]

@@ -18,11 +18,14 @@
 //!   validated into `Settings`, a struct of each feature's own options,
 //!   built by one resolver per feature.
 //! - **Domain.** Each feature owns its options type and never sees the
-//!   whole settings: `backup` — one backup from start to finish; `daemon`
+//!   whole settings: `backup` — one backup from start to finish, full or
+//!   differential (`index`: what a full holds, and the plan of a
+//!   differential against it); `daemon`
 //!   — the scheduler loop (its `Plan`, clock and jobs injected); `restore`
 //!   — staging confined by the kernel, link checks, planned placement;
 //!   `open` — finding an archive and checking its signature while it is
-//!   read; `mongo` — native dump and load in mongodump's formats; `drill` —
+//!   read; `mongo` — native dump and load in mongodump's formats; `oplog`
+//!   — point-in-time recovery: the capture, slices, their window, replay; `drill` —
 //!   restore drills; `offsite` — uploads and remote retention, over
 //!   `remote`, the bucket; `prune` applies `retention`, a pure plan;
 //!   `schedule` — pure cron arithmetic; `state` — the state files and the
@@ -67,6 +70,7 @@ pub(crate) mod daemon;
 pub(crate) mod drill;
 pub mod exit;
 pub(crate) mod format;
+pub(crate) mod index;
 pub(crate) mod keys;
 pub(crate) mod logging;
 pub(crate) mod metrics;
@@ -74,6 +78,7 @@ pub(crate) mod mongo;
 pub(crate) mod notify;
 pub(crate) mod offsite;
 pub(crate) mod open;
+pub(crate) mod oplog;
 pub(crate) mod prune;
 pub(crate) mod remote;
 pub(crate) mod report;
@@ -165,6 +170,11 @@ coded!(
     metrics::MetricsError,
     commands::daemon::DaemonError,
     commands::drill::DrillFailed,
+    oplog::PitrError,
+    oplog::history::HistoryError,
+    oplog::slice::SliceError,
+    oplog::capture::CaptureError,
+    oplog::window::WindowError,
 );
 
 /// The exit code for an error: what the outermost error that knows its
@@ -206,7 +216,8 @@ mod tests {
             "cli" | "commands" => 0,
             "config" | "vars" => 1,
             "backup" | "daemon" | "drill" | "offsite" | "remote" | "restore" | "open" | "mongo"
-            | "prune" | "retention" | "schedule" | "state" | "report" | "metrics" | "notify" => 2,
+            | "prune" | "retention" | "schedule" | "state" | "report" | "metrics" | "notify"
+            | "index" | "oplog" => 2,
             "archive" | "store" | "walk" | "beneath" | "sign" | "keys" | "spool" | "secret"
             | "logging" | "format" | "exit" | "rt" => 3,
             _ => return None,

@@ -83,6 +83,20 @@ pub struct Snapshot {
     pub drill_last_success: Option<Option<DateTime<Utc>>>,
     /// The last passing drill's recovery time.
     pub drill_restore_seconds: Option<f64>,
+    /// The oplog capture: `None` when off; else the last entry's time,
+    /// how far behind it is, and where the restore window starts.
+    pub oplog: Option<OplogSnapshot>,
+}
+
+/// What the oplog metrics say.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct OplogSnapshot {
+    /// The last entry captured (its oplog time).
+    pub last: Option<DateTime<Utc>>,
+    /// Seconds the captured history is behind.
+    pub lag: Option<i64>,
+    /// The oldest point a restore reaches.
+    pub window_start: Option<DateTime<Utc>>,
 }
 
 /// Where metrics go, and what they cover.
@@ -99,6 +113,8 @@ pub struct Options {
     /// Whether drills are scheduled (their metrics are shown, as soon as
     /// one is scheduled or has run).
     pub drills: bool,
+    /// Whether the daemon captures the oplog (its metrics are shown).
+    pub oplog: bool,
 }
 
 impl Snapshot {
@@ -141,6 +157,19 @@ impl Snapshot {
             let pass = drills.last_success.as_ref();
             snap.drill_last_success = Some(pass.map(|d| d.finished_at));
             snap.drill_restore_seconds = pass.and_then(|d| d.recovery_seconds);
+        }
+        if opts.oplog {
+            let o = crate::state::OplogState::load(dir);
+            let now = Utc::now();
+            snap.oplog = Some(OplogSnapshot {
+                last: o
+                    .last_entry
+                    .as_deref()
+                    .and_then(|t| t.split_once(',')?.0.parse::<i64>().ok())
+                    .and_then(|s| chrono::TimeZone::timestamp_opt(&Utc, s, 0).single()),
+                lag: o.lag_seconds(now),
+                window_start: o.window_from,
+            });
         }
         snap
     }
@@ -274,6 +303,31 @@ pub fn render(s: &Snapshot) -> String {
             d,
         );
     }
+    if let Some(o) = &s.oplog {
+        gauge(
+            &mut r,
+            "oplog_last_timestamp",
+            "Oplog time of the last entry the capture holds on disk (0: none yet)",
+            Some(Unit::Seconds),
+            o.last.map_or(0.0, seconds),
+        );
+        if let Some(lag) = o.lag {
+            gauge(
+                &mut r,
+                "oplog_lag",
+                "How far the captured oplog is behind the server (0 when it is proven idle)",
+                Some(Unit::Seconds),
+                lag as f64,
+            );
+        }
+        gauge(
+            &mut r,
+            "pitr_window_start_timestamp",
+            "The oldest point a point-in-time restore reaches (0: no window)",
+            Some(Unit::Seconds),
+            o.window_start.map_or(0.0, seconds),
+        );
+    }
     let mut out = String::new();
     // Writing to a String cannot fail.
     let _ = prometheus_client::encoding::text::encode(&mut out, &r);
@@ -386,6 +440,11 @@ mod tests {
             offsite_last_success: Some(None),
             drill_last_success: Some(Some(at("2026-11-27T04:00:00Z"))),
             drill_restore_seconds: Some(3.25),
+            oplog: Some(OplogSnapshot {
+                last: Some(at("2026-11-28T00:00:05Z")),
+                lag: Some(3),
+                window_start: Some(at("2026-11-27T00:00:00Z")),
+            }),
         };
         let text = render(&snap);
         for (name, v) in [
@@ -404,6 +463,9 @@ mod tests {
                 1_795_752_000.0,
             ),
             ("cofre_drill_restore_duration_seconds", 3.25),
+            ("cofre_oplog_last_timestamp_seconds", 1_795_824_005.0),
+            ("cofre_oplog_lag_seconds", 3.0),
+            ("cofre_pitr_window_start_timestamp_seconds", 1_795_737_600.0),
         ] {
             assert_eq!(value(&text, name), Some(v), "{name} in\n{text}");
         }

@@ -46,11 +46,15 @@ pub enum Event {
     DrillFailure,
     /// Uploading to the bucket failed (the archives stay local).
     OffsiteFailure,
+    /// The oplog history has a hole (a new base is taken at once).
+    OplogGap,
+    /// The oplog capture failed (it retries).
+    OplogFailure,
 }
 
 impl Event {
     /// Every event, in the README's order.
-    pub const ALL: [Event; 7] = [
+    pub const ALL: [Event; 9] = [
         Event::Start,
         Event::Success,
         Event::Warning,
@@ -58,6 +62,8 @@ impl Event {
         Event::DrillSuccess,
         Event::DrillFailure,
         Event::OffsiteFailure,
+        Event::OplogGap,
+        Event::OplogFailure,
     ];
 
     /// Its name in `BACKUP_NOTIFY_ON` and in the JSON body.
@@ -70,6 +76,8 @@ impl Event {
             Event::DrillSuccess => "drill_success",
             Event::DrillFailure => "drill_failure",
             Event::OffsiteFailure => "offsite_failure",
+            Event::OplogGap => "oplog_gap",
+            Event::OplogFailure => "oplog_failure",
         }
     }
 
@@ -82,18 +90,24 @@ impl Event {
     pub fn is_failure(self) -> bool {
         matches!(
             self,
-            Event::Failure | Event::DrillFailure | Event::OffsiteFailure
+            Event::Failure
+                | Event::DrillFailure
+                | Event::OffsiteFailure
+                | Event::OplogGap
+                | Event::OplogFailure
         )
     }
 }
 
 /// The events sent when `BACKUP_NOTIFY_ON` is unset: every kind of failure,
 /// and warnings.
-pub const DEFAULT_EVENTS: [Event; 4] = [
+pub const DEFAULT_EVENTS: [Event; 6] = [
     Event::Failure,
     Event::Warning,
     Event::DrillFailure,
     Event::OffsiteFailure,
+    Event::OplogGap,
+    Event::OplogFailure,
 ];
 
 /// How a target is spoken to.
@@ -304,6 +318,8 @@ impl Report {
             Event::DrillSuccess => format!("restore drill of {archive} passed (recovery{took})"),
             Event::DrillFailure => format!("restore drill of {archive} FAILED: {error}"),
             Event::OffsiteFailure => format!("offsite copy FAILED: {error}"),
+            Event::OplogGap => format!("oplog history GAP for {}: {error}", self.source),
+            Event::OplogFailure => format!("oplog capture FAILED for {}: {error}", self.source),
         };
         secret::scrub(&format!("cofre on {}: {what}", self.host))
     }

@@ -66,6 +66,10 @@ pub struct SyncReport {
     pub newest: Option<String>,
     /// Archives whose current version in the bucket is not cofre's.
     pub overwritten: Vec<String>,
+    /// Oplog slices uploaded.
+    pub slices_uploaded: usize,
+    /// Oplog slices deleted from the bucket (no kept archive needs them).
+    pub slices_deleted: usize,
 }
 
 /// What is copied offsite, where to, and under which keys.
@@ -132,44 +136,56 @@ fn sync_with(
     let zone = opts.zone;
     let listing = bucket.list()?;
     let in_bucket = ours_in_bucket(&bucket, &listing, &trusted, &origin)?;
-    let local: Vec<ArchiveEntry> = store
+    let local: Vec<(ArchiveEntry, Option<String>)> = store
         .list()?
         .into_iter()
-        .filter(|a| {
+        .filter_map(|a| {
             let text = crate::sign::read_sig(&a.path).ok().flatten();
-            matches!(
-                crate::sign::standing(&a.name, text.as_deref(), &trusted, &origin),
-                Standing::Ours(_)
-            )
+            match crate::sign::standing(&a.name, text.as_deref(), &trusted, &origin) {
+                Standing::Ours(claim) => Some((a, claim.base.map(|b| b.name))),
+                _ => None,
+            }
         })
         .collect();
     // What the bucket should hold: the remote plan over this project's
     // trusted archives, local and remote; local archives it keeps go up
-    // unless the bucket has cofre's copy, newest first.
+    // unless the bucket has cofre's copy, newest first, except that a
+    // differential's full goes up before it (the bucket never holds a
+    // differential it cannot restore, for longer than an upload).
     let mut all: Vec<Candidate> = in_bucket
         .iter()
-        .map(|a| Candidate {
-            name: a.name.clone(),
-            time: a.parsed.time,
-        })
+        .map(|(a, base)| candidate(a, base))
         .collect();
-    for a in &local {
+    for (a, base) in &local {
         if !all.iter().any(|c| c.name == a.name) {
             all.push(Candidate {
                 name: a.name.clone(),
                 time: a.parsed.time,
+                base: base.clone(),
             });
         }
     }
     let plan = retention::plan(&all, &remote.retention, now, zone);
-    let wanted: Vec<&ArchiveEntry> = local
-        .iter()
-        .filter(|a| plan.iter().any(|d| d.name == a.name && d.keep))
-        .collect();
+    let keeps = |name: &str| plan.iter().any(|d| d.name == name && d.keep);
+    let mut wanted: Vec<&ArchiveEntry> = Vec::new();
+    for (a, base) in &local {
+        if !keeps(&a.name) || wanted.iter().any(|w| w.name == a.name) {
+            continue;
+        }
+        if let Some(full) = base
+            .as_deref()
+            .and_then(|b| local.iter().find(|(l, _)| l.name == b))
+            && !wanted.iter().any(|w| w.name == full.0.name)
+        {
+            wanted.push(&full.0);
+        }
+        wanted.push(a);
+    }
     state.pending = wanted.iter().map(|a| a.name.clone()).collect();
-    state
-        .copies
-        .retain(|name, _| listing.iter().any(|r| &r.name == name));
+    state.copies.retain(|name, _| {
+        name.starts_with(&format!("{}/", crate::oplog::DIR))
+            || listing.iter().any(|r| &r.name == name)
+    });
     let mut report = SyncReport::default();
     for archive in wanted {
         let listed = listing.iter().find(|r| r.name == archive.name);
@@ -192,6 +208,9 @@ fn sync_with(
         state.pending.retain(|n| n != &archive.name);
     }
     state.overwritten = report.overwritten.clone();
+    if remote.lock != crate::remote::LockMode::Off && !report.uploaded.is_empty() {
+        extend_locks(&bucket, &all, &report.uploaded)?;
+    }
     apply_retention(
         &bucket,
         remote,
@@ -203,32 +222,157 @@ fn sync_with(
         &origin,
     )?;
     let listing = bucket.list()?;
-    report.newest = ours_in_bucket(&bucket, &listing, &trusted, &origin)?
-        .first()
-        .map(|a| a.name.clone());
+    let ours = ours_in_bucket(&bucket, &listing, &trusted, &origin)?;
+    report.newest = ours.first().map(|(a, _)| a.name.clone());
+    sync_slices(
+        &bucket,
+        store,
+        state,
+        &mut report,
+        &trusted,
+        &origin,
+        cancel,
+    )?;
     Ok(report)
 }
 
+/// The oplog slices: every local one (signed here, this project's) the
+/// bucket lacks goes up (with its signature, locked like archives); then
+/// the bucket's slices that end before the oldest base it keeps go, once
+/// their signature says they are this project's.
+fn sync_slices(
+    bucket: &Remote,
+    store: &Store,
+    state: &mut OffsiteState,
+    report: &mut SyncReport,
+    trusted: &TrustedKeys,
+    origin: &Origin,
+    cancel: &AtomicBool,
+) -> Result<(), RemoteError> {
+    use crate::oplog::{DIR, parse_slice_name, slice};
+    let (local, _) = slice::list(&store.dir().join(DIR), trusted, origin);
+    let remote = bucket.list_sub(DIR, |n| parse_slice_name(n).is_some())?;
+    for s in &local {
+        let key = format!("{DIR}/{}", s.name);
+        let listed = remote.iter().find(|o| o.name == key);
+        let recorded = state.copies.get(&key);
+        let known = listed.zip(recorded).is_some_and(|(l, r)| {
+            l.versions
+                .first()
+                .is_some_and(|v| v.e_tag == r.archive.e_tag)
+                && !l.sig_versions.is_empty()
+        });
+        if known {
+            continue;
+        }
+        let path = store.dir().join(DIR).join(&s.name);
+        let up = bucket.upload(&path, &key, None, recorded, cancel)?;
+        if up.sent {
+            report.slices_uploaded += 1;
+        }
+        state.copies.insert(key, up.copies);
+    }
+    // Remote retention of slices: against the bases the bucket keeps.
+    let listing = bucket.list()?;
+    let signed: Vec<&RemoteArchive> = listing.iter().filter(|a| a.signed()).collect();
+    let mut oldest: Option<crate::oplog::Ts> = None;
+    for (a, text) in signed.iter().zip(bucket.signatures(&signed)?) {
+        if let Standing::Ours(claim) =
+            crate::sign::standing(&a.name, text.as_deref(), trusted, origin)
+            && let Some(c) = claim.cluster.as_deref().and_then(crate::oplog::Ts::parse)
+        {
+            oldest = Some(oldest.map_or(c, |o| o.min(c)));
+        }
+    }
+    let Some(oldest) = oldest else {
+        return Ok(());
+    };
+    // A slice closed before the oldest base's dump ends before it too.
+    let candidates: Vec<&crate::remote::RemoteObject> = remote
+        .iter()
+        .filter(|o| parse_slice_name(o.bare_name()).is_some_and(|t| t < oldest.time()))
+        .collect();
+    for (o, text) in candidates
+        .iter()
+        .zip(bucket.object_signatures(&candidates)?)
+    {
+        let Ok(info) = slice::judge(o.bare_name(), text.as_deref(), trusted, origin) else {
+            continue;
+        };
+        if info.until <= oldest && bucket.delete_object(o)? == Deleted::Yes {
+            report.slices_deleted += 1;
+            state.copies.remove(&o.name);
+        }
+    }
+    Ok(())
+}
+
+/// The retention candidate of an archive in the bucket.
+fn candidate(a: &RemoteArchive, base: &Option<String>) -> Candidate {
+    Candidate {
+        name: a.name.clone(),
+        time: a.parsed.time,
+        base: base.clone(),
+    }
+}
+
+/// Object Lock keeps a full at least as long as its differentials: when a
+/// differential went up, or a full with differentials, the full's lock
+/// (archive and signature) is extended to its newest differential's date.
+/// (A lock can always be extended, never shortened.)
+fn extend_locks(
+    bucket: &Remote,
+    all: &[Candidate],
+    uploaded: &[String],
+) -> Result<(), RemoteError> {
+    let mut until: std::collections::BTreeMap<&str, DateTime<Utc>> = Default::default();
+    for c in all {
+        if let Some(base) = c.base.as_deref() {
+            let t = bucket.retain_until(c.time);
+            let e = until.entry(base).or_insert(t);
+            *e = (*e).max(t);
+        }
+    }
+    for (base, t) in until {
+        let touched = uploaded.iter().any(|u| {
+            u == base
+                || all
+                    .iter()
+                    .any(|c| &c.name == u && c.base.as_deref() == Some(base))
+        });
+        if touched
+            && uploaded
+                .iter()
+                .chain(all.iter().map(|c| &c.name))
+                .any(|n| n == base)
+        {
+            bucket.extend_lock(base, t)?;
+            tracing::info!("the lock of {base} now lasts until {t}, as long as its differentials'");
+        }
+    }
+    Ok(())
+}
+
 /// This project's archives in the bucket signed by a trusted key (the
-/// signature cofre wrote, fetched concurrently), newest first.
+/// signature cofre wrote, fetched concurrently), newest first, each with
+/// its full when it is a differential.
 fn ours_in_bucket<'a>(
     bucket: &Remote,
     listing: &'a [RemoteArchive],
     trusted: &TrustedKeys,
     origin: &Origin,
-) -> Result<Vec<&'a RemoteArchive>, RemoteError> {
+) -> Result<Vec<(&'a RemoteArchive, Option<String>)>, RemoteError> {
     let signed: Vec<&RemoteArchive> = listing.iter().filter(|a| a.signed()).collect();
     let texts = bucket.signatures(&signed)?;
     Ok(signed
         .into_iter()
         .zip(texts)
-        .filter(|(a, text)| {
-            matches!(
-                crate::sign::standing(&a.name, text.as_deref(), trusted, origin),
-                Standing::Ours(_)
-            )
+        .filter_map(|(a, text)| {
+            match crate::sign::standing(&a.name, text.as_deref(), trusted, origin) {
+                Standing::Ours(claim) => Some((a, claim.base.map(|b| b.name))),
+                _ => None,
+            }
         })
-        .map(|(a, _)| a)
         .collect())
 }
 
@@ -281,13 +425,7 @@ fn apply_retention(
 ) -> Result<(), RemoteError> {
     let listing = bucket.list()?;
     let ours = ours_in_bucket(bucket, &listing, trusted, origin)?;
-    let candidates: Vec<Candidate> = ours
-        .iter()
-        .map(|a| Candidate {
-            name: a.name.clone(),
-            time: a.parsed.time,
-        })
-        .collect();
+    let candidates: Vec<Candidate> = ours.iter().map(|(a, base)| candidate(a, base)).collect();
     state
         .refused_deletions
         .retain(|name, _| candidates.iter().any(|c| &c.name == name));
@@ -302,7 +440,7 @@ fn apply_retention(
         {
             continue;
         }
-        let Some(archive) = ours.iter().find(|a| a.name == d.name) else {
+        let Some((archive, _)) = ours.iter().find(|(a, _)| a.name == d.name) else {
             continue;
         };
         match bucket.delete(archive)? {

@@ -63,6 +63,41 @@ pub enum OpenArchiveError {
         /// Why it was not accepted.
         why: String,
     },
+    /// A differential read without a trusted signature: it is the
+    /// signature that names its full.
+    #[error(
+        "{0} is a differential archive and its signature is not trusted here, so which full \
+         archive it applies to cannot be known; it needs its signature (check \
+         BACKUP_TRUSTED_KEYS), even with --allow-unsigned"
+    )]
+    DiffUnsigned(String),
+    /// A differential's full is not where the differential is.
+    #[error(
+        "{archive} is a differential: restoring it needs its full archive {base}, which is not \
+         in {place}; copy {base} (and its .minisig) there, or read both from the bucket with --remote"
+    )]
+    BaseMissing {
+        /// The differential.
+        archive: String,
+        /// The full it needs.
+        base: String,
+        /// Where it was looked for.
+        place: String,
+    },
+    /// The full a differential names is there but is not the one it was
+    /// made against.
+    #[error(
+        "{archive} is a differential of {base}, but the {base} found {why}; \
+         it needs the very full archive it was made against"
+    )]
+    BaseMismatch {
+        /// The differential.
+        archive: String,
+        /// The full it needs.
+        base: String,
+        /// What is wrong with the one found.
+        why: String,
+    },
     /// `latest` found trusted archives of several other projects, none of
     /// this one.
     #[error(
@@ -96,6 +131,9 @@ impl crate::exit::Coded for OpenArchiveError {
             OpenArchiveError::Layers(e) => e.exit(),
             OpenArchiveError::NoKey(e) => e.exit(),
             OpenArchiveError::BadName(_) => Exit::Usage,
+            OpenArchiveError::DiffUnsigned(_)
+            | OpenArchiveError::BaseMissing { .. }
+            | OpenArchiveError::BaseMismatch { .. } => Exit::Failure,
             OpenArchiveError::NoTrustedLatest { .. } | OpenArchiveError::OnlyForeign { .. } => {
                 Exit::Failure
             }
@@ -476,10 +514,140 @@ pub fn open_found(req: &Request<'_>, found: &Found) -> Result<OpenArchive, OpenA
     })
 }
 
-/// [`resolve`], then [`open_found`].
-pub fn open(req: &Request<'_>) -> Result<OpenArchive, OpenArchiveError> {
-    let found = resolve(req)?;
-    open_found(req, &found)
+/// What reading an archive takes: the archive itself, and for a
+/// differential, first its full (found in the same place, its signature
+/// trusted, itself a full, and after reading checked to be the very one
+/// the differential names, by the hash of its manifest).
+#[derive(Debug, Clone)]
+pub struct Chain {
+    /// The full to read first, for a differential.
+    pub base: Option<Found>,
+    /// The archive asked for.
+    pub top: Found,
+    /// What the top's signature claims (when it is trusted).
+    pub top_claim: Option<Claim>,
+    /// What the full's signature claims.
+    pub base_claim: Option<Claim>,
+}
+
+impl Chain {
+    /// The differential's name, when this is a chain.
+    fn needed(&self) -> Option<&crate::archive::manifest::BaseRef> {
+        self.top_claim.as_ref().and_then(|c| c.base.as_ref())
+    }
+
+    /// Checks, once the full was read, that its manifest is the one the
+    /// differential names.
+    pub fn check_base(&self, manifest_hash: &str) -> Result<(), OpenArchiveError> {
+        match self.needed() {
+            Some(b) if b.manifest != manifest_hash => Err(OpenArchiveError::BaseMismatch {
+                archive: self.top.name(),
+                base: b.name.clone(),
+                why: "holds another manifest (it was replaced or rewritten)".into(),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Bytes restoring the chain writes at most: the full's files and
+    /// the top's whole (the database is restored from the top's dump
+    /// only), or what each says of the part asked for.
+    pub fn restore_bytes(&self, files: bool, dump: bool) -> Option<u64> {
+        let part = |c: &Claim, files: bool, dump: bool| -> Option<u64> {
+            let total = c.bytes?;
+            Some(match (files, dump, c.file_bytes) {
+                (true, false, Some(f)) => f,
+                (false, true, Some(f)) => total.saturating_sub(f),
+                (false, false, _) => 0,
+                _ => total,
+            })
+        };
+        let top = part(self.top_claim.as_ref()?, files, dump)?;
+        match &self.base {
+            None => Some(top),
+            Some(_) => Some(top + part(self.base_claim.as_ref()?, files, false)?),
+        }
+    }
+}
+
+/// The chain that reading `found` takes: itself, and its full when it is
+/// a differential. A differential must be signed by a trusted key (its
+/// signature names its full, even with `--allow-unsigned`); its full must
+/// lie in the same place, be signed by a trusted key and be a full.
+pub fn chain(req: &Request<'_>, found: Found) -> Result<Chain, OpenArchiveError> {
+    let name = found.name();
+    let claim = prepare(req, &found).ok().map(|p| p.claim);
+    let is_diff = ArchiveName::parse(&name).is_some_and(|n| n.diff)
+        || claim.as_ref().is_some_and(|c| c.base.is_some());
+    if !is_diff {
+        return Ok(Chain {
+            base: None,
+            top: found,
+            top_claim: claim,
+            base_claim: None,
+        });
+    }
+    let Some(base_ref) = claim.as_ref().and_then(|c| c.base.clone()) else {
+        return Err(OpenArchiveError::DiffUnsigned(name));
+    };
+    let missing = |place: String| OpenArchiveError::BaseMissing {
+        archive: name.clone(),
+        base: base_ref.name.clone(),
+        place,
+    };
+    let mismatch = |why: String| OpenArchiveError::BaseMismatch {
+        archive: name.clone(),
+        base: base_ref.name.clone(),
+        why,
+    };
+    if ArchiveName::parse(&base_ref.name).is_none_or(|n| n.diff) {
+        return Err(mismatch("is not the name of a full archive".into()));
+    }
+    let base = match (&found, req.remote) {
+        (Found::Local(path, inside), _) => {
+            let dir = path.parent().unwrap_or(Path::new("."));
+            let p = dir.join(&base_ref.name);
+            if std::fs::symlink_metadata(&p).is_err() {
+                return Err(missing(dir.display().to_string()));
+            }
+            Found::Local(p, *inside)
+        }
+        (Found::Remote(_), Some(bucket)) => {
+            if bucket.signature(&base_ref.name)?.is_none() {
+                return Err(missing(bucket.url().to_owned()));
+            }
+            Found::Remote(base_ref.name.clone())
+        }
+        (Found::Remote(n), None) => return Err(OpenArchiveError::BadName(n.clone())),
+    };
+    let base_claim = match prepare(req, &base) {
+        Ok(p) => p.claim,
+        Err(OpenArchiveError::Sign(SignError::Missing { .. })) => {
+            return Err(missing(match &base {
+                Found::Local(p, _) => format!(
+                    "{} with its signature",
+                    p.parent().unwrap_or(Path::new(".")).display()
+                ),
+                Found::Remote(_) => req.remote.map(|r| r.url().to_owned()).unwrap_or_default(),
+            }));
+        }
+        Err(e) => return Err(mismatch(format!("does not verify: {e}"))),
+    };
+    if base_claim.base.is_some() {
+        return Err(mismatch("is itself a differential".into()));
+    }
+    if base_claim.origin != claim.as_ref().and_then(|c| c.origin.clone()) {
+        return Err(mismatch(format!(
+            "is {}, not of the same project",
+            base_claim.describe_origin()
+        )));
+    }
+    Ok(Chain {
+        base: Some(base),
+        top: found,
+        top_claim: claim,
+        base_claim: Some(base_claim),
+    })
 }
 
 #[cfg(test)]

@@ -44,9 +44,10 @@ pub fn plan(
     for a in store.list()? {
         let text = crate::sign::read_sig(&a.path).ok().flatten();
         match crate::sign::standing(&a.name, text.as_deref(), trusted, &origin) {
-            Standing::Ours(_) => candidates.push(Candidate {
+            Standing::Ours(claim) => candidates.push(Candidate {
                 name: a.name,
                 time: a.parsed.time,
+                base: claim.base.map(|b| b.name),
             }),
             other => {
                 let why = format!("it {}", other.refusal().unwrap_or_default());
@@ -84,6 +85,61 @@ pub fn apply(store: &Store, decisions: &[Decision]) -> Result<usize, StoreError>
     Ok(deleted)
 }
 
+/// The oplog slices no kept archive needs once `decisions` are applied:
+/// those that end at or before the oldest kept base's dump (a base only
+/// replays what comes after it). Each with why.
+pub fn slice_plan(
+    store: &Store,
+    decisions: &[Decision],
+    trusted: &TrustedKeys,
+    source: &std::path::Path,
+) -> Vec<(String, String)> {
+    let origin = Origin::here(source);
+    let kept: Vec<crate::oplog::window::Base> =
+        crate::oplog::capture::bases(store, trusted, &origin)
+            .into_iter()
+            .filter(|b| decisions.iter().any(|d| d.keep && d.name == b.name))
+            .collect();
+    let (slices, _) =
+        crate::oplog::slice::list(&store.dir().join(crate::oplog::DIR), trusted, &origin);
+    let oldest = kept
+        .iter()
+        .min_by_key(|b| b.cluster)
+        .map(|b| b.name.clone());
+    crate::oplog::window::deletable(&kept, &slices)
+        .into_iter()
+        .map(|i| {
+            (
+                slices[i].name.clone(),
+                format!(
+                    "it ends before the dump of {}, the oldest archive kept",
+                    oldest.as_deref().unwrap_or("?")
+                ),
+            )
+        })
+        .collect()
+}
+
+/// Deletes the slices `plan` names (each with its signature).
+pub fn apply_slices(store: &Store, plan: &[(String, String)]) -> Result<usize, StoreError> {
+    let dir = store.dir().join(crate::oplog::DIR);
+    let mut n = 0;
+    for (name, why) in plan {
+        let path = dir.join(name);
+        if std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_file()) {
+            std::fs::remove_file(&path).map_err(|source| StoreError::Io {
+                what: "cannot delete",
+                path: path.clone(),
+                source,
+            })?;
+            let _ = std::fs::remove_file(crate::sign::sig_path(&path));
+            n += 1;
+            tracing::info!(slice = %name, "deleted {name}: {why}");
+        }
+    }
+    Ok(n)
+}
+
 /// Retention after a backup: planned, applied and logged under the lock.
 pub fn after_backup(
     opts: &Options,
@@ -93,7 +149,9 @@ pub fn after_backup(
     let store = Store::open(&opts.backup_dir)?;
     let _lock = store.lock(wait)?;
     let decisions = plan(&store, opts, trusted, Utc::now())?;
+    let slices = slice_plan(&store, &decisions, trusted, &opts.source);
     let deleted = apply(&store, &decisions)?;
+    apply_slices(&store, &slices)?;
     tracing::info!(
         kept = decisions.len() - deleted,
         deleted,

@@ -273,6 +273,24 @@ impl RemoteArchive {
     }
 }
 
+/// Another object cofre writes to the bucket (an oplog slice).
+#[derive(Debug, Clone)]
+pub struct RemoteObject {
+    /// Its name under the prefix (`oplog/oplog_...`).
+    pub name: String,
+    /// Its versions, oldest first.
+    pub versions: Vec<Version>,
+    /// Its signature's versions, oldest first.
+    pub sig_versions: Vec<Version>,
+}
+
+impl RemoteObject {
+    /// Its file name (without the directory).
+    pub fn bare_name(&self) -> &str {
+        self.name.rsplit('/').next().unwrap_or(&self.name)
+    }
+}
+
 /// The most bytes of one listing page read (a page of 1,000 keys is a few
 /// hundred KiB).
 const MAX_PAGE: usize = 16 << 20;
@@ -410,6 +428,78 @@ impl Remote {
     /// key, whatever it holds, is passed over.
     pub fn list(&self) -> Result<Vec<RemoteArchive>, RemoteError> {
         self.rt.block_on(self.list_async())
+    }
+
+    /// The objects under `<prefix>/<sub>/` whose names `accept` takes,
+    /// each with its signature's versions (names given as `sub/name`).
+    pub fn list_sub(
+        &self,
+        sub: &str,
+        accept: impl Fn(&str) -> bool,
+    ) -> Result<Vec<RemoteObject>, RemoteError> {
+        self.rt.block_on(async {
+            let prefix = if self.settings.prefix.is_empty() {
+                format!("{sub}/")
+            } else {
+                format!("{}/{sub}/", self.settings.prefix)
+            };
+            let objects = self.objects(&prefix).await?;
+            let mut found: std::collections::BTreeMap<String, RemoteObject> = Default::default();
+            let mut signatures: std::collections::HashMap<String, Vec<Version>> =
+                Default::default();
+            for (key, versions) in objects {
+                let Some(rest) = key.strip_prefix(&prefix) else {
+                    continue;
+                };
+                if rest.contains('/') || versions.is_empty() {
+                    continue;
+                }
+                if let Some(object) = rest.strip_suffix(SIG_SUFFIX) {
+                    if accept(object) {
+                        signatures.insert(object.to_owned(), versions);
+                    }
+                } else if accept(rest) {
+                    found.insert(
+                        rest.to_owned(),
+                        RemoteObject {
+                            name: format!("{sub}/{rest}"),
+                            versions,
+                            sig_versions: Vec::new(),
+                        },
+                    );
+                }
+            }
+            Ok(found
+                .into_iter()
+                .map(|(bare, mut o)| {
+                    o.sig_versions = signatures.remove(&bare).unwrap_or_default();
+                    o
+                })
+                .collect())
+        })
+    }
+
+    /// The signatures of `objects` (the versions cofre wrote), fetched
+    /// concurrently; `None` where there is none.
+    pub fn object_signatures(
+        &self,
+        objects: &[&RemoteObject],
+    ) -> Result<Vec<Option<String>>, RemoteError> {
+        self.rt.block_on(async {
+            let fetches = objects.iter().map(|o| async move {
+                if o.sig_versions.is_empty() {
+                    return Ok(None);
+                }
+                let version = o.sig_versions.first().and_then(|v| v.id.clone());
+                self.read_signature(&o.name, version).await
+            });
+            futures::stream::iter(fetches)
+                .buffered(SIG_CONCURRENCY)
+                .collect::<Vec<_>>()
+                .await
+                .into_iter()
+                .collect()
+        })
     }
 
     async fn list_async(&self) -> Result<Vec<RemoteArchive>, RemoteError> {
@@ -1057,14 +1147,40 @@ impl Remote {
 
     /// Sets Object Lock retention on `key` (the archive `name`'s), when on.
     async fn lock(&self, key: &ObjectPath, name: &str) -> Result<(), RemoteError> {
+        let time = ArchiveName::parse(name).map_or_else(Utc::now, |p| p.time);
+        self.set_retention(key, None, self.retain_until(time)).await
+    }
+
+    /// Extends the lock of the archive `name` and of its signature (the
+    /// versions cofre wrote) to `until`, when locks are on.
+    pub fn extend_lock(&self, name: &str, until: DateTime<Utc>) -> Result<(), RemoteError> {
+        self.rt.block_on(async {
+            for object in [name.to_owned(), format!("{name}{SIG_SUFFIX}")] {
+                let versions = self.versions_of(&object).await?;
+                let Some(first) = versions.first() else {
+                    continue;
+                };
+                let key = self.key(&object);
+                self.set_retention(&key, first.id.as_deref(), until).await?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Puts Object Lock retention on `key` (one version of it, or the
+    /// current one) until `until` (at least a minute from now).
+    async fn set_retention(
+        &self,
+        key: &ObjectPath,
+        version: Option<&str>,
+        until: DateTime<Utc>,
+    ) -> Result<(), RemoteError> {
         let mode = match self.settings.lock {
             LockMode::Off => return Ok(()),
             LockMode::Governance => "GOVERNANCE",
             LockMode::Compliance => "COMPLIANCE",
         };
-        let time = ArchiveName::parse(name).map_or_else(Utc::now, |p| p.time);
-        let until = self
-            .retain_until(time)
+        let until = until
             .max(Utc::now() + chrono::Duration::minutes(1))
             .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
         let body = format!(
@@ -1074,7 +1190,14 @@ impl Remote {
         use md5::Digest;
         let md5 =
             base64::engine::general_purpose::STANDARD.encode(md5::Md5::digest(body.as_bytes()));
-        let url = format!("{}?retention", self.object_url(key));
+        let url = match version {
+            Some(v) => format!(
+                "{}?retention&versionId={}",
+                self.object_url(key),
+                percent_encoding::utf8_percent_encode(v, QUERY)
+            ),
+            None => format!("{}?retention", self.object_url(key)),
+        };
         let fail = |detail: String| RemoteError::Lock {
             url: self.settings.url.clone(),
             name: key.to_string(),
@@ -1101,12 +1224,23 @@ impl Remote {
     /// written over cofre's would otherwise come back as the archive),
     /// which a lock refuses until its date.
     pub fn delete(&self, archive: &RemoteArchive) -> Result<Deleted, RemoteError> {
+        self.delete_versions(&archive.name, &archive.versions, &archive.sig_versions)
+    }
+
+    /// The same for another object cofre wrote (an oplog slice).
+    pub fn delete_object(&self, object: &RemoteObject) -> Result<Deleted, RemoteError> {
+        self.delete_versions(&object.name, &object.versions, &object.sig_versions)
+    }
+
+    fn delete_versions(
+        &self,
+        name: &str,
+        versions: &[Version],
+        sig_versions: &[Version],
+    ) -> Result<Deleted, RemoteError> {
         self.rt.block_on(async {
-            let sig_name = format!("{}{SIG_SUFFIX}", archive.name);
-            for (object, versions) in [
-                (archive.name.as_str(), &archive.versions),
-                (sig_name.as_str(), &archive.sig_versions),
-            ] {
+            let sig_name = format!("{name}{SIG_SUFFIX}");
+            for (object, versions) in [(name, versions), (sig_name.as_str(), sig_versions)] {
                 let key = self.key(object);
                 for v in versions.iter() {
                     let outcome = match &v.id {

@@ -134,6 +134,18 @@ pub fn offsite_failed(opts: &Options, error: &str, mark: u64) {
     notify::send(&opts.notify, &r);
 }
 
+/// The oplog capture found a hole, or failed: `event` is `OplogGap` or
+/// `OplogFailure`.
+pub fn oplog_trouble(opts: &Options, event: Event, error: &str) {
+    metrics::update_file(&opts.metrics);
+    if !opts.notify.any_wants(event) {
+        return;
+    }
+    let mut r = report(opts, event);
+    r.error = Some(crate::secret::scrub(error));
+    notify::send(&opts.notify, &r);
+}
+
 fn report(opts: &Options, event: Event) -> Report {
     Report::new(event, &opts.source)
 }

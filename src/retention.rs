@@ -7,6 +7,10 @@
 //! of the last N days, ISO weeks or months that have an archive. The newest
 //! archive is always kept, even when it is older than the retention period:
 //! when backups have been failing, it is the last good one.
+//!
+//! Every archive is a restore point, a full or a differential alike, and
+//! the rules count them so. A differential restores only with its full:
+//! a full is kept as long as any kept differential needs it, and says so.
 
 use std::collections::HashSet;
 
@@ -37,6 +41,8 @@ pub struct Candidate {
     pub name: String,
     /// The time in its name (UTC).
     pub time: DateTime<Utc>,
+    /// For a differential, the name of its full.
+    pub base: Option<String>,
 }
 
 /// The decision about one archive.
@@ -158,6 +164,24 @@ pub fn plan(
         &|d| d.format("%Y-%m").to_string(),
     );
 
+    // A kept differential keeps its full (decisions are newest first: the
+    // first differential seen is the newest that needs it).
+    let mut needed: std::collections::HashMap<&str, (usize, &str)> = Default::default();
+    for (d, c) in decisions.iter().zip(&sorted) {
+        if let (true, Some(base)) = (d.keep, c.base.as_deref()) {
+            needed.entry(base).or_insert((0, c.name.as_str())).0 += 1;
+        }
+    }
+    for d in &mut decisions {
+        if let Some((count, newest)) = needed.get(d.name.as_str()) {
+            d.keep = true;
+            d.reasons.push(if *count == 1 {
+                format!("the full of {newest}, which is kept")
+            } else {
+                format!("the full of {count} kept differentials (the newest {newest})")
+            });
+        }
+    }
     for d in &mut decisions {
         if !d.keep {
             let age = (now - d.time).num_seconds();
@@ -182,8 +206,14 @@ mod tests {
 
     fn cand(t: DateTime<Utc>) -> Candidate {
         Candidate {
-            name: crate::store::ArchiveName::format(t, crate::archive::Compression::Gzip(6), true),
+            name: crate::store::ArchiveName::format(
+                t,
+                crate::archive::Compression::Gzip(6),
+                true,
+                false,
+            ),
             time: t,
+            base: None,
         }
     }
 
@@ -283,6 +313,84 @@ mod tests {
         }
     }
 
+    /// A chain: a full `days_back[0]` days ago, then differentials of it.
+    fn chain(now: DateTime<Utc>, days_back: &[i64]) -> Vec<Candidate> {
+        let full = cand(now - chrono::Duration::days(days_back[0]));
+        let mut out = vec![full.clone()];
+        for d in &days_back[1..] {
+            let t = now - chrono::Duration::days(*d);
+            out.push(Candidate {
+                name: crate::store::ArchiveName::format(
+                    t,
+                    crate::archive::Compression::Gzip(6),
+                    true,
+                    true,
+                ),
+                time: t,
+                base: Some(full.name.clone()),
+            });
+        }
+        out
+    }
+
+    #[test]
+    fn a_kept_differential_keeps_its_full() {
+        let now = at(2026, 11, 27, 12);
+        let mut archives = chain(now, &[10, 9, 8, 7, 6, 5, 4]);
+        archives.extend(chain(now, &[3, 2, 1, 0]));
+        // (policy, what is kept: restore points by the rules, and the
+        // fulls they need)
+        let cases = [
+            (
+                policy(7),
+                vec![
+                    "11-27 12", "11-26 12", "11-25 12", "11-24 12", "11-23 12", "11-22 12",
+                    "11-21 12", "11-17 12",
+                ],
+            ),
+            (
+                RetentionPolicy {
+                    keep_daily: 2,
+                    ..Default::default()
+                },
+                vec!["11-27 12", "11-26 12", "11-24 12"],
+            ),
+            (
+                RetentionPolicy {
+                    keep_last: 1,
+                    ..Default::default()
+                },
+                vec!["11-27 12", "11-24 12"],
+            ),
+        ];
+        for (policy, want) in cases {
+            let decisions = plan(&archives, &policy, now, UTC);
+            assert_eq!(kept(&decisions), want, "{policy:?}");
+            for d in decisions.iter().filter(|d| d.keep) {
+                assert!(!d.reasons.is_empty(), "{}", d.name);
+            }
+        }
+        let decisions = plan(&archives, &policy(7), now, UTC);
+        let old_full = decisions
+            .iter()
+            .find(|d| d.time == now - chrono::Duration::days(10))
+            .unwrap();
+        assert_eq!(
+            old_full.reasons,
+            vec![format!(
+                "the full of 3 kept differentials (the newest {})",
+                archives[6].name
+            )]
+        );
+        // Deleting the differentials a kept one does not need is fine.
+        let gone: Vec<_> = decisions
+            .iter()
+            .filter(|d| !d.keep)
+            .map(|d| d.time)
+            .collect();
+        assert_eq!(gone.len(), 3);
+    }
+
     #[test]
     fn empty_plan() {
         assert!(plan(&[], &policy(7), at(2026, 1, 1, 0), UTC).is_empty());
@@ -326,6 +434,7 @@ mod tests {
             .map(|a| Candidate {
                 name: a.name,
                 time: a.parsed.time,
+                base: None,
             })
             .collect();
         assert_eq!(listed, vec![new, old]);

@@ -245,27 +245,42 @@ impl SigningKey {
         self.pk.to_base64()
     }
 
+    /// A 32-byte key for `context`, derived from the secret key (BLAKE3's
+    /// key derivation): what only this installation can compute.
+    pub fn derive_key(&self, context: &str) -> [u8; 32] {
+        blake3::derive_key(context, &self.sk.to_bytes())
+    }
+
     /// The key id, as minisign prints it.
     pub fn key_id(&self) -> String {
         key_id_hex(self.pk.keynum())
     }
 
-    /// Starts signing the archive `name`, a backup of `origin`, on a
-    /// thread of its own: feed it the archive's bytes as they are written
+    /// Starts signing the archive `name`, a backup of `origin` (and, for a
+    /// differential, of what changed since `base`), on a thread of its
+    /// own: feed it the archive's bytes as they are written
     /// ([`Signer::feeder`]), then [`Signer::finish`] gives the `.minisig`
     /// text. Hashing runs beside compression instead of after it.
-    pub fn start(&self, name: &str, origin: &Origin) -> Signer {
+    pub fn start(
+        &self,
+        name: &str,
+        origin: &Origin,
+        base: Option<&crate::archive::manifest::BaseRef>,
+    ) -> Signer {
+        self.start_claim(Claim {
+            origin: Some(origin.clone()),
+            base: base.cloned(),
+            ..Claim::about(name)
+        })
+    }
+
+    /// The same, with the whole claim given (its `file` names the file).
+    pub fn start_claim(&self, claim: Claim) -> Signer {
         let (tx, rx): (Feed, Receiver<Option<Vec<u8>>>) = sync_channel(16);
         let sk = self.sk.clone();
         let pk = self.pk.clone();
-        let trusted = Claim {
-            file: name.to_owned(),
-            bytes: None,
-            file_bytes: None,
-            origin: Some(origin.clone()),
-        }
-        .to_comment(chrono::Utc::now().timestamp());
-        let archive = name.to_owned();
+        let trusted = claim.to_comment(chrono::Utc::now().timestamp());
+        let archive = claim.file;
         let handle = std::thread::Builder::new()
             .name("cofre-sign".into())
             .spawn(move || {
@@ -301,7 +316,7 @@ impl SigningKey {
         origin: &Origin,
         bytes: u64,
     ) -> Result<String, SignError> {
-        let mut signer = self.start(name, origin);
+        let mut signer = self.start(name, origin, None);
         let mut feed = signer.feeder();
         let mut buf = vec![0u8; 1 << 16];
         loop {
@@ -476,9 +491,44 @@ pub struct Claim {
     /// What it is a backup of (archives signed before cofre recorded it
     /// have none, and count as of another source).
     pub origin: Option<Origin>,
+    /// A differential's full: its name and the BLAKE3 of its manifest.
+    pub base: Option<crate::archive::manifest::BaseRef>,
+    /// The cluster time of the archive's database dump (`T,I`), when it is
+    /// one point in time: where a point-in-time restore from it begins.
+    pub cluster: Option<String>,
+    /// For a slice of the oplog: what it covers.
+    pub oplog: Option<OplogClaim>,
+}
+
+/// What a signed oplog slice claims: every entry after `after` up to
+/// `until` (oplog timestamps, `T,I`), and that nothing else was written
+/// up to the wall time `proven`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct OplogClaim {
+    /// Where the previous slice (or the base dump) ended.
+    pub after: String,
+    /// The last entry's timestamp (`after` for a slice of an idle time).
+    pub until: String,
+    /// How many entries it holds.
+    pub count: u64,
+    /// Unix seconds: the server had written nothing after `until` then.
+    pub proven: i64,
 }
 
 impl Claim {
+    /// A claim about `file` and nothing else yet.
+    pub fn about(file: &str) -> Claim {
+        Claim {
+            file: file.to_owned(),
+            bytes: None,
+            file_bytes: None,
+            origin: None,
+            base: None,
+            cluster: None,
+            oplog: None,
+        }
+    }
+
     fn to_comment(&self, timestamp: i64) -> String {
         let mut s = format!("timestamp:{timestamp}\tfile:{}", self.file);
         if let Some(b) = self.bytes {
@@ -491,17 +541,33 @@ impl Claim {
                 claim_value(&o.source)
             ));
         }
+        if let Some(b) = &self.base {
+            s.push_str(&format!(
+                "\tbase:{}\tbase_manifest:{}",
+                claim_value(&b.name),
+                claim_value(&b.manifest)
+            ));
+        }
+        if let Some(c) = &self.cluster {
+            s.push_str(&format!("\tcluster:{}", claim_value(c)));
+        }
+        if let Some(o) = &self.oplog {
+            s.push_str(&format!(
+                "\toplog_after:{}\toplog_until:{}\toplog_count:{}\toplog_proven:{}",
+                claim_value(&o.after),
+                claim_value(&o.until),
+                o.count,
+                o.proven
+            ));
+        }
         s
     }
 
     fn parse(comment: &str) -> Claim {
-        let mut claim = Claim {
-            file: String::new(),
-            bytes: None,
-            file_bytes: None,
-            origin: None,
-        };
-        let (mut host, mut source) = (None, None);
+        let mut claim = Claim::about("");
+        let mut oplog = OplogClaim::default();
+        let mut is_slice = false;
+        let (mut host, mut source, mut base, mut base_manifest) = (None, None, None, None);
         for field in comment.split('\t') {
             if let Some(f) = field.strip_prefix("file:") {
                 claim.file = f.to_owned();
@@ -511,7 +577,28 @@ impl Claim {
                 host = Some(claim_text(h));
             } else if let Some(s) = field.strip_prefix("source:") {
                 source = Some(claim_text(s));
+            } else if let Some(b) = field.strip_prefix("base:") {
+                base = Some(claim_text(b));
+            } else if let Some(m) = field.strip_prefix("base_manifest:") {
+                base_manifest = Some(claim_text(m));
+            } else if let Some(c) = field.strip_prefix("cluster:") {
+                claim.cluster = Some(claim_text(c));
+            } else if let Some(v) = field.strip_prefix("oplog_after:") {
+                oplog.after = claim_text(v);
+                is_slice = true;
+            } else if let Some(v) = field.strip_prefix("oplog_until:") {
+                oplog.until = claim_text(v);
+            } else if let Some(v) = field.strip_prefix("oplog_count:") {
+                oplog.count = v.parse().unwrap_or(0);
+            } else if let Some(v) = field.strip_prefix("oplog_proven:") {
+                oplog.proven = v.parse().unwrap_or(0);
             }
+        }
+        if is_slice {
+            claim.oplog = Some(oplog);
+        }
+        if let (Some(name), Some(manifest)) = (base, base_manifest) {
+            claim.base = Some(crate::archive::manifest::BaseRef { name, manifest });
         }
         if let (Some(host), Some(source)) = (host, source) {
             claim.origin = Some(Origin { host, source });
@@ -921,14 +1008,21 @@ mod tests {
         };
         let claim = Claim::parse(
             &Claim {
-                file: "x".into(),
-                bytes: None,
-                file_bytes: None,
                 origin: Some(here()),
+                cluster: Some("1700000000,3".into()),
+                oplog: Some(OplogClaim {
+                    after: "1,2".into(),
+                    until: "3,4".into(),
+                    count: 5,
+                    proven: 6,
+                }),
+                ..Claim::about("x")
             }
             .to_comment(0),
         );
         assert!(claim.is_of(&moved));
+        assert_eq!(claim.cluster.as_deref(), Some("1700000000,3"));
+        assert_eq!(claim.oplog.as_ref().map(|o| o.count), Some(5));
     }
 
     #[test]

@@ -11,6 +11,7 @@ use std::fs;
 use std::io::Write;
 use std::path::Path;
 
+use chrono::TimeZone;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -18,6 +19,7 @@ const STATE_NAME: &str = ".cofre-state.json";
 const DAEMON_NAME: &str = ".cofre-daemon.json";
 const OFFSITE_NAME: &str = ".cofre-offsite.json";
 const DRILL_NAME: &str = ".cofre-drill.json";
+const OPLOG_NAME: &str = ".cofre-oplog.json";
 
 /// A successful backup.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -60,6 +62,21 @@ pub struct Summary {
     /// Documents per collection.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub mongodb: Vec<CollectionCount>,
+    /// A differential's files not stored in it, as its full holds them.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub unchanged: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+impl Summary {
+    /// Files restoring this archive gives back (a differential's stored
+    /// and unchanged files).
+    pub fn restore_point_files(&self) -> u64 {
+        self.totals.files + self.unchanged
+    }
 }
 
 /// One collection's document count in an archive.
@@ -83,6 +100,72 @@ pub struct State {
     /// Per archive name, what it holds.
     #[serde(default)]
     pub archives: BTreeMap<String, Summary>,
+}
+
+/// The oplog capture, as the daemon last recorded it (for `status`, the
+/// metrics and the npm API; nothing destructive is decided from it).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct OplogState {
+    /// Whether the daemon is capturing now.
+    #[serde(default)]
+    pub capturing: bool,
+    /// Why it is not, when it is not (a standalone server, no base yet).
+    pub off_reason: Option<String>,
+    /// The last entry captured (`T,I`).
+    pub last_entry: Option<String>,
+    /// When it was made durable.
+    pub last_durable_at: Option<DateTime<Utc>>,
+    /// Up to this wall time, the server was proven to have written
+    /// nothing the capture does not hold.
+    pub proven_at: Option<DateTime<Utc>>,
+    /// The last slice closed.
+    pub last_slice: Option<String>,
+    /// When it closed.
+    pub last_slice_at: Option<DateTime<Utc>>,
+    /// The oldest point a restore reaches, as the trusted slices and
+    /// archives said when the last slice closed (for the metrics).
+    #[serde(default)]
+    pub window_from: Option<DateTime<Utc>>,
+    /// Holes found in the history: the oplog no longer reached back.
+    #[serde(default)]
+    pub gaps: Vec<OplogGap>,
+    /// The last failure of the capture.
+    pub last_failure: Option<Failure>,
+}
+
+/// A hole in the captured history.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct OplogGap {
+    /// The last entry held before it (`T,I`).
+    pub from: String,
+    /// The oldest entry the server still had (`T,I`).
+    pub to: String,
+    /// When it was found.
+    pub found_at: DateTime<Utc>,
+}
+
+impl OplogState {
+    /// Seconds the captured history is behind `now`: since the newest of
+    /// the last entry held and the last time the server was proven idle.
+    pub fn lag_seconds(&self, now: DateTime<Utc>) -> Option<i64> {
+        let entry = self
+            .last_entry
+            .as_deref()
+            .and_then(|t| t.split_once(',')?.0.parse::<i64>().ok())
+            .and_then(|s| Utc.timestamp_opt(s, 0).single());
+        let newest = entry.max(self.proven_at)?;
+        Some((now - newest).num_seconds().max(0))
+    }
+
+    /// Reads it (empty when missing or damaged).
+    pub fn load(dir: &Path) -> OplogState {
+        read_json(&dir.join(OPLOG_NAME))
+    }
+
+    /// Writes it atomically.
+    pub fn save(&self, dir: &Path) -> std::io::Result<()> {
+        write_json(dir, OPLOG_NAME, self)
+    }
 }
 
 /// The offsite copies, as the last upload found them. Kept in a file of its
@@ -162,6 +245,9 @@ pub struct CommandRun {
 pub struct DrillRecord {
     /// The archive restored.
     pub archive: String,
+    /// For a differential, the full restored before it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<String>,
     /// Start (UTC).
     pub started_at: DateTime<Utc>,
     /// End, clean-up included (UTC).
@@ -178,6 +264,19 @@ pub struct DrillRecord {
     pub files_seconds: Option<f64>,
     /// Seconds to restore the database.
     pub database_seconds: Option<f64>,
+    /// Seconds to replay the captured oplog after it (a point-in-time
+    /// restore's own time), when the archive is the base of one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pitr_seconds: Option<f64>,
+    /// Operations replayed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pitr_operations: Option<u64>,
+    /// The operation it reached (`T,I`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pitr_point: Option<String>,
+    /// Why the replay was not compared with the live database.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pitr_note: Option<String>,
     /// Files plus database: the recovery time this archive gives.
     pub recovery_seconds: Option<f64>,
     /// The archive's size.
@@ -350,6 +449,8 @@ pub struct Limits {
     pub max_offsite_age: Option<std::time::Duration>,
     /// The oldest the last successful restore drill may be.
     pub max_drill_age: Option<std::time::Duration>,
+    /// How far behind the server the captured oplog may be.
+    pub max_oplog_lag: Option<std::time::Duration>,
 }
 
 /// Whether backups are healthy at `now`: `None`, or the problem: the last
@@ -372,6 +473,33 @@ pub fn health(
     local_health(state, limits.max_age, now)
         .or_else(|| offsite_health(offsite, limits, now))
         .or_else(drill)
+}
+
+/// The oplog capture's health against `--max-oplog-lag`.
+pub fn oplog_health(
+    oplog: &OplogState,
+    max: Option<std::time::Duration>,
+    now: DateTime<Utc>,
+) -> Option<String> {
+    let max = max?;
+    if !oplog.capturing {
+        let why = oplog
+            .off_reason
+            .clone()
+            .or_else(|| oplog.last_failure.as_ref().map(|f| f.error.clone()))
+            .unwrap_or_else(|| "the daemon is not running".into());
+        return Some(format!("the oplog is not being captured: {why}"));
+    }
+    let Some(lag) = oplog.lag_seconds(now) else {
+        return Some("the oplog capture has not captured anything yet".into());
+    };
+    (lag > max.as_secs() as i64).then(|| {
+        format!(
+            "the captured oplog is {} behind, more than {}",
+            crate::format::age_text(lag),
+            humantime::format_duration(max)
+        )
+    })
 }
 
 fn offsite_health(

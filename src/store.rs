@@ -55,6 +55,22 @@ pub fn without_path(e: io::Error) -> io::Error {
 /// older cofre) is a leftover when `locked` (every such file was written
 /// under the lock the caller holds). A reused pid keeps a leftover until
 /// that process ends: never the other way round.
+/// The suffix of a full archive's index beside it (`NAME.index`, signed
+/// as `NAME.index.minisig`).
+pub const INDEX_SUFFIX: &str = ".index";
+
+/// The files that live beside an archive, by suffix: its signature, and
+/// a full's index and the index's signature.
+const COMPANIONS: [&str; 3] = [".minisig", ".index", ".index.minisig"];
+
+/// The archive `name` belongs beside, when it is a companion file.
+fn companion_of(name: &str) -> Option<&str> {
+    COMPANIONS.iter().find_map(|suffix| {
+        name.strip_suffix(suffix)
+            .filter(|a| ArchiveName::parse(a).is_some())
+    })
+}
+
 fn is_leftover(name: &str, locked: bool) -> bool {
     let Some(rest) = name.strip_prefix(TEMP_PREFIX) else {
         return false;
@@ -182,17 +198,28 @@ pub struct ArchiveName {
     pub compression: Compression,
     /// Whether it ends in `.age`.
     pub encrypted: bool,
+    /// A differential (`backup_<time>.diff.tar...`): what changed since
+    /// its full.
+    pub diff: bool,
 }
 
+/// The marker of a differential archive's name, between its time and
+/// its extensions.
+pub const DIFF_MARKER: &str = ".diff";
+
 impl ArchiveName {
-    /// Parses `backup_YYYY-MM-DDTHH-MM-SS.tar.{gz,zst}[.age]`; anything else is
-    /// not an archive.
+    /// Parses `backup_YYYY-MM-DDTHH-MM-SS[.diff].tar.{gz,zst}[.age]`;
+    /// anything else is not an archive.
     pub fn parse(name: &str) -> Option<ArchiveName> {
         let rest = name.strip_prefix("backup_")?;
         let (stamp, ext) = rest.split_at_checked(19)?;
         let time = NaiveDateTime::parse_from_str(stamp, NAME_TIME_FORMAT)
             .ok()?
             .and_utc();
+        let (diff, ext) = match ext.strip_prefix(DIFF_MARKER) {
+            Some(e) => (true, e),
+            None => (false, ext),
+        };
         let (compression, encrypted) = match ext {
             ".tar.gz" => (Compression::Gzip(6), false),
             ".tar.gz.age" => (Compression::Gzip(6), true),
@@ -204,20 +231,28 @@ impl ArchiveName {
             time,
             compression,
             encrypted,
+            diff,
         })
     }
 
     /// The file name for a backup started at `time`.
-    pub fn format(time: DateTime<Utc>, compression: Compression, encrypted: bool) -> String {
+    pub fn format(
+        time: DateTime<Utc>,
+        compression: Compression,
+        encrypted: bool,
+        diff: bool,
+    ) -> String {
         format!(
-            "backup_{}.tar.{}{}",
+            "backup_{}{}.tar.{}{}",
             time.format(NAME_TIME_FORMAT),
+            if diff { DIFF_MARKER } else { "" },
             compression.extension(),
             if encrypted { ".age" } else { "" }
         )
     }
 
-    /// The name without its extensions (`backup_2026-11-27T00-00-00`).
+    /// The name without its extensions (`backup_2026-11-27T00-00-00`, and
+    /// `.diff` for a differential).
     pub fn stem(name: &str) -> &str {
         name.find(".tar.").map_or(name, |i| &name[..i])
     }
@@ -416,18 +451,13 @@ impl Store {
         for entry in entries.flatten() {
             let name = entry.file_name();
             let is_temp = name.to_str().is_some_and(|n| is_leftover(n, true));
-            // A signature whose archive is gone (a crash between the two
-            // renames, or a deletion that stopped halfway).
-            let orphan_sig = name.to_str().is_some_and(|n| {
-                n.strip_suffix(crate::sign::SIG_SUFFIX)
-                    .is_some_and(|a| ArchiveName::parse(a).is_some())
-                    && fs::symlink_metadata(
-                        self.dir.join(&n[..n.len() - crate::sign::SIG_SUFFIX.len()]),
-                    )
-                    .is_err()
+            // A signature or an index whose archive is gone (a crash
+            // between the renames, or a deletion that stopped halfway).
+            let orphan = name.to_str().is_some_and(|n| {
+                companion_of(n).is_some_and(|a| fs::symlink_metadata(self.dir.join(a)).is_err())
             });
             let is_file = entry.metadata().is_ok_and(|m| m.is_file());
-            if (is_temp || orphan_sig) && is_file && fs::remove_file(entry.path()).is_ok() {
+            if (is_temp || orphan) && is_file && fs::remove_file(entry.path()).is_ok() {
                 removed.push(entry.path());
             }
         }
@@ -445,11 +475,13 @@ impl Store {
             return Err(StoreError::NoSuchArchive(name.to_owned(), self.dir.clone()));
         }
         fs::remove_file(&path).map_err(io_err("cannot delete", &path))?;
-        // The signature goes with it (after it: a signature without its
-        // archive is harmless and is cleaned up later).
-        let sig = crate::sign::sig_path(&path);
-        if fs::symlink_metadata(&sig).is_ok_and(|m| m.is_file()) {
-            fs::remove_file(&sig).map_err(io_err("cannot delete", &sig))?;
+        // Its signature and index go with it (after it: they are harmless
+        // without it, and cleaned up later).
+        for suffix in COMPANIONS {
+            let p = self.dir.join(format!("{name}{suffix}"));
+            if fs::symlink_metadata(&p).is_ok_and(|m| m.is_file()) {
+                fs::remove_file(&p).map_err(io_err("cannot delete", &p))?;
+            }
         }
         Ok(())
     }
@@ -630,12 +662,16 @@ mod tests {
     #[test]
     fn names_round_trip() {
         let t = Utc.with_ymd_and_hms(2026, 11, 27, 0, 0, 0).unwrap();
-        let name = ArchiveName::format(t, Compression::Gzip(6), true);
+        let name = ArchiveName::format(t, Compression::Gzip(6), true, false);
         assert_eq!(name, "backup_2026-11-27T00-00-00.tar.gz.age");
         let parsed = ArchiveName::parse(&name).unwrap();
         assert_eq!(parsed.time, t);
-        assert!(parsed.encrypted);
+        assert!(parsed.encrypted && !parsed.diff);
         assert_eq!(ArchiveName::stem(&name), "backup_2026-11-27T00-00-00");
+        let diff = ArchiveName::format(t, Compression::Zstd(3), false, true);
+        assert_eq!(diff, "backup_2026-11-27T00-00-00.diff.tar.zst");
+        assert!(ArchiveName::parse(&diff).unwrap().diff);
+        assert_eq!(ArchiveName::stem(&diff), "backup_2026-11-27T00-00-00.diff");
         for not_ours in [
             "backup_2026-11-27T00-00-00.tar.gz.partial",
             ".cofre-tmp-abc.partial",
@@ -643,6 +679,8 @@ mod tests {
             "backup_2026-11-27T00-00-00.tar.bz2",
             "notes.txt",
             "backup_.tar.gz",
+            "backup_2026-11-27T00-00-00.tar.gz.age.index",
+            "backup_2026-11-27T00-00-00.full.tar.gz",
         ] {
             assert_eq!(ArchiveName::parse(not_ours), None, "{not_ours}");
         }

@@ -60,6 +60,7 @@ impl Fixture {
             signing_key: self.keys.signing_key.clone(),
             min_free: MinFree::Percent(0.0),
             mongo: None,
+            full_every: backup::DEFAULT_FULL_EVERY,
         }
     }
 

@@ -63,6 +63,8 @@ vars! {
         "the project directory: what a backup holds, and whose archives `latest` means";
     DIR = "BACKUP_DIR", flag "backup-dir" "DIR", default "`backups` in the project", list false,
         "where archives go, created 0700 (its parent must exist)";
+    FULL_EVERY = "BACKUP_FULL_EVERY", flag "" "DURATION", default "`7d`", list false,
+        "how often a full archive is made; other backups are differentials against the newest full (`0`: every backup is full)";
     RETENTION_DAYS = "BACKUP_RETENTION_DAYS", flag "" "DAYS", default "`7`", list false,
         "archives older than this are deleted after each backup (never the newest)";
     KEEP_LAST = "BACKUP_KEEP_LAST", flag "" "N", default "`0`", list false,
@@ -87,6 +89,10 @@ vars! {
         "databases to dump, comma-separated (the flag repeats)";
     MONGODB_COLLECTIONS = "BACKUP_MONGODB_COLLECTIONS", flag "collection" "[DB.]NAME", default "all", list true,
         "collections to dump, NAME or DB.NAME, comma-separated (the flag repeats)";
+    OPLOG = "BACKUP_OPLOG", flag "" "MODE", default "`auto`", list false,
+        "`auto` (on for a replica set), `on` or `off`: the daemon captures the oplog for point-in-time restores";
+    OPLOG_SLICE = "BACKUP_OPLOG_SLICE", flag "" "DURATION", default "`60s`", list false,
+        "how often the daemon closes (and uploads) an oplog slice; entries are on disk within a second";
     EXCLUDE = "BACKUP_EXCLUDE", flag "exclude" "PATTERN", default "empty", list true,
         "extra gitignore-style patterns to leave out, comma-separated (the flag repeats)";
     ENCRYPTION = "BACKUP_ENCRYPTION", flag "encryption" "MODE", default "`age`", list false,
@@ -144,7 +150,7 @@ vars! {
     NOTIFY_URL = "BACKUP_NOTIFY_URL", flag "" "URL", default "unset", list true,
         "where events go, comma-separated: `https://` (JSON webhook), `hc+https://` (Healthchecks ping), `ntfy+https://host/topic`";
     NOTIFY_ON = "BACKUP_NOTIFY_ON", flag "" "EVENTS", default "failures and warnings", list true,
-        "events to send: `start`, `success`, `warning`, `failure`, `drill_success`, `drill_failure`, `offsite_failure`, or `all`";
+        "events to send: `start`, `success`, `warning`, `failure`, `drill_success`, `drill_failure`, `offsite_failure`, `oplog_gap`, `oplog_failure`, or `all`";
     NOTIFY_TIMEOUT = "BACKUP_NOTIFY_TIMEOUT", flag "" "DURATION", default "`10s`", list false,
         "each delivery attempt gives up after this long (3 attempts, then a warning; a backup never fails for it)";
     MIN_FREE = "BACKUP_MIN_FREE", flag "" "SIZE", default "`10%`", list false,

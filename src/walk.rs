@@ -150,25 +150,49 @@ impl Meta {
     }
 }
 
-/// One thing found in the project.
+/// A name in a directory, as the walk listed it.
+#[derive(Debug, Clone)]
+pub struct Child {
+    /// The name.
+    pub name: Vec<u8>,
+    /// What it is (`lstat`).
+    pub kind: FileType,
+    /// Its `lstat`.
+    pub meta: Meta,
+    /// Left out by a pattern (listed still: it exists, and a differential
+    /// archive's record of the directory names it).
+    pub excluded: bool,
+}
+
+/// One thing found in the project. Order: a directory (with what it
+/// holds), then its files, symlinks and the like, then
+/// [`Item::FilesDone`], then each subdirectory the same way; names sorted
+/// bytewise at each step.
 #[derive(Debug)]
-pub enum Item {
-    /// A directory (the project root first, with an empty relative path).
+pub enum Item<'a> {
+    /// A directory (the project root first, with an empty relative path),
+    /// and the names in it.
     Dir {
         /// Path relative to the project, as bytes.
-        rel: Vec<u8>,
+        rel: &'a [u8],
         /// Its `fstat`.
         meta: Meta,
+        /// What it holds, sorted; excluded names flagged.
+        children: &'a [Child],
+        /// Its handle (its files open beneath it, [`open_file`]).
+        handle: &'a Dir,
     },
-    /// A regular file, opened beneath its directory's handle (`None` when
-    /// the walk was asked not to open files).
+    /// A regular file: the visitor opens it, beneath its directory's
+    /// handle, if it wants to read it ([`open_file`]).
     File {
         /// Path relative to the project.
         rel: Vec<u8>,
-        /// The open file.
-        file: Option<File>,
-        /// Its `fstat` (or `lstat`, when not opened).
+        /// Its `lstat` when listed.
         meta: Meta,
+        /// The directory it is in.
+        parent: &'a Dir,
+        /// Its name there.
+        name: &'a [u8],
     },
     /// A symlink, kept as a link.
     Symlink {
@@ -179,6 +203,11 @@ pub enum Item {
         /// Its `lstat`.
         meta: Meta,
     },
+    /// The files of a directory are done; its subdirectories follow.
+    FilesDone {
+        /// The directory.
+        rel: &'a [u8],
+    },
     /// Something that cannot be archived, could not be read, or a problem
     /// worth a warning (an ignore file over its caps).
     Skipped {
@@ -187,6 +216,20 @@ pub enum Item {
         /// What happened.
         why: String,
     },
+}
+
+/// Opens the file `name` of `parent` for reading, as a walk found it: no
+/// symlink followed, and it must still be a regular file. The error is the
+/// warning to record (it is then not in the archive).
+pub fn open_file(parent: &Dir, name: &[u8]) -> Result<(File, Meta), String> {
+    let file = parent
+        .open_read(name)
+        .map_err(|e| changed_or_unreadable(&e, "file"))?;
+    let meta = Meta::of(&file).map_err(|e| format!("cannot be read ({e}); not in the archive"))?;
+    if !meta.is_file() {
+        return Err("is no longer a regular file; not in the archive".into());
+    }
+    Ok((file, meta))
 }
 
 /// Builds the exclude matcher for a project.
@@ -213,18 +256,16 @@ pub struct Options {
     /// The directory left out wherever it lies (`BACKUP_DIR`), by path; it
     /// is recognised by device and inode.
     pub skip_dir: Option<PathBuf>,
-    /// Open each regular file (for reading) or only `lstat` it.
-    pub open_files: bool,
 }
 
 /// Walks `source` (which must be canonical), calling `visit` for each item
-/// in a stable order (directories before their contents, names sorted
-/// bytewise). An `Err` from `visit` stops the walk and is returned.
+/// in a stable order (see [`Item`]). An `Err` from `visit` stops the walk
+/// and is returned.
 pub fn walk(
     source: &Path,
     matcher: Gitignore,
     opts: &Options,
-    mut visit: impl FnMut(Item) -> io::Result<WalkState>,
+    mut visit: impl FnMut(Item<'_>) -> io::Result<WalkState>,
 ) -> io::Result<()> {
     let root = Dir::open(source)?;
     let skip = opts
@@ -236,20 +277,12 @@ pub fn walk(
         source,
         global: matcher,
         skip,
-        open_files: opts.open_files,
         ignores: Vec::new(),
         live_patterns: 0,
         visit: &mut visit,
     };
     let meta = Meta::from(&root.stat_self()?);
-    if (walker.visit)(Item::Dir {
-        rel: Vec::new(),
-        meta,
-    })? == WalkState::Quit
-    {
-        return Ok(());
-    }
-    walker.directory(&root, &[], 0).map(|_| ())
+    walker.directory(&root, &[], meta, 0).map(|_| ())
 }
 
 /// A `.backupignore` in force: its matcher and how many patterns it holds.
@@ -262,7 +295,6 @@ struct Walker<'a, F> {
     source: &'a Path,
     global: Gitignore,
     skip: Option<(u64, u64)>,
-    open_files: bool,
     /// The `.backupignore` files of the directories being walked, outermost
     /// first (`None` where a directory has none, or one that was not used).
     ignores: Vec<Option<Ignore>>,
@@ -284,7 +316,7 @@ fn shown(rel: &[u8]) -> String {
     String::from_utf8_lossy(rel).into_owned()
 }
 
-impl<F: FnMut(Item) -> io::Result<WalkState>> Walker<'_, F> {
+impl<F: FnMut(Item<'_>) -> io::Result<WalkState>> Walker<'_, F> {
     fn skipped(&mut self, rel: &[u8], why: String) -> io::Result<WalkState> {
         (self.visit)(Item::Skipped {
             rel: shown(rel),
@@ -311,11 +343,27 @@ impl<F: FnMut(Item) -> io::Result<WalkState>> Walker<'_, F> {
         false
     }
 
-    /// Walks the contents of `dir` (at `rel`).
-    fn directory(&mut self, dir: &Dir, rel: &[u8], depth: usize) -> io::Result<WalkState> {
+    /// Lists `dir` (at `rel`), visits it with what it holds, then its
+    /// files, then its subdirectories.
+    fn directory(
+        &mut self,
+        dir: &Dir,
+        rel: &[u8],
+        meta: Meta,
+        depth: usize,
+    ) -> io::Result<WalkState> {
         let mut names = match dir.names() {
             Ok(n) => n,
             Err(e) => {
+                if (self.visit)(Item::Dir {
+                    rel,
+                    meta,
+                    children: &[],
+                    handle: dir,
+                })? == WalkState::Quit
+                {
+                    return Ok(WalkState::Quit);
+                }
                 return self.skipped(
                     rel,
                     format!(
@@ -329,46 +377,89 @@ impl<F: FnMut(Item) -> io::Result<WalkState>> Walker<'_, F> {
             self.load_ignore(dir, rel, names.iter().any(|n| n == IGNORE_FILE.as_bytes()))?;
         self.live_patterns += ignore.as_ref().map_or(0, |i| i.patterns);
         self.ignores.push(ignore);
-        let mut state = WalkState::Continue;
-        for name in names {
-            state = self.entry(dir, rel, &name, depth)?;
-            if state == WalkState::Quit {
-                break;
-            }
-        }
+        let state = self.contents(dir, rel, meta, depth, names);
         if let Some(Some(i)) = self.ignores.pop() {
             self.live_patterns -= i.patterns;
         }
-        Ok(state)
+        state
     }
 
-    /// One name in `dir`.
-    fn entry(&mut self, dir: &Dir, rel: &[u8], name: &[u8], depth: usize) -> io::Result<WalkState> {
-        let child = join(rel, name);
-        let st = match dir.stat(name) {
-            Ok(Some(st)) => st,
-            Ok(None) => {
-                return self.skipped(
-                    &child,
-                    "vanished while the project was read; not in the archive".into(),
-                );
-            }
-            Err(e) => {
-                return self.skipped(&child, format!("cannot be read ({e}); not in the archive"));
-            }
-        };
-        let kind = beneath::kind(&st);
-        if self.excluded(&child, kind == FileType::Directory) {
-            return Ok(WalkState::Continue);
+    fn contents(
+        &mut self,
+        dir: &Dir,
+        rel: &[u8],
+        meta: Meta,
+        depth: usize,
+        names: Vec<Vec<u8>>,
+    ) -> io::Result<WalkState> {
+        let mut children = Vec::with_capacity(names.len());
+        for name in names {
+            let child = join(rel, &name);
+            let st = match dir.stat(&name) {
+                Ok(Some(st)) => st,
+                Ok(None) => {
+                    self.skipped(
+                        &child,
+                        "vanished while the project was read; not in the archive".into(),
+                    )?;
+                    continue;
+                }
+                Err(e) => {
+                    self.skipped(&child, format!("cannot be read ({e}); not in the archive"))?;
+                    continue;
+                }
+            };
+            let kind = beneath::kind(&st);
+            let skip_dir = self.skip == Some((st.st_dev, st.st_ino));
+            children.push(Child {
+                excluded: skip_dir || self.excluded(&child, kind == FileType::Directory),
+                name,
+                kind,
+                meta: Meta::from(&st),
+            });
         }
-        match kind {
-            FileType::Directory => self.subdirectory(dir, &child, name, &st, depth),
-            FileType::RegularFile => self.file(dir, child, name, &st),
-            FileType::Symlink => match dir.read_link(name) {
+        if (self.visit)(Item::Dir {
+            rel,
+            meta,
+            children: &children,
+            handle: dir,
+        })? == WalkState::Quit
+        {
+            return Ok(WalkState::Quit);
+        }
+        for c in children.iter().filter(|c| !c.excluded) {
+            if c.kind != FileType::Directory && self.entry(dir, rel, c)? == WalkState::Quit {
+                return Ok(WalkState::Quit);
+            }
+        }
+        if (self.visit)(Item::FilesDone { rel })? == WalkState::Quit {
+            return Ok(WalkState::Quit);
+        }
+        for c in children.iter().filter(|c| !c.excluded) {
+            if c.kind == FileType::Directory
+                && self.subdirectory(dir, rel, c, depth)? == WalkState::Quit
+            {
+                return Ok(WalkState::Quit);
+            }
+        }
+        Ok(WalkState::Continue)
+    }
+
+    /// One name in `dir` that is not a directory.
+    fn entry(&mut self, dir: &Dir, rel: &[u8], c: &Child) -> io::Result<WalkState> {
+        let child = join(rel, &c.name);
+        match c.kind {
+            FileType::RegularFile => (self.visit)(Item::File {
+                rel: child,
+                meta: c.meta,
+                parent: dir,
+                name: &c.name,
+            }),
+            FileType::Symlink => match dir.read_link(&c.name) {
                 Ok(target) => (self.visit)(Item::Symlink {
                     rel: child,
                     target,
-                    meta: Meta::from(&st),
+                    meta: c.meta,
                 }),
                 Err(e) => self.skipped(
                     &child,
@@ -392,75 +483,39 @@ impl<F: FnMut(Item) -> io::Result<WalkState>> Walker<'_, F> {
     fn subdirectory(
         &mut self,
         dir: &Dir,
-        child: &[u8],
-        name: &[u8],
-        st: &Stat,
+        rel: &[u8],
+        c: &Child,
         depth: usize,
     ) -> io::Result<WalkState> {
-        if self.skip == Some((st.st_dev, st.st_ino)) {
-            return Ok(WalkState::Continue);
-        }
+        let child = join(rel, &c.name);
         if depth >= MAX_DEPTH {
             return self.skipped(
-                child,
+                &child,
                 format!("is more than {MAX_DEPTH} directories deep; not in the archive"),
             );
         }
         // One name, beneath this directory's handle, no symlink followed:
         // a directory swapped for a symlink since it was listed is refused
         // here by the kernel.
-        let sub = match dir.open_dir(name) {
+        let sub = match dir.open_dir(&c.name) {
             Ok(d) => d,
-            Err(e) => return self.skipped(child, changed_or_unreadable(&e, "directory")),
+            Err(e) => return self.skipped(&child, changed_or_unreadable(&e, "directory")),
         };
         let meta = Meta::from(&sub.stat_self()?);
-        if (meta.dev, meta.ino) != (st.st_dev, st.st_ino) {
+        if (meta.dev, meta.ino) != (c.meta.dev, c.meta.ino) {
             return self.skipped(
-                child,
+                &child,
                 "was replaced while the project was read; not in the archive".into(),
             );
         }
         if self.is_restored_copy(&sub) {
             tracing::info!(
                 "left out {}: a copy a restore made (delete its {RESTORED_MARK} to back it up)",
-                shown(child)
+                shown(&child)
             );
             return Ok(WalkState::Continue);
         }
-        if (self.visit)(Item::Dir {
-            rel: child.to_vec(),
-            meta,
-        })? == WalkState::Quit
-        {
-            return Ok(WalkState::Quit);
-        }
-        self.directory(&sub, child, depth + 1)
-    }
-
-    fn file(&mut self, dir: &Dir, child: Vec<u8>, name: &[u8], st: &Stat) -> io::Result<WalkState> {
-        if !self.open_files {
-            return (self.visit)(Item::File {
-                rel: child,
-                file: None,
-                meta: Meta::from(st),
-            });
-        }
-        let file = match dir.open_read(name) {
-            Ok(f) => f,
-            Err(e) => return self.skipped(&child, changed_or_unreadable(&e, "file")),
-        };
-        let meta = Meta::of(&file)?;
-        if !meta.is_file() {
-            return self.skipped(
-                &child,
-                "is no longer a regular file; not in the archive".into(),
-            );
-        }
-        (self.visit)(Item::File {
-            rel: child,
-            file: Some(file),
-            meta,
-        })
+        self.directory(&sub, &child, meta, depth + 1)
     }
 
     /// Whether `dir` holds the mark a restore leaves in a directory it made.
@@ -574,17 +629,15 @@ mod tests {
     fn collect(dir: &Path, excludes: &[&str]) -> Vec<String> {
         let excludes: Vec<String> = excludes.iter().map(|s| s.to_string()).collect();
         let mut out = Vec::new();
-        let opts = Options {
-            skip_dir: None,
-            open_files: true,
-        };
+        let opts = Options { skip_dir: None };
         walk(dir, matcher(dir, &excludes).unwrap(), &opts, |item| {
             match item {
-                Item::Dir { rel, .. } => out.push(format!("{}/", String::from_utf8_lossy(&rel))),
+                Item::Dir { rel, .. } => out.push(format!("{}/", String::from_utf8_lossy(rel))),
                 Item::File { rel, .. } | Item::Symlink { rel, .. } => {
                     out.push(String::from_utf8_lossy(&rel).into_owned());
                 }
                 Item::Skipped { rel, .. } => out.push(format!("skipped {rel}")),
+                Item::FilesDone { .. } => {}
             }
             Ok(WalkState::Continue)
         })
@@ -636,11 +689,11 @@ mod tests {
                 "sub/backups/",
                 "sub/backups/kept.txt",
                 "uploads/",
+                "uploads/photo.jpg",
                 "uploads/deep/",
                 "uploads/deep/.backupignore",
                 "uploads/deep/raw.bin",
                 "uploads/deep/raw.txt",
-                "uploads/photo.jpg",
             ]
         );
     }
@@ -689,5 +742,74 @@ mod tests {
         let d = d.canonicalize().unwrap();
         let got = collect(&d, &[]);
         assert_eq!(got, vec!["/", "link"]);
+    }
+}
+
+#[cfg(test)]
+mod listing_tests {
+    use super::*;
+    use std::fs;
+
+    #[test]
+    fn a_directory_lists_excluded_names_too_and_files_come_before_subdirectories() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().canonicalize().unwrap();
+        fs::create_dir_all(d.join("b/c")).unwrap();
+        fs::create_dir_all(d.join("node_modules")).unwrap();
+        fs::write(d.join("a.txt"), "a").unwrap();
+        fs::write(d.join("z.txt"), "z").unwrap();
+        fs::write(d.join("b/c/x"), "x").unwrap();
+        let mut seen = Vec::new();
+        walk(
+            &d,
+            matcher(&d, &[]).unwrap(),
+            &Options { skip_dir: None },
+            |item| {
+                match item {
+                    Item::Dir { rel, children, .. } => {
+                        let names: Vec<String> = children
+                            .iter()
+                            .map(|c| {
+                                format!(
+                                    "{}{}",
+                                    String::from_utf8_lossy(&c.name),
+                                    if c.excluded { " (excluded)" } else { "" }
+                                )
+                            })
+                            .collect();
+                        seen.push(format!("{}/ {names:?}", String::from_utf8_lossy(rel)));
+                    }
+                    Item::File {
+                        rel, parent, name, ..
+                    } => {
+                        let (mut f, meta) = open_file(parent, name).unwrap();
+                        let mut text = String::new();
+                        std::io::Read::read_to_string(&mut f, &mut text).unwrap();
+                        assert_eq!(meta.size as usize, text.len());
+                        seen.push(String::from_utf8_lossy(&rel).into_owned());
+                    }
+                    Item::FilesDone { rel } => {
+                        seen.push(format!("done {}", String::from_utf8_lossy(rel)));
+                    }
+                    other => panic!("{other:?}"),
+                }
+                Ok(WalkState::Continue)
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            seen,
+            vec![
+                r#"/ ["a.txt", "b", "node_modules (excluded)", "z.txt"]"#,
+                "a.txt",
+                "z.txt",
+                "done ",
+                r#"b/ ["c"]"#,
+                "done b",
+                r#"b/c/ ["x"]"#,
+                "b/c/x",
+                "done b/c",
+            ]
+        );
     }
 }

@@ -54,6 +54,9 @@ pub struct Entry {
     /// which `hash` covers); `size` is its real size.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sparse: Option<u64>,
+    /// A directory of a differential: the BLAKE3 of its GNU dumpdir record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dumpdir: Option<String>,
 }
 
 impl Entry {
@@ -74,6 +77,7 @@ impl Entry {
             _ => (0, None),
         };
         Entry {
+            dumpdir: meta.dumpdir.map(|d| blake3::hash(d).to_hex().to_string()),
             path,
             path_hex,
             kind: meta.kind,
@@ -241,6 +245,31 @@ pub struct MongoSection {
     pub collections: Vec<CollectionRecord>,
 }
 
+/// A full archive (the whole project) or a differential (what changed
+/// since its full).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ArchiveKind {
+    /// The whole project.
+    #[default]
+    Full,
+    /// What changed since its full.
+    Differential,
+}
+
+/// The full a differential was made against.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BaseRef {
+    /// The full's archive name.
+    pub name: String,
+    /// The BLAKE3 of its manifest.
+    pub manifest: String,
+}
+
+/// How many deleted paths a differential's manifest names (the rest are
+/// counted).
+pub const MAX_DELETED_NAMED: usize = 10_000;
+
 /// Everything in the manifest except the entries.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ManifestInfo {
@@ -261,6 +290,22 @@ pub struct ManifestInfo {
     pub source: String,
     /// Options used.
     pub options: Options,
+    /// Full or differential.
+    #[serde(default)]
+    pub kind: ArchiveKind,
+    /// A differential's full.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<BaseRef>,
+    /// Paths the full holds that this day no longer does (the first
+    /// [`MAX_DELETED_NAMED`]; `deleted_count` counts them all).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deleted: Vec<String>,
+    /// How many paths are deleted since the full.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub deleted_count: u64,
+    /// Files not stored because they are as the full holds them.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub unchanged: u64,
     /// The database part, when there is one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mongodb: Option<MongoSection>,
@@ -466,6 +511,22 @@ impl<'de> Visitor<'de> for ManifestSeed<'_> {
                 "options" => info.options = map.next_value()?,
                 "mongodb" => info.mongodb = map.next_value()?,
                 "totals" => info.totals = map.next_value()?,
+                "kind" => info.kind = map.next_value()?,
+                "base" => info.base = map.next_value()?,
+                "deleted_count" => info.deleted_count = map.next_value()?,
+                "unchanged" => info.unchanged = map.next_value()?,
+                "deleted" => {
+                    let kept = &mut info.deleted;
+                    map.next_value_seed(EachSeed {
+                        budget: self.budget,
+                        on_item: &mut |p: String| {
+                            if kept.len() < MAX_DELETED_NAMED {
+                                kept.push(p);
+                            }
+                            Ok(())
+                        },
+                    })?;
+                }
                 _ => {
                     map.next_value::<de::IgnoredAny>()?;
                 }
@@ -591,6 +652,7 @@ mod tests {
             link: None,
             link_hex: None,
             sparse: None,
+            dumpdir: None,
         }
     }
 

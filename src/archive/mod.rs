@@ -16,6 +16,7 @@
 
 pub mod blocks;
 pub mod crypt;
+pub mod dumpdir;
 pub mod layers;
 pub mod manifest;
 pub mod pipe;

@@ -141,6 +141,9 @@ pub struct ReadSummary {
     pub entries: u64,
     /// Bytes of entry data read.
     pub bytes: u64,
+    /// The BLAKE3 of the manifest as read (what a differential's claim
+    /// names its full by).
+    pub manifest_hash: String,
 }
 
 /// Normalizes an archive path and refuses what could escape a target:
@@ -227,6 +230,9 @@ fn difference(recorded: &Entry, computed: &Entry) -> Option<String> {
             "size {} recorded, {} found",
             recorded.size, computed.size
         ));
+    }
+    if recorded.dumpdir != computed.dumpdir {
+        return Some("its record of the names it holds (dumpdir) differs".into());
     }
     if recorded.sparse != computed.sparse {
         return Some("stored as a sparse file in one and not the other".into());
@@ -315,6 +321,18 @@ impl Pass<'_> {
             }
             _ => None,
         };
+        let dumpdir = match (kind, raw.dumpdir) {
+            (Kind::Dir, Some(d)) => {
+                if super::dumpdir::names(&d).is_none() {
+                    return Err(self.unsafe_entry(&path, "a malformed GNU dumpdir record"));
+                }
+                Some(d)
+            }
+            (_, Some(_)) => {
+                return Err(self.unsafe_entry(&path, "a dumpdir record on a non-directory"));
+            }
+            (_, None) => None,
+        };
         Ok(EntryInfo {
             path,
             kind,
@@ -326,6 +344,7 @@ impl Pass<'_> {
             gid: raw.gid,
             link,
             sparse: if kind == Kind::File { raw.sparse } else { None },
+            dumpdir,
         })
     }
 
@@ -437,6 +456,7 @@ pub fn read_archive(
     };
     let mut tar = TarReader::new(stream);
     let mut info: Option<(ManifestInfo, u64)> = None;
+    let mut manifest_hash = String::new();
     while let Some(raw) = tar.next_entry().map_err(|e| corrupt(archive, &e))? {
         // The archive root (`./`), as other tar writers store it: nothing to do.
         if raw.entry_type == EntryType::Directory
@@ -459,7 +479,15 @@ pub fn read_archive(
             if kind_of(raw.entry_type) != Some(Kind::File) {
                 return Err(pass.unsafe_entry(&path, "the manifest is not a regular file"));
             }
-            info = Some(pass.check_manifest(tar.data())?);
+            let mut hasher = blake3::Hasher::new();
+            let mut hashing = Hashing {
+                inner: tar.data(),
+                hasher: &mut hasher,
+                read: 0,
+            };
+            info = Some(pass.check_manifest(&mut hashing)?);
+            io::copy(&mut hashing, &mut io::sink()).map_err(|e| corrupt(archive, &e))?;
+            manifest_hash = hasher.finalize().to_hex().to_string();
             continue;
         }
         let entry = pass.entry_info(raw, path)?;
@@ -474,6 +502,7 @@ pub fn read_archive(
         info,
         entries,
         bytes: pass.bytes,
+        manifest_hash,
     })
 }
 

@@ -65,6 +65,9 @@ pub struct EntryHeader<B> {
     /// For a sparse file, its real size; then `size` is the bytes stored
     /// (the map block and the data segments).
     pub sparse: Option<u64>,
+    /// For a directory of a differential archive, its GNU `dumpdir`
+    /// record (the names it holds; see `crate::index`).
+    pub dumpdir: Option<B>,
 }
 
 /// An entry's header as it is written.
@@ -84,6 +87,7 @@ impl<B: AsRef<[u8]>> EntryHeader<B> {
             gid: self.gid,
             link: self.link.as_ref().map(AsRef::as_ref),
             sparse: self.sparse,
+            dumpdir: self.dumpdir.as_ref().map(AsRef::as_ref),
         }
     }
 }
@@ -180,6 +184,10 @@ impl<W: Write> TarEncoder<W> {
             name.extend(base);
             name
         });
+        if let Some(record) = meta.dumpdir {
+            // GNU tar's incremental record, as it writes it in pax.
+            pax_record(&mut pax, "GNU.dumpdir", record);
+        }
         if let Some(realsize) = meta.sparse {
             pax_record(&mut pax, "GNU.sparse.major", b"1");
             pax_record(&mut pax, "GNU.sparse.minor", b"0");
@@ -343,6 +351,7 @@ mod tests {
             gid: 1000,
             link: None,
             sparse: None,
+            dumpdir: None,
         }
     }
 

@@ -40,6 +40,8 @@ pub struct RawEntry {
     /// A sparse file (GNU pax format 1.0): its real size; the data then
     /// starts with the map.
     pub sparse: Option<u64>,
+    /// GNU tar's incremental record of a directory (`GNU.dumpdir`).
+    pub dumpdir: Option<Vec<u8>>,
 }
 
 fn invalid(msg: impl Into<String>) -> io::Error {
@@ -85,6 +87,7 @@ struct Pending {
     sparse_name: Option<Vec<u8>>,
     sparse_size: Option<u64>,
     sparse_version: Option<(String, String)>,
+    dumpdir: Option<Vec<u8>>,
     seen_pax: bool,
 }
 
@@ -116,6 +119,7 @@ impl Pending {
                     );
                 }
                 "GNU.sparse.name" => self.sparse_name = Some(value.to_vec()),
+                "GNU.dumpdir" => self.dumpdir = Some(value.to_vec()),
                 "GNU.sparse.realsize" => self.sparse_size = Some(number()?),
                 "GNU.sparse.major" => {
                     let v = self.sparse_version.get_or_insert_default();
@@ -323,6 +327,7 @@ impl<R: Read> TarReader<R> {
             uid: pending.uid.unwrap_or_else(|| header.uid().unwrap_or(0)),
             gid: pending.gid.unwrap_or_else(|| header.gid().unwrap_or(0)),
             sparse,
+            dumpdir: pending.dumpdir,
         })
     }
 

@@ -49,6 +49,7 @@ impl StreamMeta {
             gid: 0,
             link: None,
             sparse: None,
+            dumpdir: None,
         }
     }
 }
@@ -83,6 +84,7 @@ fn fs_meta<'a>(path: &'a [u8], kind: Kind, m: &Meta, link: Option<&'a [u8]>) -> 
         gid: u64::from(m.gid),
         link,
         sparse: None,
+        dumpdir: None,
     }
 }
 
@@ -183,9 +185,11 @@ impl ArchiveWriter {
             .push(&Entry::from_meta(meta, hash))
     }
 
-    /// Adds a directory of the project.
-    pub fn add_dir(&mut self, path: &[u8], m: &Meta) -> io::Result<()> {
-        let meta = fs_meta(path, Kind::Dir, m, None);
+    /// Adds a directory of the project (with its dumpdir record in a
+    /// differential).
+    pub fn add_dir(&mut self, path: &[u8], m: &Meta, dumpdir: Option<&[u8]>) -> io::Result<()> {
+        let mut meta = fs_meta(path, Kind::Dir, m, None);
+        meta.dumpdir = dumpdir;
         self.tar.header(&meta)?;
         self.totals.dirs += 1;
         self.record(&meta, None)
@@ -199,16 +203,17 @@ impl ArchiveWriter {
         self.record(&meta, None)
     }
 
-    /// Adds a regular file of the project, opened by the walk (`before` is
-    /// its `fstat` then). A file with holes is stored sparse. Problems with
-    /// the source are warnings; the `Err` is a failure to write.
+    /// Adds a regular file of the project, opened beneath its directory
+    /// (`before` is its `fstat` then), and returns the hash recorded. A
+    /// file with holes is stored sparse. Problems with the source are
+    /// warnings; the `Err` is a failure to write.
     pub fn add_file(
         &mut self,
         path: &[u8],
         file: &File,
         before: &Meta,
         shown: &str,
-    ) -> io::Result<()> {
+    ) -> io::Result<String> {
         let size = before.size;
         // Fewer blocks than bytes: there may be holes to keep.
         let segments = if before.allocated < size {
@@ -256,7 +261,47 @@ impl ArchiveWriter {
         if let Some(segments) = &segments {
             self.totals.holes += size - segments.iter().map(|s| s.1).sum::<u64>();
         }
-        self.record(&meta, Some(hasher.finalize().to_hex().to_string()))
+        let hash = hasher.finalize().to_hex().to_string();
+        self.record(&meta, Some(hash.clone()))?;
+        Ok(hash)
+    }
+
+    /// The hash [`ArchiveWriter::add_file`] would record for `file`,
+    /// computed without writing anything (a differential compares it with
+    /// the full's before it decides to store the file).
+    pub fn content_hash(&mut self, file: &File, before: &Meta) -> io::Result<String> {
+        let size = before.size;
+        let segments = if before.allocated < size {
+            sparse_segments(file, size)
+        } else {
+            None
+        };
+        let mut hasher = blake3::Hasher::new();
+        let ranges = match &segments {
+            Some(segments) => {
+                hasher.update(&sparse_map_block(segments));
+                segments.clone()
+            }
+            None => vec![(0, size)],
+        };
+        for (offset, len) in ranges {
+            let mut done = 0u64;
+            while done < len {
+                self.check_cancel()?;
+                let want = (len - done).min(self.buf.len() as u64) as usize;
+                match file.read_at(&mut self.buf[..want], offset + done) {
+                    // Shrunk meanwhile: whatever it hashes to, it differs.
+                    Ok(0) => return Ok(String::new()),
+                    Ok(n) => {
+                        hasher.update(&self.buf[..n]);
+                        done += n as u64;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(_) => return Ok(String::new()),
+                }
+            }
+        }
+        Ok(hasher.finalize().to_hex().to_string())
     }
 
     /// Copies `len` bytes of `file` from `offset` into the current entry,
@@ -344,9 +389,16 @@ impl ArchiveWriter {
         Ok(hasher.finalize())
     }
 
-    /// Adds a directory entry that does not come from the filesystem.
-    pub fn add_synthetic_dir(&mut self, path: &[u8], sm: StreamMeta) -> io::Result<()> {
-        let meta = sm.entry(path, Kind::Dir, 0);
+    /// Adds a directory entry that does not come from the filesystem (with
+    /// its dumpdir record in a differential).
+    pub fn add_synthetic_dir(
+        &mut self,
+        path: &[u8],
+        sm: StreamMeta,
+        dumpdir: Option<&[u8]>,
+    ) -> io::Result<()> {
+        let mut meta = sm.entry(path, Kind::Dir, 0);
+        meta.dumpdir = dumpdir;
         self.tar.header(&meta)?;
         self.record(&meta, None)
     }
@@ -354,7 +406,7 @@ impl ArchiveWriter {
     /// Writes the manifest (with the counts and warnings gathered here) as
     /// the last entry, ends the tar and returns the sink, still to be
     /// finished by the caller, and the manifest as written.
-    pub fn finish(mut self, mut info: ManifestInfo) -> io::Result<(Box<dyn Sink>, ManifestInfo)> {
+    pub fn finish(mut self, mut info: ManifestInfo) -> io::Result<Finished> {
         info.totals = self.totals.clone();
         info.warnings = std::mem::take(&mut self.warnings);
         let manifest = self.manifest.take().expect("finish runs once");
@@ -365,7 +417,22 @@ impl ArchiveWriter {
         };
         self.tar
             .header(&sm.entry(MANIFEST_NAME.as_bytes(), Kind::File, len))?;
-        self.copy_data(&mut file, len)?;
-        Ok((self.tar.finish()?, info))
+        let manifest_hash = self.copy_data(&mut file, len)?.to_hex().to_string();
+        Ok(Finished {
+            sink: self.tar.finish()?,
+            info,
+            manifest_hash,
+        })
     }
+}
+
+/// A written archive, its outer layers still to be finished.
+pub struct Finished {
+    /// The layers below the tar (compression, encryption, the file).
+    pub sink: Box<dyn Sink>,
+    /// The manifest as written.
+    pub info: ManifestInfo,
+    /// The BLAKE3 of the manifest (a differential's claim names its full
+    /// by it).
+    pub manifest_hash: String,
 }

@@ -19,8 +19,12 @@ pub fn run(
     out: &mut dyn Write,
 ) -> Result<Outcome, anyhow::Error> {
     let wait = duration_flag("--wait", args.lock.wait.as_deref())?;
+    let mut opts = settings.backup.clone();
+    if args.full {
+        opts.full_every = std::time::Duration::ZERO;
+    }
     let req = Request {
-        opts: &settings.backup,
+        opts: &opts,
         wait,
         verbosity,
         cancel: None,

@@ -119,7 +119,27 @@ fn serve(settings: &Settings) -> Result<(), DaemonError> {
         crate::metrics::update_file(&settings.metrics);
         // Archives a past outage kept from the bucket go up now.
         jobs.upload_in_background();
-        daemon::serve(&settings.daemon, &jobs, &SystemClock, shutdown).await;
+        let wake = tokio::sync::Notify::new();
+        let (events_tx, mut events) = tokio::sync::mpsc::unbounded_channel();
+        let capture_stop = Arc::new(AtomicBool::new(false));
+        let capture = start_capture(settings, events_tx, Arc::clone(&capture_stop));
+        let capture_events = async {
+            let mut failing = false;
+            while let Some(event) = events.recv().await {
+                on_capture_event(&jobs, &wake, event, &mut failing);
+            }
+            // The capture ended on its own: serve on without it.
+            std::future::pending::<()>().await;
+        };
+        tokio::select! {
+            () = daemon::serve(&settings.daemon, &jobs, &SystemClock, shutdown, &wake) => {}
+            () = capture_events => {}
+        }
+        if let Some(c) = capture {
+            // The open slice is closed before the daemon exits.
+            capture_stop.store(true, Ordering::Relaxed);
+            let _ = c.join();
+        }
         if let Some(task) = metrics {
             task.abort();
         }
@@ -129,6 +149,87 @@ fn serve(settings: &Settings) -> Result<(), DaemonError> {
         tracing::info!("daemon stopped");
         Ok(())
     })
+}
+
+/// Starts the oplog capture on a thread of its own, when the backup has a
+/// database and `BACKUP_OPLOG` is not `off`.
+fn start_capture(
+    settings: &Settings,
+    events: tokio::sync::mpsc::UnboundedSender<crate::oplog::capture::Event>,
+    stop: Arc<AtomicBool>,
+) -> Option<std::thread::JoinHandle<()>> {
+    let db = settings.backup.mongo.as_ref()?;
+    if settings.oplog.mode == crate::oplog::Mode::Off {
+        return None;
+    }
+    let cfg = crate::oplog::capture::Config {
+        backup_dir: settings.backup_dir.clone(),
+        source: settings.source.clone(),
+        uri: db.uri.clone(),
+        opts: settings.oplog,
+        keys: settings.keys.clone(),
+        encryption: settings.backup.encryption.clone(),
+    };
+    let spawned = std::thread::Builder::new()
+        .name("cofre-oplog".into())
+        .spawn(move || {
+            let on_event = move |e| {
+                let _ = events.send(e);
+            };
+            if let Err(e) = crate::oplog::capture::run(&cfg, &stop, &on_event) {
+                tracing::error!("the oplog capture cannot run: {e}");
+            }
+        });
+    match spawned {
+        Ok(h) => Some(h),
+        Err(e) => {
+            tracing::error!("cannot start the oplog capture: {e}");
+            None
+        }
+    }
+}
+
+/// What the daemon does when the capture tells it something: a closed
+/// slice goes up; a hole asks for a new base at once and is reported; a
+/// failure is reported once until the capture works again.
+fn on_capture_event(
+    jobs: &Live,
+    wake: &tokio::sync::Notify,
+    event: crate::oplog::capture::Event,
+    failing: &mut bool,
+) {
+    use crate::oplog::capture::Event;
+    match event {
+        Event::Sealed => {
+            *failing = false;
+            crate::metrics::update_file(&jobs.settings.metrics);
+            jobs.upload_in_background();
+        }
+        Event::Gap { from, to } => {
+            wake.notify_one();
+            let reports = jobs.settings.report();
+            let msg = format!(
+                "the oplog history has a hole: the server's oplog starts at {to}, after the last \
+                 entry captured ({from}); a new backup starts a new history now"
+            );
+            jobs.report_in_background(move || {
+                crate::report::oplog_trouble(&reports, crate::notify::Event::OplogGap, &msg);
+            });
+        }
+        Event::Failure(why) => {
+            if !*failing {
+                *failing = true;
+                let reports = jobs.settings.report();
+                jobs.report_in_background(move || {
+                    crate::report::oplog_trouble(
+                        &reports,
+                        crate::notify::Event::OplogFailure,
+                        &format!("the oplog capture failed (it retries): {why}"),
+                    );
+                });
+            }
+        }
+    }
 }
 
 /// The real jobs: backups on a thread of their own, retention, offsite

@@ -21,11 +21,18 @@ struct Row {
     size: u64,
     compression: &'static str,
     encryption: String,
+    /// Files restoring it gives back.
     files: Option<u64>,
+    /// Files stored in it (a differential's: the changed ones).
+    stored_files: Option<u64>,
     bytes: Option<u64>,
     collections: Option<u64>,
     documents: Option<u64>,
     signature: &'static str,
+    /// `full`, or `differential` (what changed since its full).
+    kind: &'static str,
+    /// A differential's full, as its signed claim names it.
+    base: Option<String>,
     /// The project directory the signed claim names (trusted signatures only).
     source: Option<String>,
     /// The host the signed claim names.
@@ -67,20 +74,37 @@ pub fn run(
     Ok(Outcome::Success)
 }
 
-/// The signature's standing: its label, and the claim's source and host.
+/// What a signature says of an archive.
+#[derive(Default)]
+struct Said {
+    label: &'static str,
+    source: Option<String>,
+    host: Option<String>,
+    base: Option<String>,
+}
+
+/// The signature's standing: its label, and the claim's source, host and
+/// full.
 fn standing(
     name: &str,
     text: Option<&str>,
     trusted: &crate::sign::TrustedKeys,
     origin: &crate::sign::Origin,
-) -> (&'static str, Option<String>, Option<String>) {
+) -> Said {
     let standing = crate::sign::standing(name, text, trusted, origin);
     let o = standing.claim().and_then(|c| c.origin.clone());
-    (
-        standing.label(),
-        o.as_ref().map(|o| o.source.clone()),
-        o.map(|o| o.host),
-    )
+    Said {
+        label: standing.label(),
+        source: o.as_ref().map(|o| o.source.clone()),
+        host: o.map(|o| o.host),
+        base: standing
+            .claim()
+            .and_then(|c| c.base.as_ref().map(|b| b.name.clone())),
+    }
+}
+
+fn kind(parsed: &crate::store::ArchiveName) -> &'static str {
+    if parsed.diff { "differential" } else { "full" }
 }
 
 fn remote_rows(
@@ -104,23 +128,32 @@ fn remote_rows(
     }
     let mut rows = Vec::new();
     for a in list {
-        let (signature, source, host) = match texts.get(a.name.as_str()) {
+        let said = match texts.get(a.name.as_str()) {
             Some(text) => standing(&a.name, text.as_deref(), trusted, origin),
-            None if a.signed() => ("unchecked", None, None),
-            None => ("missing", None, None),
+            None if a.signed() => Said {
+                label: "unchecked",
+                ..Said::default()
+            },
+            None => Said {
+                label: "missing",
+                ..Said::default()
+            },
         };
         let summary = state.archives.get(&a.name);
         rows.push(Row {
-            signature,
-            source,
-            host,
+            signature: said.label,
+            kind: kind(&a.parsed),
+            base: said.base,
+            source: said.source,
+            host: said.host,
             path: format!("{}/{}", bucket.url(), a.name),
             created_at: a.parsed.time.to_rfc3339(),
             age_seconds: (now - a.parsed.time).num_seconds(),
             size: a.size(),
             compression: a.parsed.compression.name(),
             encryption: if a.parsed.encrypted { "age" } else { "none" }.into(),
-            files: summary.map(|s| s.totals.files),
+            files: summary.map(crate::state::Summary::restore_point_files),
+            stored_files: summary.map(|s| s.totals.files),
             bytes: summary.map(|s| s.totals.bytes),
             collections: summary.map(|s| s.totals.collections),
             documents: summary.map(|s| s.totals.documents),
@@ -154,18 +187,21 @@ fn local_rows(
                 .signature
                 .as_ref()
                 .and_then(|_| crate::sign::read_sig(&a.path).ok().flatten());
-            let (signature, source, host) = standing(&a.name, text.as_deref(), trusted, origin);
+            let said = standing(&a.name, text.as_deref(), trusted, origin);
             Row {
-                signature,
-                source,
-                host,
+                signature: said.label,
+                kind: kind(&a.parsed),
+                base: said.base,
+                source: said.source,
+                host: said.host,
                 path: a.path.display().to_string(),
                 created_at: a.parsed.time.to_rfc3339(),
                 age_seconds: (now - a.parsed.time).num_seconds(),
                 size: a.size,
                 compression: a.parsed.compression.name(),
                 encryption,
-                files: summary.map(|s| s.totals.files),
+                files: summary.map(crate::state::Summary::restore_point_files),
+                stored_files: summary.map(|s| s.totals.files),
                 bytes: summary.map(|s| s.totals.bytes),
                 collections: summary.map(|s| s.totals.collections),
                 documents: summary.map(|s| s.totals.documents),
@@ -192,21 +228,30 @@ fn render(
     }
     writeln!(
         out,
-        "{:<40} {:>10} {:>8} {:>8} {:>9}  {:<9}  ENCRYPTION",
-        "ARCHIVE", "SIZE", "AGE", "FILES", "DOCUMENTS", "SIGNATURE"
+        "{:<44} {:<4} {:>10} {:>8} {:>8} {:>9}  {:<9}  ENCRYPTION",
+        "ARCHIVE", "KIND", "SIZE", "AGE", "FILES", "DOCUMENTS", "SIGNATURE"
     )?;
     for r in rows {
         let opt = |v: Option<u64>| v.map_or_else(|| "-".to_owned(), |n| n.to_string());
         writeln!(
             out,
-            "{:<40} {:>10} {:>8} {:>8} {:>9}  {:<9}  {}",
+            "{:<44} {:<4} {:>10} {:>8} {:>8} {:>9}  {:<9}  {}",
             r.name,
+            if r.kind == "full" { "full" } else { "diff" },
             human(r.size),
             age_text(r.age_seconds),
             opt(r.files),
             opt(r.documents),
             r.signature,
             r.encryption
+        )?;
+    }
+    let diffs = rows.iter().filter(|r| r.kind != "full").count();
+    if diffs > 0 {
+        writeln!(
+            out,
+            "diff: a differential holds what changed since its full; restoring it reads both \
+             ({diffs} here)"
         )?;
     }
     for r in rows.iter().filter(|r| r.signature == "foreign") {
@@ -235,10 +280,13 @@ mod tests {
             compression: "gzip",
             encryption: "age (1 key)".into(),
             files: Some(12),
+            stored_files: Some(12),
             bytes: Some(3 << 20),
             collections: Some(2),
             documents: Some(40),
             signature,
+            kind: "full",
+            base: None,
             source: source.map(str::to_owned),
             host: source.map(|_| "web-1".to_owned()),
         }

@@ -7,7 +7,9 @@ mod backup;
 pub(crate) mod daemon;
 pub(crate) mod drill;
 mod keygen;
+
 pub(crate) mod list;
+mod oplog;
 mod prune;
 mod restore;
 mod status;
@@ -66,6 +68,7 @@ pub fn add_flags(s: &mut Sources, cli: &Cli) {
         Command::Restore(a) => key_flags(s, &a.keys),
         Command::Drill(a) => key_flags(s, &a.keys),
         Command::Verify(a) => key_flags(s, &a.keys),
+        Command::Oplog(a) => key_flags(s, &a.keys),
         Command::List(_)
         | Command::Prune(_)
         | Command::Status(_)
@@ -207,6 +210,7 @@ pub fn run(
         Command::Status(a) => status::run(a, &settings, out),
         Command::Drill(a) => drill::run(a, &settings, verbosity, out),
         Command::Upload(_) => upload::run(&settings, out),
+        Command::Oplog(a) => oplog::run(a, &settings, out),
         Command::Keygen(a) => keygen::run(a, out),
         Command::Completions(a) => keygen::completions(a, out),
         Command::Man(_) => keygen::man(out),

@@ -44,10 +44,20 @@ pub fn run(
     if decisions.is_empty() {
         writeln!(out, "no archives in {}", store.dir().display())?;
     }
+    let slices = prune::slice_plan(&store, &decisions, &trusted, &settings.source);
+    for (name, why) in &slices {
+        let verb = if args.dry_run {
+            "would delete"
+        } else {
+            "delete      "
+        };
+        writeln!(out, "{verb} oplog/{name}  ({why})")?;
+    }
     if args.dry_run {
         return Ok(Outcome::Success);
     }
     let deleted = prune::apply(&store, &decisions)?;
+    prune::apply_slices(&store, &slices)?;
     tracing::info!(kept = decisions.len() - deleted, deleted, "prune finished");
     Ok(Outcome::Success)
 }

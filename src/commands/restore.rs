@@ -21,7 +21,8 @@ use crate::config::{ConfigError, Settings};
 use crate::format::human;
 use crate::logging::{self, Verbosity};
 use crate::mongo::{self, load::Fate, load::Report};
-use crate::open::{self, OpenArchive};
+use crate::open;
+use crate::oplog::{Ts, history, window};
 use crate::restore::{self as rs, ExtractOptions, Extractor, RestoreError};
 use crate::secret::Secret;
 use crate::store::{ArchiveName, Store};
@@ -40,9 +41,33 @@ fn mongo_target(args: &RestoreArgs, settings: &Settings) -> mongo::load::Target 
     mongo::load::Target {
         uri,
         to_db: args.to_db.clone(),
-        db_prefix: None,
+        db_prefix: args.db_prefix.clone(),
         drop: args.drop,
     }
+}
+
+/// The point in time `--at`, `--at-op` or `--before-op` asks for.
+fn pitr_point(args: &RestoreArgs) -> Result<Option<window::Point>, ConfigError> {
+    let op = |flag: &str, v: &str| {
+        Ts::parse(v).ok_or_else(|| ConfigError::Invalid {
+            var: flag.to_owned(),
+            value: v.to_owned(),
+            expected: "SECONDS,ORDINAL, as `cofre oplog` shows (1796313536,23)".into(),
+        })
+    };
+    Ok(match (&args.at, &args.at_op, &args.before_op) {
+        (Some(at), _, _) if at.trim() == "latest" => Some(window::Point::Latest),
+        (Some(at), _, _) => Some(window::Point::At(super::oplog::parse_time("--at", at)?)),
+        (_, Some(v), _) => Some(window::Point::Op(op("--at-op", v)?)),
+        (_, _, Some(v)) => Some(window::Point::Before(op("--before-op", v)?)),
+        _ => None,
+    })
+}
+
+/// A point-in-time restore's plan and what it reads.
+struct Pitr {
+    history: history::History,
+    plan: window::Plan,
 }
 
 /// A database restore report, one line per collection.
@@ -154,10 +179,12 @@ pub fn run(
         render_report(&report, out)?;
         return Ok(report.outcome());
     }
-    let arg = args
-        .archive
-        .as_deref()
-        .expect("clap requires ARCHIVE without --mongo-dir");
+    let point = pitr_point(args)?;
+    let arg = match (&args.archive, point) {
+        (Some(a), _) => a.as_str(),
+        (None, Some(_)) => "latest",
+        (None, None) => unreachable!("clap requires ARCHIVE without --mongo-dir or --at"),
+    };
     let keys = read_keys(settings, &args.keys);
     let trusted = trusted_keys(settings, &keys)?;
     let (remote, arg) = super::archive_source(settings, arg, args.remote)?;
@@ -171,7 +198,43 @@ pub fn run(
         origin: &origin,
         allow_unsigned: args.allow_unsigned,
     };
-    let found = open::resolve(&req)?;
+    let place = match &remote {
+        Some(b) => history::Place::Bucket(b),
+        None => history::Place::Local(&settings.backup_dir),
+    };
+    let (found, pitr) = match point {
+        None => (open::resolve(&req)?, None),
+        Some(point) => {
+            let history = history::load(place, &trusted, &origin)?;
+            for (name, why) in &history.refused {
+                tracing::warn!("{name} {why}; it is not part of the history");
+            }
+            let plan = window::plan(&history.bases, &history.slices, point)?;
+            let found = match &remote {
+                Some(_) => open::Found::Remote(plan.base.name.clone()),
+                None => open::Found::Local(settings.backup_dir.join(&plan.base.name), true),
+            };
+            (found, Some(Pitr { history, plan }))
+        }
+    };
+    // Every slice is read and checked before anything is restored.
+    let preview = match &pitr {
+        Some(p) if !args.files_only => Some(crate::oplog::preview(
+            place, &p.history, &p.plan, &keys, &trusted,
+        )?),
+        _ => None,
+    };
+    if let (Some(p), Some(pre)) = (&pitr, &preview) {
+        tracing::info!(
+            base = %p.plan.base.name,
+            slices = p.plan.slices.len(),
+            operations = pre.operations,
+            "point-in-time restore: {} then {} operations from {} oplog slices",
+            p.plan.base.name,
+            pre.operations,
+            p.plan.slices.len()
+        );
+    }
     let name = found.name();
     let want_files = !args.mongo_only;
     let want_mongo = !args.files_only;
@@ -205,20 +268,31 @@ pub fn run(
     };
     let clock = Instant::now();
     tracing::info!(archive = %name, target = %target.display(), dry_run = args.dry_run, "restore started");
-    let mut opened = open::open_found(&req, &found)?;
+    let chain = open::chain(&req, found)?;
+    if let Some(base) = &chain.base {
+        tracing::info!(
+            "{name} is a differential: its full archive {} is restored first",
+            base.name()
+        );
+    }
     if args.dry_run {
-        return dry_run(&mut opened, opts, &target, &target_db, verbosity, out);
+        if let (Some(p), Some(pre)) = (&pitr, &preview) {
+            render_pitr_plan(p, pre, out)?;
+        }
+        return dry_run(&req, &chain, opts, &target, &target_db, verbosity, out);
     }
     let has_mongo_target = target_db.uri.is_some();
     let progress = logging::progress(verbosity, "restoring");
     let restored = rs::stage_and_place(
-        &mut opened,
+        &req,
+        &chain,
         rs::Request {
             target: &target,
             opts,
             allow_outside_symlinks: args.allow_outside_symlinks,
             includes: &args.includes,
             dump_has_target: has_mongo_target,
+            cancel: None,
         },
         &progress,
     )?;
@@ -256,10 +330,45 @@ pub fn run(
     }
     let mut outcome = Outcome::Success;
     if want_mongo && has_mongo {
-        let report = mongo::load::restore_dir(&restored.dump_dir(), &target_db, false)?;
+        // An empty dump (a database with no collection yet) restores
+        // nothing; a point in time after it still replays.
+        let empty = restored
+            .info
+            .mongodb
+            .as_ref()
+            .is_some_and(|m| m.collections.is_empty());
+        let report = if empty && pitr.is_some() {
+            mongo::load::Report::default()
+        } else {
+            mongo::load::restore_dir(&restored.dump_dir(), &target_db, false)?
+        };
         render_report(&report, out)?;
         summary.extend(database_summary(&report, &target_db));
         outcome = report.outcome();
+        if let Some(p) = &pitr {
+            let dump = restored.info.mongodb.as_ref();
+            let allowed: Vec<String> = dump.map(|m| m.databases.clone()).unwrap_or_default();
+            let owned = report
+                .restored
+                .iter()
+                .map(|c| (c.db.clone(), c.name.clone()))
+                .collect::<Vec<_>>();
+            let done = crate::oplog::replay(
+                place, &p.history, &p.plan, &target_db, allowed, owned, &keys, &trusted,
+            )?;
+            for n in &done.notes {
+                writeln!(out, "note: {n}")?;
+            }
+            summary.push(format!(
+                "oplog     {} operations replayed from {} slices, up to {}{} ({} skipped, {} commands)",
+                done.applied,
+                p.plan.slices.len(),
+                p.plan.limit.complete_to.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                done.last.map(|t| format!(", last operation {t}")).unwrap_or_default(),
+                done.skipped,
+                done.commands
+            ));
+        }
     }
     if !summary.is_empty() {
         writeln!(out, "summary")?;
@@ -287,6 +396,32 @@ pub fn run(
     Ok(outcome)
 }
 
+/// What a point-in-time restore would read, for `--dry-run`.
+fn render_pitr_plan(p: &Pitr, pre: &crate::oplog::Preview, out: &mut dyn Write) -> io::Result<()> {
+    writeln!(
+        out,
+        "base      {} (database at operation {})",
+        p.plan.base.name, p.plan.base.cluster
+    )?;
+    for &i in &p.plan.slices {
+        let s = &p.history.slices[i];
+        writeln!(
+            out,
+            "slice     {} ({} entries, {}..{})",
+            s.name, s.count, s.after, s.until
+        )?;
+    }
+    writeln!(out, "replay    {} operations", pre.operations)?;
+    match &pre.last {
+        Some((ts, op, ns, id)) => writeln!(
+            out,
+            "last      {} {ts} {op} {ns} {id}",
+            ts.time().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        ),
+        None => writeln!(out, "last      none: the point is the base itself"),
+    }
+}
+
 /// Refuses a target that is a file, or not empty without `--force`.
 fn check_target(target: &Path, args: &RestoreArgs) -> Result<(), RestoreError> {
     match std::fs::metadata(target) {
@@ -303,30 +438,60 @@ fn check_target(target: &Path, args: &RestoreArgs) -> Result<(), RestoreError> {
     Ok(())
 }
 
+/// Reads the chain without writing: says what would be written (for a
+/// differential, the full's entries, then the differential's over them),
+/// and verifies every archive.
 fn dry_run(
-    opened: &mut OpenArchive,
+    req: &open::Request<'_>,
+    chain: &open::Chain,
     opts: ExtractOptions,
     target: &Path,
     target_db: &mongo::load::Target,
     verbosity: Verbosity,
     out: &mut dyn Write,
 ) -> Result<Outcome, anyhow::Error> {
-    let name = opened.name.clone();
+    let name = chain.top.name();
     let want_mongo = opts.mongo;
+    let want_files = opts.files;
     let mut extractor = Extractor::new(&name, None, opts, Box::new(io::stdout()))?;
     let progress = logging::progress(verbosity, "reading");
-    let stream = progress.wrap_read(std::mem::replace(&mut opened.stream, Box::new(io::empty())));
-    let summary = reader::read_archive(stream, &mut extractor, &name)?;
+    let read = |found: &open::Found, extractor: &mut Extractor| {
+        let mut opened = open::open_found(req, found)?;
+        let stream = std::mem::replace(&mut opened.stream, Box::new(io::empty()));
+        let summary = reader::read_archive(progress.wrap_read(stream), extractor, &opened.name)?;
+        opened.check_signature()?;
+        Ok::<_, anyhow::Error>(summary)
+    };
+    let mut verified = Vec::new();
+    if let Some(base) = &chain.base
+        && want_files
+    {
+        extractor.begin_full(&base.name());
+        let summary = read(base, &mut extractor)?;
+        chain.check_base(&summary.manifest_hash)?;
+        verified.push(base.name());
+        extractor.begin_differential(&name);
+        writeln!(out, "then, from the differential {name}:")?;
+    }
+    let summary = read(&chain.top, &mut extractor)?;
     progress.finish_and_clear();
-    opened.check_signature()?;
+    verified.push(name);
+    for path in &summary.info.deleted {
+        writeln!(
+            out,
+            "would remove {}",
+            path.strip_prefix(crate::archive::FILES_PREFIX)
+                .unwrap_or(path)
+        )?;
+    }
     if want_mongo && let Some(dump) = &summary.info.mongodb {
         let report = mongo::load::plan(dump, target_db)?;
         render_report(&report, out)?;
     }
     writeln!(
         out,
-        "dry run: {} verified; {} files ({}) would be restored into {}",
-        name,
+        "dry run: {} verified; {} files ({}) would be written into {}",
+        verified.join(" and "),
         extractor.files,
         human(extractor.bytes),
         target.display()

@@ -36,11 +36,15 @@ pub struct Status {
     pub timezone: String,
     pub archives: usize,
     pub archives_bytes: u64,
+    /// Differentials whose full is missing: they cannot be restored.
+    pub unrestorable: Vec<crate::backup::Orphan>,
     pub free_bytes: Option<u64>,
     pub total_bytes: Option<u64>,
     pub signing_public_key: Option<String>,
     pub offsite: Option<OffsiteStatus>,
     pub drill: DrillStatus,
+    /// Point-in-time recovery (when the backup has a database).
+    pub pitr: Option<PitrStatus>,
     /// Where notifications go, tokens hidden.
     pub notify: Vec<String>,
     /// Where metrics go.
@@ -64,6 +68,32 @@ pub struct OffsiteStatus {
     pub overwritten: Vec<String>,
 }
 
+/// Point-in-time recovery: the oplog capture and the window it gives.
+#[derive(Debug, Serialize)]
+pub struct PitrStatus {
+    /// `BACKUP_OPLOG`.
+    pub mode: String,
+    pub capturing: bool,
+    /// Why it is off, when it is.
+    pub off_reason: Option<String>,
+    /// The oldest point a restore can reach (the oldest base the newest
+    /// run of slices covers).
+    pub window_from: Option<DateTime<Utc>>,
+    /// The newest point.
+    pub window_to: Option<DateTime<Utc>>,
+    /// How far the captured history is behind now.
+    pub lag_seconds: Option<i64>,
+    pub last_entry: Option<String>,
+    pub last_slice: Option<String>,
+    pub last_slice_age_seconds: Option<i64>,
+    /// Slices, and slices refused (unsigned, foreign, damaged signature).
+    pub slices: usize,
+    pub slices_refused: usize,
+    /// Holes found in the history (each healed by a new base).
+    pub gaps: Vec<crate::state::OplogGap>,
+    pub last_failure: Option<Failure>,
+}
+
 /// The restore drills.
 #[derive(Debug, Serialize)]
 pub struct DrillStatus {
@@ -84,6 +114,7 @@ pub fn run(
         max_age: duration_flag("--max-age", args.max_age.as_deref())?,
         max_offsite_age: duration_flag("--max-offsite-age", args.max_offsite_age.as_deref())?,
         max_drill_age: duration_flag("--max-drill-age", args.max_drill_age.as_deref())?,
+        max_oplog_lag: duration_flag("--max-oplog-lag", args.max_oplog_lag.as_deref())?,
     };
     let status = gather(settings, limits, Utc::now())?;
     if args.json {
@@ -93,7 +124,8 @@ pub fn run(
     }
     let checked = limits.max_age.is_some()
         || limits.max_offsite_age.is_some()
-        || limits.max_drill_age.is_some();
+        || limits.max_drill_age.is_some()
+        || limits.max_oplog_lag.is_some();
     if checked && status.problem.is_some() {
         return Ok(Outcome::Failed);
     }
@@ -159,7 +191,38 @@ pub fn gather(
         .as_ref()
         .map(|s| DrillState::load(s.dir()))
         .unwrap_or_default();
-    let problem = crate::state::health(&state, offsite_state.as_ref(), &drills, limits, now);
+    let unrestorable = match (&store, settings.keys.load()) {
+        (Some(s), Ok((_, trusted))) => crate::backup::orphans(s, &trusted),
+        _ => Vec::new(),
+    };
+    let pitr = pitr_status(settings, store.as_ref(), now);
+    let oplog_state = store
+        .as_ref()
+        .map(|s| crate::state::OplogState::load(s.dir()))
+        .unwrap_or_default();
+    let mut problem = crate::state::health(&state, offsite_state.as_ref(), &drills, limits, now)
+        .or_else(|| {
+            limits.max_oplog_lag.and_then(|max| {
+                if pitr.is_none() {
+                    return Some(
+                        "--max-oplog-lag: there is no database to capture the oplog of (set MONGODB_URI)"
+                            .to_owned(),
+                    );
+                }
+                crate::state::oplog_health(&oplog_state, Some(max), now)
+            })
+        });
+    // The newest restore point cannot be restored: that is a problem
+    // whatever the limits.
+    if let (None, Some(newest), Some(o)) = (&problem, archives.first(), unrestorable.first())
+        && newest.name == o.archive
+    {
+        problem = Some(format!(
+            "the newest archive, {}, cannot be restored: its full archive {} is missing \
+             (the next backup makes a full one)",
+            o.archive, o.needs
+        ));
+    }
     let drill = DrillStatus {
         schedule: drill_schedule,
         next_drill: next_drill.map(rfc),
@@ -198,6 +261,7 @@ pub fn gather(
         timezone,
         archives: archives.len(),
         archives_bytes: archives.iter().map(|a| a.size).sum(),
+        unrestorable,
         free_bytes: space.map(|s| s.0),
         total_bytes: space.map(|s| s.1),
         signing_public_key: crate::sign::SigningKey::load(&settings.keys.signing_key)
@@ -205,6 +269,7 @@ pub fn gather(
             .map(|k| k.public_base64()),
         offsite,
         drill,
+        pitr,
         notify: settings
             .notify
             .targets
@@ -217,6 +282,62 @@ pub fn gather(
             .file
             .as_ref()
             .map(|f| f.display().to_string()),
+    })
+}
+
+/// The capture's state and the window the trusted slices and bases give.
+fn pitr_status(
+    settings: &Settings,
+    store: Option<&Store>,
+    now: DateTime<Utc>,
+) -> Option<PitrStatus> {
+    settings.backup.mongo.as_ref()?;
+    let mode = match settings.oplog.mode {
+        crate::oplog::Mode::Auto => "auto",
+        crate::oplog::Mode::On => "on",
+        crate::oplog::Mode::Off => "off",
+    };
+    let state = store
+        .map(|s| crate::state::OplogState::load(s.dir()))
+        .unwrap_or_default();
+    let history = match (store, settings.keys.load()) {
+        (Some(s), Ok((_, trusted))) => crate::oplog::history::load(
+            crate::oplog::history::Place::Local(s.dir()),
+            &trusted,
+            &crate::sign::Origin::here(&settings.source),
+        )
+        .ok(),
+        _ => None,
+    }
+    .unwrap_or_default();
+    let window = crate::oplog::window::window(&history.bases, &history.slices);
+    let daemon_alive = store
+        .and_then(|s| DaemonState::load(s.dir()))
+        .is_some_and(|d| d.is_alive());
+    let off_reason = if settings.oplog.mode == crate::oplog::Mode::Off {
+        Some("BACKUP_OPLOG=off".to_owned())
+    } else if !daemon_alive {
+        Some("the daemon is not running (`cofre daemon` captures the oplog)".to_owned())
+    } else {
+        state.off_reason.clone()
+    };
+    Some(PitrStatus {
+        mode: mode.to_owned(),
+        capturing: daemon_alive && state.capturing,
+        off_reason,
+        window_from: window.map(|w| w.0),
+        window_to: window.map(|w| w.1),
+        lag_seconds: state.lag_seconds(now),
+        last_entry: state.last_entry.clone(),
+        last_slice: history.slices.last().map(|s| s.name.clone()),
+        last_slice_age_seconds: history
+            .slices
+            .last()
+            .map(|s| (now - s.closed).num_seconds()),
+        slices: history.slices.len(),
+        slices_refused: history.refused.len(),
+        gaps: state.gaps.clone(),
+        last_failure: state.last_failure,
     })
 }
 
@@ -261,6 +382,21 @@ pub fn render_text(status: &Status, out: &mut dyn Write) -> std::io::Result<()> 
         status.archives,
         human(status.archives_bytes)
     )?;
+    if !status.unrestorable.is_empty() {
+        let n = status.unrestorable.len();
+        writeln!(
+            out,
+            "                  {n} differential{} cannot be restored, {} full is missing: {}",
+            if n == 1 { "" } else { "s" },
+            if n == 1 { "its" } else { "their" },
+            status
+                .unrestorable
+                .iter()
+                .map(|o| format!("{} (needs {})", o.archive, o.needs))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )?;
+    }
     if let (Some(free), Some(total)) = (status.free_bytes, status.total_bytes) {
         writeln!(
             out,
@@ -278,6 +414,9 @@ pub fn render_text(status: &Status, out: &mut dyn Write) -> std::io::Result<()> 
         render_offsite(o, out)?;
     }
     render_drill(&status.drill, out)?;
+    if let Some(p) = &status.pitr {
+        render_pitr(p, out)?;
+    }
     if !status.notify.is_empty() {
         writeln!(out, "notifications     {}", status.notify.join(", "))?;
     }
@@ -304,6 +443,60 @@ pub fn render_text(status: &Status, out: &mut dyn Write) -> std::io::Result<()> 
             .as_deref()
             .map_or_else(|| "ok".to_owned(), |p| format!("PROBLEM: {p}"))
     )
+}
+
+fn render_pitr(p: &PitrStatus, out: &mut dyn Write) -> std::io::Result<()> {
+    let window = match (p.window_from, p.window_to) {
+        (Some(f), Some(t)) => format!("restores to any second from {} to {}", rfc(f), rfc(t)),
+        _ => "no window yet".to_owned(),
+    };
+    let state = if p.capturing {
+        format!(
+            "capturing{}",
+            p.lag_seconds
+                .map(|l| format!(", {} behind", age_text(l)))
+                .unwrap_or_default()
+        )
+    } else {
+        format!(
+            "OFF: {}",
+            p.off_reason.as_deref().unwrap_or("not capturing")
+        )
+    };
+    writeln!(out, "point in time     {state}; {window}")?;
+    if let (Some(s), Some(age)) = (&p.last_slice, p.last_slice_age_seconds) {
+        writeln!(
+            out,
+            "                  last slice {s} ({} ago), {} slices",
+            age_text(age),
+            p.slices
+        )?;
+    }
+    if p.slices_refused > 0 {
+        writeln!(
+            out,
+            "                  WARNING: {} slices are not signed by a trusted key for this project and are not used",
+            p.slices_refused
+        )?;
+    }
+    if let Some(g) = p.gaps.last() {
+        writeln!(
+            out,
+            "                  last hole in the history: {}..{} found {} (a new base was taken)",
+            g.from,
+            g.to,
+            rfc(g.found_at)
+        )?;
+    }
+    if let Some(f) = &p.last_failure {
+        writeln!(
+            out,
+            "                  last capture failure {}: {}",
+            rfc(f.at),
+            f.error
+        )?;
+    }
+    Ok(())
 }
 
 fn render_offsite(o: &OffsiteStatus, out: &mut dyn Write) -> std::io::Result<()> {
@@ -391,6 +584,11 @@ mod tests {
     fn full() -> Status {
         let now = at("2026-12-03T12:00:00Z");
         let drill = DrillRecord {
+            base: None,
+            pitr_seconds: Some(1.5),
+            pitr_operations: Some(1200),
+            pitr_point: Some("1796313536,23".into()),
+            pitr_note: None,
             archive: "backup_2026-12-03T03-00-00.tar.gz.age".into(),
             started_at: at("2026-12-03T04:00:00Z"),
             finished_at: at("2026-12-03T04:01:00Z"),
@@ -439,6 +637,10 @@ mod tests {
             timezone: "UTC".into(),
             archives: 2,
             archives_bytes: 2468,
+            unrestorable: vec![crate::backup::Orphan {
+                archive: "backup_2026-12-03T03-00-00.diff.tar.gz.age".into(),
+                needs: "backup_2026-11-30T03-00-00.tar.gz.age".into(),
+            }],
             free_bytes: Some(1 << 30),
             total_bytes: Some(4 << 30),
             signing_public_key: Some("RWQ...".into()),
@@ -460,6 +662,25 @@ mod tests {
                 last_success_age_seconds: Some(4 * 86400),
                 last: Some(drill),
             },
+            pitr: Some(PitrStatus {
+                mode: "auto".into(),
+                capturing: true,
+                off_reason: None,
+                window_from: Some(at("2026-12-02T03:00:00Z")),
+                window_to: Some(at("2026-12-03T11:59:58Z")),
+                lag_seconds: Some(2),
+                last_entry: Some("1796313536,23".into()),
+                last_slice: Some("oplog_2026-12-03T11-59-00.bson.zst.age".into()),
+                last_slice_age_seconds: Some(58),
+                slices: 1980,
+                slices_refused: 0,
+                gaps: vec![crate::state::OplogGap {
+                    from: "1796100000,1".into(),
+                    to: "1796100100,1".into(),
+                    found_at: at("2026-12-01T03:00:00Z"),
+                }],
+                last_failure: None,
+            }),
             notify: vec!["https://hooks.example.com/***".into()],
             metrics_addr: Some("127.0.0.1:9184".into()),
             metrics_file: Some("/var/lib/node_exporter/cofre.prom".into()),

@@ -13,16 +13,40 @@ use crate::store::Store;
 use super::{Outcome, read_keys, trusted_keys};
 
 /// Reads one archive completely, checking it against its manifest and its
-/// signature. Returns the summary and, for an archive accepted without a
-/// good signature, why.
+/// signature; a differential's full is read and checked first (unless
+/// `verified` already holds its manifest hash, from this run), and must be
+/// the very one the differential names. Returns the summary and, for an
+/// archive accepted without a good signature, why.
 #[tracing::instrument(name = "verify", skip_all, fields(archive = req.arg))]
-pub fn verify_one(req: &Request<'_>) -> Result<Verified, anyhow::Error> {
-    let mut opened = open::open(req)?;
-    let stream = std::mem::replace(&mut opened.stream, Box::new(std::io::empty()));
-    let summary = reader::read_archive(stream, &mut reader::Discard, &opened.name)?;
-    opened.check_signature()?;
+pub fn verify_one(
+    req: &Request<'_>,
+    verified: &mut std::collections::HashMap<String, String>,
+) -> Result<Verified, anyhow::Error> {
+    let found = open::resolve(req)?;
+    let chain = open::chain(req, found)?;
+    let read = |found: &open::Found| -> Result<_, anyhow::Error> {
+        let mut opened = open::open_found(req, found)?;
+        let stream = std::mem::replace(&mut opened.stream, Box::new(std::io::empty()));
+        let summary = reader::read_archive(stream, &mut reader::Discard, &opened.name)?;
+        opened.check_signature()?;
+        Ok((opened, summary))
+    };
+    if let Some(base) = &chain.base {
+        let hash = match verified.get(&base.name()) {
+            Some(h) => h.clone(),
+            None => {
+                let hash = read(base)?.1.manifest_hash;
+                verified.insert(base.name(), hash.clone());
+                hash
+            }
+        };
+        chain.check_base(&hash)?;
+    }
+    let (opened, summary) = read(&chain.top)?;
+    verified.insert(opened.name.clone(), summary.manifest_hash.clone());
     Ok(Verified {
         name: opened.name.clone(),
+        base: chain.base.as_ref().map(open::Found::name),
         summary,
         unsigned: opened.unsigned.clone(),
         foreign: opened
@@ -38,6 +62,8 @@ pub fn verify_one(req: &Request<'_>) -> Result<Verified, anyhow::Error> {
 pub struct Verified {
     /// The archive's name (what `latest` turned out to be).
     pub name: String,
+    /// For a differential, its full (checked too).
+    pub base: Option<String>,
     /// What was read.
     pub summary: reader::ReadSummary,
     /// Why it was accepted without a good signature, if it was.
@@ -78,6 +104,7 @@ pub fn run(
     let single = targets.len() == 1 && !args.all;
     let origin = crate::sign::Origin::here(&settings.source);
     let mut failed = 0;
+    let mut verified = std::collections::HashMap::new();
     for arg in &targets {
         let req = Request {
             arg,
@@ -93,9 +120,10 @@ pub fn run(
             .map_or_else(|| arg.clone(), |n| n.to_string_lossy().into_owned());
         let clock = Instant::now();
         tracing::info!(archive = %name, "verify started");
-        match verify_one(&req) {
+        match verify_one(&req, &mut verified) {
             Ok(Verified {
                 name,
+                base,
                 summary,
                 unsigned,
                 foreign,
@@ -114,6 +142,10 @@ pub fn run(
                         format!("signature ok, but {what}, not of this project")
                     }
                     (None, None) => "signature ok".to_owned(),
+                };
+                let signed = match base {
+                    Some(b) => format!("{signed}, a differential of {b} (checked)"),
+                    None => signed,
                 };
                 writeln!(
                     out,

@@ -314,7 +314,7 @@ pub(super) fn notify(src: &Sources) -> Result<notify::Options, ConfigError> {
                             vars::NOTIFY_ON.name,
                             text,
                             "comma-separated events: start, success, warning, failure, \
-                             drill_success, drill_failure, offsite_failure, or all",
+                             drill_success, drill_failure, offsite_failure, oplog_gap, oplog_failure, or all",
                         )
                     })?);
                 }

@@ -62,6 +62,8 @@ pub struct Settings {
     pub metrics: metrics::Options,
     /// Logs.
     pub log: logging::Options,
+    /// The oplog capture (point-in-time recovery).
+    pub oplog: crate::oplog::Options,
 }
 
 impl Settings {
@@ -93,6 +95,7 @@ impl Settings {
                 collections: src.list(&vars::MONGODB_COLLECTIONS),
             },
         });
+        let has_mongo = mongo.is_some();
         let schedule = schedule(src)?;
         let remote = remote(src, &retention)?;
         Ok(Settings {
@@ -121,6 +124,15 @@ impl Settings {
                     parse_min_free,
                     "a percentage such as 10% or a size such as 5G or 500M",
                 )?,
+                full_every: choice(
+                    src,
+                    &vars::FULL_EVERY,
+                    |v| match v.trim() {
+                        "" => Some(backup::DEFAULT_FULL_EVERY),
+                        v => parse_duration_text(v),
+                    },
+                    "a duration such as 7d, 1d or 12h, or 0 for a full archive every time",
+                )?,
                 mongo,
             },
             daemon: daemon::Plan {
@@ -138,12 +150,38 @@ impl Settings {
                 drills: src
                     .value(&vars::DRILL_SCHEDULE)
                     .is_none_or(|v| !v.trim().eq_ignore_ascii_case("off")),
+                oplog: has_mongo
+                    && !src.value(&vars::OPLOG).is_some_and(|v| {
+                        crate::oplog::Mode::parse(v) == Some(crate::oplog::Mode::Off)
+                    }),
             },
             notify: notify(src)?,
             log: logging::Options {
                 file: path_var(&vars::LOG_FILE),
                 format: choice(src, &vars::LOG_FORMAT, LogFormat::parse, "text or json")?,
                 debug: parse_bool(src, &vars::DEBUG)?,
+            },
+            oplog: crate::oplog::Options {
+                mode: choice(
+                    src,
+                    &vars::OPLOG,
+                    crate::oplog::Mode::parse,
+                    "auto, on or off",
+                )?,
+                slice: match src.value(&vars::OPLOG_SLICE) {
+                    None => crate::oplog::Options::default().slice,
+                    Some(_) => {
+                        let d = parse_duration(src, &vars::OPLOG_SLICE)?;
+                        if d < std::time::Duration::from_secs(1) {
+                            return Err(ConfigError::Invalid {
+                                var: vars::OPLOG_SLICE.name.into(),
+                                value: src.value(&vars::OPLOG_SLICE).unwrap_or_default().into(),
+                                expected: "a duration of at least 1s, such as 60s or 5m".into(),
+                            });
+                        }
+                        d
+                    }
+                },
             },
             remote,
             aws: aws(src),

@@ -29,10 +29,11 @@
 //! the time to restore the database: what a restore of this archive takes.
 
 pub mod compare;
+pub mod pitr;
 pub mod smoke;
 
 use std::future::IntoFuture;
-use std::io::{self, Read};
+use std::io;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -44,7 +45,7 @@ use chrono::Utc;
 use crate::format::human;
 use crate::logging::{self, Verbosity};
 use crate::mongo::{self, MongoError};
-use crate::open::{self, OpenArchive};
+use crate::open;
 use crate::restore::{self, ExtractOptions, RestoreError};
 use crate::secret::Secret;
 use crate::state::{DrillRecord, DrillState, PendingDrill};
@@ -144,6 +145,7 @@ pub fn run(req: &Request<'_>) -> Result<DrillRecord, StoreError> {
             started_at,
             ..DrillRecord::default()
         },
+        restored: Vec::new(),
     };
     tracing::info!(archive = req.open.arg, scratch = %drill.scratch.display(), "drill started");
     drill.remove_leftovers(&state.pending);
@@ -336,6 +338,8 @@ struct Drill<'a> {
     /// removed).
     made_scratch: bool,
     record: DrillRecord,
+    /// (scratch database, collection) the database restore wrote.
+    restored: Vec<(String, String)>,
 }
 
 impl Drill<'_> {
@@ -504,11 +508,13 @@ impl Drill<'_> {
             self.record.archive_bytes = std::fs::metadata(path).ok().map(|m| m.len());
         }
         self.make_scratch()?;
-        let mut opened =
-            open::open_found(&open_req, &found).map_err(|e| Failure::new("archive", e))?;
+        let chain = open::chain(&open_req, found).map_err(|e| Failure::new("archive", e))?;
+        if let Some(base) = &chain.base {
+            self.record.base = Some(base.name());
+        }
         self.cancelled()?;
         let clock = Instant::now();
-        let restored = self.restore_files(&mut opened)?;
+        let restored = self.restore_files(&open_req, &chain)?;
         let files_seconds = clock.elapsed().as_secs_f64();
         self.record.files_seconds = Some(files_seconds);
         self.record.files = restored.files;
@@ -520,7 +526,13 @@ impl Drill<'_> {
             human(restored.bytes)
         );
         let databases = match &restored.info.mongodb {
-            Some(section) => self.restore_database(&restored, section)?,
+            Some(section) => {
+                let dbs = self.restore_database(&restored, section)?;
+                if self.req.open.remote.is_none() {
+                    self.replay_oplog(section)?;
+                }
+                dbs
+            }
             None => Vec::new(),
         };
         if let Err(e) = restored.finish() {
@@ -619,15 +631,15 @@ impl Drill<'_> {
     }
 
     /// Step 1: the files, with every check a restore makes.
-    fn restore_files(&mut self, opened: &mut OpenArchive) -> Result<restore::Restored, Failure> {
-        let stream = std::mem::replace(&mut opened.stream, Box::new(io::empty()));
-        opened.stream = Box::new(CancelRead {
-            inner: stream,
-            cancel: Arc::clone(&self.req.cancel),
-        });
+    fn restore_files(
+        &mut self,
+        open_req: &open::Request<'_>,
+        chain: &open::Chain,
+    ) -> Result<restore::Restored, Failure> {
         let progress = logging::progress(self.req.verbosity, "drill: restoring");
         let result = restore::stage_and_place(
-            opened,
+            open_req,
+            chain,
             restore::Request {
                 target: &self.scratch,
                 opts: ExtractOptions {
@@ -642,6 +654,7 @@ impl Drill<'_> {
                 allow_outside_symlinks: false,
                 includes: &[],
                 dump_has_target: self.server.is_some(),
+                cancel: Some(&self.req.cancel),
             },
             &progress,
         );
@@ -708,6 +721,11 @@ impl Drill<'_> {
             "drill: {} collections restored in {database_seconds:.1} s",
             report.restored.len()
         );
+        self.restored = report
+            .restored
+            .iter()
+            .map(|c| (c.db.clone(), c.name.clone()))
+            .collect();
         self.cancelled()?;
         let db = self.db.as_ref().expect("connected for the restore");
         let comparison = db
@@ -745,6 +763,61 @@ impl Drill<'_> {
             .collect();
         dbs.sort();
         Ok(dbs)
+    }
+
+    /// Step 3b: the oplog captured after this archive, replayed into the
+    /// scratch databases and compared with the live database at the same
+    /// point (when this archive is the base of the captured history).
+    fn replay_oplog(
+        &mut self,
+        section: &crate::archive::manifest::MongoSection,
+    ) -> Result<(), Failure> {
+        let uri = self.connect()?.uri.clone();
+        let scratch = mongo::load::Target {
+            uri: Some(uri),
+            to_db: None,
+            db_prefix: Some(self.prefix.clone()),
+            drop: false,
+        };
+        let step = pitr::Step {
+            backup_dir: &self.req.opts.backup_dir,
+            archive: &self.record.archive,
+            keys: self.req.open.keys,
+            trusted: self.req.open.trusted,
+            origin: self.req.open.origin,
+            scratch: &scratch,
+            databases: section.databases.clone(),
+            restored: self.restored.clone(),
+            live: self.req.opts.app_uri.as_ref(),
+            cancel: &self.req.cancel,
+        };
+        let Some(checked) = pitr::run(&step).map_err(|e| Failure::new("pitr", e))? else {
+            return Ok(());
+        };
+        tracing::info!(
+            "drill: {} oplog operations replayed in {:.1} s, up to {}",
+            checked.operations,
+            checked.seconds,
+            checked.point
+        );
+        self.record.pitr_seconds = Some(checked.seconds);
+        self.record.pitr_operations = Some(checked.operations);
+        self.record.pitr_point = Some(checked.point.clone());
+        self.record.pitr_note = checked.note.clone();
+        if let Some(first) = checked.mismatches.first() {
+            let count = checked.mismatches.len();
+            self.record.mismatches = checked.mismatches.clone();
+            self.record.mismatches.truncate(MAX_MISMATCHES);
+            return Err(Failure::new(
+                "pitr",
+                format!(
+                    "after the oplog replay, the scratch database differs from the live one in \
+                     {count} collection{}: {first}",
+                    if count == 1 { "" } else { "s" }
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// Step 4: the smoke test, when there is one.
@@ -845,21 +918,6 @@ fn restore_step(e: &RestoreError) -> &'static str {
 }
 
 /// A reader that fails once `cancel` is set, so a long read stops soon.
-struct CancelRead {
-    inner: Box<dyn Read + Send>,
-    cancel: Arc<AtomicBool>,
-}
-
-impl Read for CancelRead {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if self.cancel.load(Ordering::Relaxed) {
-            // Not `Interrupted`: readers retry that.
-            return Err(io::Error::other("the drill was stopped"));
-        }
-        self.inner.read(buf)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

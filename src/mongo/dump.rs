@@ -165,33 +165,154 @@ fn is_snapshot_unsupported(e: &MongoError) -> bool {
     matches!(e, MongoError::Read { detail, .. } if detail.to_ascii_lowercase().contains("snapshot"))
 }
 
-/// Dumps the selected databases into the archive and returns the manifest's
-/// MongoDB section.
-#[tracing::instrument(name = "dump", skip_all)]
-pub fn dump_into(
-    aw: &mut ArchiveWriter,
-    uri: &Secret,
-    sel: &Selection,
-    spool_dir: &Path,
-    cancel: Option<&AtomicBool>,
-) -> Result<MongoSection, MongoError> {
-    let rt = super::runtime()?;
-    rt.block_on(dump_async(aw, uri, sel, spool_dir, cancel))
+/// A dump that is ready to be written: connected, its snapshot session
+/// open and its point in time fixed (one read done in it), the databases
+/// and collections listed. Its cluster time is known before any byte of
+/// the archive is written, so the archive's signature can name it.
+pub struct Prepared {
+    rt: tokio::runtime::Runtime,
+    job: WriteJob,
 }
 
-async fn dump_async(
-    aw: &mut ArchiveWriter,
-    uri: &Secret,
-    sel: &Selection,
-    spool_dir: &Path,
-    cancel: Option<&AtomicBool>,
-) -> Result<MongoSection, MongoError> {
+impl std::fmt::Debug for Prepared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Prepared({})", self.job.shown_uri)
+    }
+}
+
+/// Connects, opens the snapshot session, lists what is to be dumped and
+/// fixes the snapshot's point in time.
+pub fn prepare(uri: &Secret, sel: &Selection) -> Result<Prepared, MongoError> {
+    let rt = super::runtime()?;
     let started = chrono::Utc::now();
     let shown_uri = secret::redact_uri(uri.expose());
     tracing::info!(uri = %shown_uri, "database dump started");
-    let (client, options) = connect(uri).await?;
-    let (server_version, session, note) = open_session(&client).await?;
-    let dbs = databases(&client, options.default_database.as_deref(), sel).await?;
+    let (client, server_version, mut session, mut note, plan) = rt.block_on(async {
+        let (client, options) = connect(uri).await?;
+        let (server_version, session, note) = open_session(&client).await?;
+        let dbs = databases(&client, options.default_database.as_deref(), sel).await?;
+        let mut plan = Vec::new();
+        for db_name in dbs {
+            let colls: Vec<CollInfo> = list_collections(&client.database(&db_name))
+                .await?
+                .into_iter()
+                .filter(|info| !info.name.starts_with("system.") && sel.wants(&db_name, &info.name))
+                .collect();
+            plan.push((db_name, colls));
+        }
+        Ok::<_, MongoError>((client, server_version, session, note, plan))
+    })?;
+    // The snapshot's time is the server's at the session's first read: of
+    // the first collection, or, with none yet, of a name nothing has (an
+    // empty dump still has a point in time a restore can continue from).
+    if let Some(s) = session.as_mut() {
+        let first = plan.iter().find_map(|(db, colls)| {
+            colls
+                .iter()
+                .find(|c| c.kind == CollectionKind::Collection)
+                .map(|c| (db.clone(), c.name.clone()))
+        });
+        let first = first.or_else(|| {
+            plan.first()
+                .map(|(db, _)| (db.clone(), "cofre_snapshot_point".to_owned()))
+        });
+        if let Some((db, coll)) = first {
+            let read = rt.block_on(async {
+                client
+                    .database(&db)
+                    .collection::<Document>(&coll)
+                    .find_one(doc! {})
+                    .session(&mut *s)
+                    .await
+                    .map_err(|e| read_error(&format!("{db}.{coll}"), &e))
+            });
+            match read {
+                Ok(_) => {}
+                Err(e) if is_snapshot_unsupported(&e) => {
+                    tracing::warn!(
+                        "snapshot reads are refused ({e}); collections are read one after another"
+                    );
+                    note = Some(format!(
+                        "the server refused snapshot reads; collections were read one after another ({e})"
+                    ));
+                    session = None;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(Prepared {
+        rt,
+        job: WriteJob {
+            client,
+            shown_uri,
+            started,
+            server_version,
+            session,
+            note,
+            plan,
+        },
+    })
+}
+
+impl Prepared {
+    /// The cluster time of the snapshot (`T,I`), when the dump is one
+    /// point in time.
+    pub fn cluster_time(&self) -> Option<String> {
+        if self.job.note.is_some() {
+            return None;
+        }
+        self.job
+            .session
+            .as_ref()
+            .and_then(|s| s.snapshot_time())
+            .map(|t| format!("{},{}", t.time, t.increment))
+    }
+
+    /// Dumps what was listed into the archive and returns the manifest's
+    /// MongoDB section. `dumpdirs`: give its directories GNU dumpdir
+    /// records (a differential's dump).
+    #[tracing::instrument(name = "dump", skip_all)]
+    pub fn write(
+        self,
+        aw: &mut ArchiveWriter,
+        spool_dir: &Path,
+        cancel: Option<&AtomicBool>,
+        dumpdirs: bool,
+    ) -> Result<MongoSection, MongoError> {
+        let Prepared { rt, job } = self;
+        rt.block_on(write_async(job, aw, spool_dir, cancel, dumpdirs))
+    }
+}
+
+/// What the dump's writing takes from its preparation.
+struct WriteJob {
+    client: Client,
+    shown_uri: String,
+    started: chrono::DateTime<chrono::Utc>,
+    server_version: String,
+    session: Option<ClientSession>,
+    note: Option<String>,
+    plan: Vec<(String, Vec<CollInfo>)>,
+}
+
+async fn write_async(
+    job: WriteJob,
+    aw: &mut ArchiveWriter,
+    spool_dir: &Path,
+    cancel: Option<&AtomicBool>,
+    dumpdirs: bool,
+) -> Result<MongoSection, MongoError> {
+    let WriteJob {
+        client,
+        shown_uri,
+        started,
+        server_version,
+        session,
+        note,
+        plan,
+    } = job;
+    let dbs: Vec<String> = plan.iter().map(|(d, _)| d.clone()).collect();
     let mtime = started.timestamp();
     let mut dumper = Dumper {
         aw,
@@ -202,16 +323,28 @@ async fn dump_async(
         dir_meta: StreamMeta { mode: 0o755, mtime },
         file_meta: StreamMeta { mode: 0o644, mtime },
     };
-    dumper.add_dir(MONGO_PREFIX.trim_end_matches('/'))?;
+    // A differential is extracted over its full (`tar -g`): the dumpdir
+    // records make tar remove what the full dumped and this one did not.
+    let record =
+        dumpdirs.then(|| crate::archive::dumpdir::record(dbs.iter().map(|d| (b'D', d.as_bytes()))));
+    dumper.add_dir(MONGO_PREFIX.trim_end_matches('/'), record.as_deref())?;
     let mut records = Vec::new();
-    for db_name in &dbs {
-        let db = client.database(db_name);
-        let colls = list_collections(&db).await?;
-        dumper.add_dir(&format!("{MONGO_PREFIX}{db_name}"))?;
-        for info in colls {
-            if info.name.starts_with("system.") || !sel.wants(db_name, &info.name) {
-                continue;
+    for (db_name, colls) in plan {
+        let db = client.database(&db_name);
+        let record = dumpdirs.then(|| {
+            let mut files: Vec<String> = Vec::new();
+            for info in &colls {
+                let file = escape_name(&info.name);
+                if info.kind != CollectionKind::View {
+                    files.push(format!("{file}.bson"));
+                }
+                files.push(format!("{file}.metadata.json"));
             }
+            files.sort();
+            crate::archive::dumpdir::record(files.iter().map(|f| (b'Y', f.as_bytes())))
+        });
+        dumper.add_dir(&format!("{MONGO_PREFIX}{db_name}"), record.as_deref())?;
+        for info in colls {
             if cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
                 return Err(MongoError::Cancelled);
             }
@@ -293,9 +426,9 @@ fn write_err(e: std::io::Error) -> MongoError {
 }
 
 impl Dumper<'_> {
-    fn add_dir(&mut self, path: &str) -> Result<(), MongoError> {
+    fn add_dir(&mut self, path: &str, dumpdir: Option<&[u8]>) -> Result<(), MongoError> {
         self.aw
-            .add_synthetic_dir(path.as_bytes(), self.dir_meta)
+            .add_synthetic_dir(path.as_bytes(), self.dir_meta, dumpdir)
             .map_err(write_err)
     }
 

@@ -237,6 +237,10 @@ pub struct Extractor {
     pub bytes: u64,
     /// Project entries restored (or listed, in a dry run), the root aside.
     pub entries: u64,
+    /// Applying a differential over its staged full.
+    applying: bool,
+    /// Reading a differential's full: its dump is not staged.
+    skip_dump: bool,
     out: Box<dyn Write>,
 }
 
@@ -302,8 +306,70 @@ impl Extractor {
             files: 0,
             bytes: 0,
             entries: 0,
+            applying: false,
+            skip_dump: false,
             out,
         })
+    }
+
+    /// From now on, entries are a differential applied over its full,
+    /// staged before: a directory's dumpdir record removes what the full
+    /// staged there and the differential's day did not hold (or held as
+    /// another kind), as `tar -x -g` does; files replace what is there.
+    pub fn begin_differential(&mut self, archive: &str) {
+        self.archive = archive.into();
+        self.applying = true;
+        self.skip_dump = false;
+        self.parent = None;
+    }
+
+    /// Entries are now a differential's full (`archive`): its files are
+    /// staged, its dump is not (the differential's is whole).
+    pub fn begin_full(&mut self, archive: &str) {
+        self.archive = archive.into();
+        self.skip_dump = true;
+    }
+
+    /// Removes from the staged directory `rel` what `record` (a
+    /// validated dumpdir record) does not name, or names as another kind
+    /// (`D` a directory, `Y`/`N` anything else). Everything goes through
+    /// handles beneath the staging root.
+    fn purge(&mut self, mongo: bool, rel: &[u8], record: &[u8]) -> Result<(), ReadError> {
+        let Some(roots) = self.roots.as_ref() else {
+            return Ok(());
+        };
+        let root = if mongo { &roots.mongo } else { &roots.files };
+        let dir = match root.open_dir(rel) {
+            Ok(d) => d,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(refusal_or(&self.archive, &e, rel, "open directory")),
+        };
+        let mut named = crate::archive::dumpdir::names(record).unwrap_or_default();
+        named.sort_unstable_by(|a, b| a.1.cmp(b.1));
+        let names = dir.names().map_err(|e| visitor_err("list", rel, &e))?;
+        for name in names {
+            let is_dir = dir
+                .stat(&name)
+                .map_err(|e| visitor_err("inspect", rel, &e))?
+                .is_some_and(|st| beneath::kind(&st) == FileType::Directory);
+            let keep = named
+                .binary_search_by(|(_, n)| (*n).cmp(name.as_slice()))
+                .ok()
+                .is_some_and(|i| (named[i].0 == b'D') == is_dir);
+            if !keep {
+                dir.remove_entry(&name).map_err(|e| {
+                    let mut path = rel.to_vec();
+                    if !path.is_empty() {
+                        path.push(b'/');
+                    }
+                    path.extend_from_slice(&name);
+                    visitor_err("remove", &path, &e)
+                })?;
+            }
+        }
+        // A cached handle may be of a directory just removed.
+        self.parent = None;
+        Ok(())
     }
 
     /// Hands over what is left to do, once the archive verified.
@@ -699,6 +765,12 @@ impl Extractor {
         info: &EntryInfo,
         data: &mut dyn Read,
     ) -> Result<(), ReadError> {
+        // A differential's directory record applies whether or not the
+        // directory itself is included: it removes only what was staged.
+        let purge = match (&info.dumpdir, self.applying && !self.opts.dry_run) {
+            (Some(record), true) => Some(record),
+            _ => None,
+        };
         if rel.is_empty() {
             // The project root itself: its mode and time go to the target.
             self.root_meta = Some(DirRecord {
@@ -707,9 +779,15 @@ impl Extractor {
                 mtime: (info.mtime, info.mtime_nsec),
                 owner: self.owner(info),
             });
+            if let Some(record) = purge {
+                self.purge(false, rel, record)?;
+            }
             return Ok(());
         }
         if !self.included(rel, info.kind == Kind::Dir) {
+            if let Some(record) = purge {
+                self.purge(false, rel, record)?;
+            }
             return Ok(());
         }
         self.entries += 1;
@@ -718,7 +796,13 @@ impl Extractor {
             return Ok(());
         }
         match info.kind {
-            Kind::Dir => self.directory(false, rel, info),
+            Kind::Dir => {
+                self.directory(false, rel, info)?;
+                match purge {
+                    Some(record) => self.purge(false, rel, record),
+                    None => Ok(()),
+                }
+            }
             Kind::File => {
                 self.write_file(false, rel, info, data)?;
                 self.files += 1;
@@ -743,7 +827,13 @@ impl Extractor {
             return Ok(());
         }
         match info.kind {
-            Kind::Dir => self.directory(true, rel, info),
+            Kind::Dir => {
+                self.directory(true, rel, info)?;
+                match (&info.dumpdir, self.applying) {
+                    (Some(record), true) => self.purge(true, rel, record),
+                    _ => Ok(()),
+                }
+            }
             Kind::File => self.write_file(true, rel, info, data),
             _ => Err(ReadError::Unsafe {
                 archive: self.archive.to_string(),
@@ -787,6 +877,7 @@ impl Visitor for Extractor {
             .mongo_rel()
             .or((info.path == b"mongodb").then_some(&b""[..]))
             && self.opts.mongo
+            && !self.skip_dump
         {
             return self.mongo_entry(rel, info, data);
         }

@@ -102,6 +102,9 @@ pub enum RestoreError {
     /// Its signature did not verify.
     #[error(transparent)]
     Sign(#[from] crate::sign::SignError),
+    /// It (or a differential's full) could not be opened.
+    #[error(transparent)]
+    Open(#[from] crate::open::OpenArchiveError),
     /// Moving into place failed.
     #[error(transparent)]
     Place(#[from] place::PlaceError),
@@ -122,6 +125,7 @@ impl crate::exit::Coded for RestoreError {
             RestoreError::Database(e) => e.exit(),
             RestoreError::Read(e) => e.exit(),
             RestoreError::Sign(e) => e.exit(),
+            RestoreError::Open(e) => e.exit(),
             RestoreError::Place(e) => e.exit(),
             RestoreError::TargetNotEmpty(_)
             | RestoreError::TargetNotDir(_)
@@ -150,6 +154,8 @@ pub struct Request<'a> {
     /// file is moved into place, so it does not stop halfway for want of
     /// a setting.
     pub dump_has_target: bool,
+    /// Set from elsewhere to stop reading (a drill told to stop).
+    pub cancel: Option<&'a std::sync::Arc<std::sync::atomic::AtomicBool>>,
 }
 
 /// A restore whose files are in place and whose dump is staged.
@@ -183,16 +189,19 @@ impl Restored {
     }
 }
 
-/// Stages `opened` (files into `req.target`, the dump beside), verifies it
-/// against its manifest and signature, checks where its symlinks lead,
-/// then moves the files into place. The staged dump waits in the result
-/// for the database step.
+/// Stages `chain` (files into `req.target`, the dump beside): for a
+/// differential, its full first, then the differential applied over it;
+/// verifies each archive against its manifest and signature (and the full
+/// against the hash the differential names), checks where the symlinks
+/// lead, then moves the files into place. The staged dump waits in the
+/// result for the database step.
 pub fn stage_and_place(
-    opened: &mut crate::open::OpenArchive,
+    open_req: &crate::open::Request<'_>,
+    chain: &crate::open::Chain,
     req: Request<'_>,
     progress: &indicatif::ProgressBar,
 ) -> Result<Restored, RestoreError> {
-    let name = opened.name.clone();
+    let name = chain.top.name();
     let want_files = req.opts.files;
     let want_dump = req.opts.mongo;
     // Files are staged inside the target; a database-only restore stages
@@ -203,16 +212,42 @@ pub fn stage_and_place(
         Some(private_dir_beside(req.target)?)
     };
     let staging = Staging::new(private_root.as_deref().unwrap_or(req.target))?;
-    check_free_space(opened, &staging, want_files, want_dump)?;
+    check_free_space(chain, &staging, want_files, want_dump)?;
     let mut extractor = Extractor::new(&name, Some(staging.dir()), req.opts, Box::new(io::sink()))
         .map_err(|source| RestoreError::Staging {
             what: "prepare the staging directory",
             source,
         })?;
-    let stream = progress.wrap_read(std::mem::replace(&mut opened.stream, Box::new(io::empty())));
-    let summary = crate::archive::reader::read_archive(stream, &mut extractor, &name)?;
+    let read = |found: &crate::open::Found, extractor: &mut Extractor| {
+        let mut opened = crate::open::open_found(open_req, found)?;
+        let stream = std::mem::replace(&mut opened.stream, Box::new(io::empty()));
+        let stream: Box<dyn io::Read + Send> = match req.cancel {
+            Some(c) => Box::new(CancelRead {
+                inner: stream,
+                cancel: std::sync::Arc::clone(c),
+            }),
+            None => stream,
+        };
+        let summary = crate::archive::reader::read_archive(
+            progress.wrap_read(stream),
+            extractor,
+            &opened.name,
+        )?;
+        opened.check_signature()?;
+        Ok::<_, RestoreError>(summary)
+    };
+    // A differential's full: its files only (the differential's dump is
+    // whole), and nothing at all for a database-only restore.
+    if let Some(base) = &chain.base
+        && want_files
+    {
+        extractor.begin_full(&base.name());
+        let summary = read(base, &mut extractor)?;
+        chain.check_base(&summary.manifest_hash)?;
+        extractor.begin_differential(&name);
+    }
+    let summary = read(&chain.top, &mut extractor)?;
     progress.finish_and_clear();
-    opened.check_signature()?;
     let (files, bytes, entries) = (extractor.files, extractor.bytes, extractor.entries);
     if want_files && !req.includes.is_empty() && entries == 0 {
         return Err(RestoreError::NothingIncluded {
@@ -245,6 +280,22 @@ pub fn stage_and_place(
     })
 }
 
+/// A stream that fails once `cancel` is set (a stopped drill).
+struct CancelRead {
+    inner: Box<dyn io::Read + Send>,
+    cancel: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl io::Read for CancelRead {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.cancel.load(std::sync::atomic::Ordering::Relaxed) {
+            // Not `Interrupted`: readers retry that.
+            return Err(io::Error::other("the restore was stopped"));
+        }
+        self.inner.read(buf)
+    }
+}
+
 /// A new private directory (0700) beside `target`, for a database-only
 /// restore's staging.
 fn private_dir_beside(target: &Path) -> Result<PathBuf, RestoreError> {
@@ -259,23 +310,16 @@ fn private_dir_beside(target: &Path) -> Result<PathBuf, RestoreError> {
     Ok(dir.keep())
 }
 
-/// Refuses to start when the size the archive restores cannot fit.
-/// It counts what the restore writes: files, the dump, or both (an archive
-/// signed before cofre said the files' share counts whole).
+/// Refuses to start when the size the restore writes cannot fit: files,
+/// the dump, or both, of every archive of the chain (an archive signed
+/// before cofre said the files' share counts whole).
 fn check_free_space(
-    opened: &crate::open::OpenArchive,
+    chain: &crate::open::Chain,
     staging: &Staging,
     files: bool,
     dump: bool,
 ) -> Result<(), RestoreError> {
-    let need = opened.claim.as_ref().and_then(|c| {
-        let total = c.bytes?;
-        Some(match (files, dump, c.file_bytes) {
-            (true, false, Some(f)) => f,
-            (false, true, Some(f)) => total.saturating_sub(f),
-            _ => total,
-        })
-    });
+    let need = chain.restore_bytes(files, dump);
     let (Some(need), Ok(free)) = (need, staging.free_bytes()) else {
         return Ok(());
     };
@@ -515,10 +559,12 @@ mod tests {
             origin: &origin,
             allow_unsigned: false,
         };
-        let mut opened = crate::open::open(&req).unwrap();
+        let found = crate::open::resolve(&req).unwrap();
+        let chain = crate::open::chain(&req, found).unwrap();
         let target = f.dir.path().join("restored");
         let restored = stage_and_place(
-            &mut opened,
+            &req,
+            &chain,
             Request {
                 target: &target,
                 opts: ExtractOptions {
@@ -533,6 +579,7 @@ mod tests {
                 allow_outside_symlinks: false,
                 includes: &[],
                 dump_has_target: false,
+                cancel: None,
             },
             &indicatif::ProgressBar::hidden(),
         )

@@ -313,12 +313,17 @@ fn set_meta(dir: &Dir, r: &DirRecord) -> io::Result<()> {
 /// Gives the restored directories (below `target`) their modes and times,
 /// last created first, through handles (a path that is no longer a
 /// directory, because a later entry replaced it, is skipped); then the
-/// root's, when given. Returns how many could not be set.
+/// root's, when given. A directory recorded twice (a differential's over
+/// its full's) gets its last record. Returns how many could not be set.
 pub fn finish_dirs(target: &Dir, dirs: &Records, root: Option<&DirRecord>) -> io::Result<u64> {
     let mut failed = 0;
+    let mut done = std::collections::HashSet::new();
     let mut cursor = dirs.backward();
     while let Some(rec) = cursor.next_record()? {
         let r = DirRecord::decode(&rec)?;
+        if !done.insert(r.rel.clone()) {
+            continue;
+        }
         let Ok(dir) = target.open_dir(&r.rel) else {
             continue;
         };

@@ -310,6 +310,7 @@ fn crafted(path: &Path, entries: &[Crafted<'_>]) {
                 gid: 0,
                 link: *link,
                 sparse: None,
+                dumpdir: None,
             })
             .unwrap();
             if !data.is_empty() {

@@ -238,6 +238,7 @@ pub fn archives_in(dir: &Path) -> Vec<PathBuf> {
                         n.starts_with("backup_")
                             && !n.ends_with(".partial")
                             && !n.ends_with(".minisig")
+                            && !n.ends_with(".index")
                     })
                 })
                 .collect()

@@ -77,6 +77,7 @@ fn meta(h: &H) -> EntryMeta<'_> {
         gid: h.uid,
         link: h.link.as_deref(),
         sparse: None,
+        dumpdir: None,
     }
 }
 
@@ -99,6 +100,7 @@ pub fn tar_with_manifest(entries: &[H], extra_manifest: &[(&str, serde_json::Val
             gid: 0,
             link: None,
             sparse: None,
+            dumpdir: None,
         })
         .unwrap();
         recorded.push(Entry::from_meta(
@@ -113,6 +115,7 @@ pub fn tar_with_manifest(entries: &[H], extra_manifest: &[(&str, serde_json::Val
                 gid: 0,
                 link: None,
                 sparse: None,
+                dumpdir: None,
             },
             None,
         ));
@@ -150,6 +153,7 @@ pub fn tar_with_manifest(entries: &[H], extra_manifest: &[(&str, serde_json::Val
             gid: 0,
             link: None,
             sparse: None,
+            dumpdir: None,
         })
         .unwrap();
         tar.data(&text).unwrap();
@@ -782,7 +786,8 @@ fn only_archives_signed_by_a_trusted_key_restore_without_asking() {
     // archive makes this one due; the renamed copy, its signature made for
     // another name, is not this project's archive and is left alone).
     std::thread::sleep(std::time::Duration::from_millis(1100));
-    env.ok(["backup", "--no-prune"]);
+    // (A full: a differential would keep its full, the genuine archive.)
+    env.ok(["backup", "--no-prune", "--full"]);
     let mut pruning = Env::new();
     pruning.set("BACKUP_DIR", &env.backups);
     // (It counts this project's archives, signed by a key it trusts.)

@@ -7,6 +7,7 @@ mod harness;
 
 mod bad_input;
 mod daemon;
+mod differential;
 mod drill;
 mod hostile;
 mod interop;
@@ -14,6 +15,7 @@ mod mongo;
 mod mongo_tools;
 mod monitor;
 mod offsite;
+mod pitr;
 mod property;
 mod restore;
 mod round_trip;

@@ -735,6 +735,19 @@ pub fn secantusd() -> Option<String> {
     Some(bin)
 }
 
+/// A SecantusDB of the test's own, in memory, started with `flags`.
+pub fn own_server_with(flags: &[&str]) -> Option<OwnServer> {
+    let bin = secantusd()?;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let child = start_server(&bin, std::ffi::OsStr::new(":memory:"), port, flags);
+    Some(OwnServer {
+        child,
+        port,
+        _dir: dir,
+    })
+}
+
 /// A SecantusDB of the test's own (for a second server), in memory.
 pub fn own_server() -> Option<OwnServer> {
     let bin = secantusd()?;

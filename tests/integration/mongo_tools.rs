@@ -32,6 +32,21 @@ fn tools() -> Option<PathBuf> {
     found
 }
 
+/// One of MongoDB's tools (`bsondump`...), or `None` (said why) when the
+/// tests may skip.
+pub fn tool(name: &str) -> Option<PathBuf> {
+    let path = tools()?.join(name);
+    if !path.is_file() {
+        assert!(
+            std::env::var("COFRE_TEST_REQUIRE_MONGO_TOOLS").as_deref() != Ok("1"),
+            "{name} is not beside mongodump"
+        );
+        eprintln!("skipped: {name} is not beside mongodump");
+        return None;
+    }
+    Some(path)
+}
+
 fn run_tool(dir: &Path, tool: &str, args: &[&str]) {
     let out = Command::new(dir.join(tool)).args(args).output().unwrap();
     assert!(

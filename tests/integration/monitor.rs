@@ -110,6 +110,30 @@ fn handle(
     thread::sleep(hold);
 }
 
+/// A webhook receiver for other tests: the JSON events it got.
+pub struct Hook(Receiver);
+
+impl Hook {
+    pub fn start() -> Hook {
+        Hook(Receiver::start(Duration::ZERO, 200))
+    }
+
+    pub fn url(&self) -> String {
+        self.0.url("http", "/hook")
+    }
+
+    /// The events received so far.
+    pub fn events(&self) -> Vec<serde_json::Value> {
+        self.0
+            .got
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|r| serde_json::from_str(&r.body).ok())
+            .collect()
+    }
+}
+
 const HOOK_TOKEN: &str = "hooktoken7Q2x";
 const HC_TOKEN: &str = "0b5d2a9e-hc-token";
 const NTFY_TOPIC: &str = "ntfytopic9Zk";

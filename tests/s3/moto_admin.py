@@ -14,6 +14,8 @@
                                                 under PREFIX, from 2099 on, the first SIGNED
                                                 of them with a junk signature
     moto_admin.py versions ENDPOINT BUCKET      every version: KEY VERSION-ID latest|old SIZE
+    moto_admin.py retention ENDPOINT BUCKET KEY the lock's date on the oldest version of KEY
+                                                (the one cofre wrote), or "none"
 """
 import datetime
 import json
@@ -64,6 +66,15 @@ def main(argv):
         for page in pages:
             for v in page.get("Versions", []):
                 print(v["Key"], v["VersionId"], "latest" if v["IsLatest"] else "old", v["Size"])
+    elif cmd == "retention":
+        s3 = client("s3", endpoint)
+        versions = [v for page in s3.get_paginator("list_object_versions").paginate(
+            Bucket=argv[3], Prefix=argv[4]) for v in page.get("Versions", []) if v["Key"] == argv[4]]
+        oldest = min(versions, key=lambda v: v["LastModified"])
+        # (moto has no GetObjectRetention; HeadObject carries the date.)
+        got = s3.head_object(Bucket=argv[3], Key=argv[4], VersionId=oldest["VersionId"])
+        until = got.get("ObjectLockRetainUntilDate")
+        print(until.strftime("%Y-%m-%dT%H:%M:%SZ") if until else "none")
     elif cmd == "keys":
         pages = client("s3", endpoint).get_paginator("list_objects_v2").paginate(Bucket=argv[3])
         for page in pages:

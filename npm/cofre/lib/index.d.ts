@@ -24,6 +24,7 @@ export interface Logger {
 export type Setting =
   'BACKUP_SOURCE' |
   'BACKUP_DIR' |
+  'BACKUP_FULL_EVERY' |
   'BACKUP_RETENTION_DAYS' |
   'BACKUP_KEEP_LAST' |
   'BACKUP_KEEP_DAILY' |
@@ -36,6 +37,8 @@ export type Setting =
   'BACKUP_MONGODB_URI_FILE' |
   'BACKUP_MONGODB_DATABASES' |
   'BACKUP_MONGODB_COLLECTIONS' |
+  'BACKUP_OPLOG' |
+  'BACKUP_OPLOG_SLICE' |
   'BACKUP_EXCLUDE' |
   'BACKUP_ENCRYPTION' |
   'BACKUP_RECIPIENTS' |
@@ -81,6 +84,12 @@ export interface Options extends Partial<Record<Setting, SettingValue>> {
   source?: string;
   /** BACKUP_DIR */
   dir?: string;
+  /** BACKUP_FULL_EVERY */
+  fullEvery?: string;
+  /** BACKUP_OPLOG */
+  oplog?: string;
+  /** BACKUP_OPLOG_SLICE */
+  oplogSlice?: string;
   /** BACKUP_RETENTION_DAYS */
   retentionDays?: number | string;
   /** BACKUP_KEEP_LAST */
