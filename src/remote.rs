@@ -581,15 +581,7 @@ impl Remote {
                 query.push(("key-marker", key.clone()));
                 query.push(("version-id-marker", version.clone()));
             }
-            let (status, body) = self
-                .request(
-                    reqwest::Method::GET,
-                    &self.bucket_url(&query),
-                    Vec::new(),
-                    &[],
-                )
-                .await
-                .map_err(|detail| ListFailure::Remote(self.list_error(&detail)))?;
+            let (status, body) = self.list_page(&query).await.map_err(ListFailure::Remote)?;
             if status == reqwest::StatusCode::NOT_IMPLEMENTED
                 || (status.is_client_error()
                     && xml_code(&body).is_some_and(|c| c == "NotImplemented"))
@@ -616,15 +608,11 @@ impl Remote {
                 let id = record
                     .text("VersionId")
                     .filter(|v| !v.is_empty() && v != "null");
-                out.last_mut().expect("pushed above").1.push(Version {
-                    id,
-                    e_tag: unquote(&record.text("ETag").unwrap_or_default()),
-                    size: record
-                        .text("Size")
-                        .and_then(|s| s.parse().ok())
-                        .unwrap_or(0),
-                    latest: record.text("IsLatest").is_some_and(|l| l == "true"),
-                });
+                let latest = record.text("IsLatest").is_some_and(|l| l == "true");
+                out.last_mut()
+                    .expect("pushed above")
+                    .1
+                    .push(record.version(id, latest));
             }
             if !page.truncated() {
                 break;
@@ -645,6 +633,21 @@ impl Remote {
         Ok(out)
     }
 
+    /// One page of a listing of the bucket: its status and body.
+    async fn list_page(
+        &self,
+        query: &[(&str, String)],
+    ) -> Result<(reqwest::StatusCode, Vec<u8>), RemoteError> {
+        self.request(
+            reqwest::Method::GET,
+            &self.bucket_url(query),
+            Vec::new(),
+            &[],
+        )
+        .await
+        .map_err(|detail| self.list_error(&detail))
+    }
+
     /// `ListObjectsV2`, every page.
     async fn list_plain(&self, prefix: &str) -> Result<Vec<(String, Vec<Version>)>, RemoteError> {
         let mut out = Vec::new();
@@ -658,15 +661,7 @@ impl Remote {
             if let Some(t) = &token {
                 query.push(("continuation-token", t.clone()));
             }
-            let (status, body) = self
-                .request(
-                    reqwest::Method::GET,
-                    &self.bucket_url(&query),
-                    Vec::new(),
-                    &[],
-                )
-                .await
-                .map_err(|detail| self.list_error(&detail))?;
+            let (status, body) = self.list_page(&query).await?;
             if !status.is_success() {
                 return Err(self.status_error(status, &body));
             }
@@ -675,18 +670,7 @@ impl Remote {
                 let Some(key) = record.text("Key").map(|k| url_decoded(&k)) else {
                     continue;
                 };
-                out.push((
-                    key,
-                    vec![Version {
-                        id: None,
-                        e_tag: unquote(&record.text("ETag").unwrap_or_default()),
-                        size: record
-                            .text("Size")
-                            .and_then(|s| s.parse().ok())
-                            .unwrap_or(0),
-                        latest: true,
-                    }],
-                ));
+                out.push((key, vec![record.version(None, true)]));
             }
             match page.field("NextContinuationToken") {
                 Some(t) if page.truncated() && Some(&t) != token.as_ref() => token = Some(t),
@@ -1537,6 +1521,17 @@ impl Record {
             .iter()
             .find(|(k, _)| k == child)
             .map(|(_, v)| v.clone())
+    }
+
+    /// The object version a listing's record describes (its ETag and
+    /// size; a size that does not parse counts as 0).
+    fn version(&self, id: Option<String>, latest: bool) -> Version {
+        Version {
+            id,
+            e_tag: unquote(&self.text("ETag").unwrap_or_default()),
+            size: self.text("Size").and_then(|s| s.parse().ok()).unwrap_or(0),
+            latest,
+        }
     }
 }
 

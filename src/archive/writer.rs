@@ -89,11 +89,16 @@ fn fs_meta<'a>(path: &'a [u8], kind: Kind, m: &Meta, link: Option<&'a [u8]>) -> 
 }
 
 /// The data segments of `file` (offset, length), from `SEEK_DATA` and
-/// `SEEK_HOLE`, when it has holes; `None` for a file without any (or a
-/// filesystem that cannot say). A file ending in a hole gets a last,
+/// `SEEK_HOLE`, when it has holes; `None` for a file without any (fewer
+/// blocks than bytes is the sign to look; `before` is its `fstat`), or on
+/// a filesystem that cannot say. A file ending in a hole gets a last,
 /// empty segment at its end, as GNU tar writes it.
-fn sparse_segments(file: &File, size: u64) -> Option<Vec<(u64, u64)>> {
+fn sparse_segments(file: &File, before: &Meta) -> Option<Vec<(u64, u64)>> {
     use rustix::fs::SeekFrom;
+    let size = before.size;
+    if before.allocated >= size {
+        return None;
+    }
     let mut segments = Vec::new();
     let mut pos = 0u64;
     while pos < size {
@@ -215,12 +220,7 @@ impl ArchiveWriter {
         shown: &str,
     ) -> io::Result<String> {
         let size = before.size;
-        // Fewer blocks than bytes: there may be holes to keep.
-        let segments = if before.allocated < size {
-            sparse_segments(file, size)
-        } else {
-            None
-        };
+        let segments = sparse_segments(file, before);
         let mut hasher = blake3::Hasher::new();
         let mut meta = fs_meta(path, Kind::File, before, None);
         let problem = match &segments {
@@ -271,11 +271,7 @@ impl ArchiveWriter {
     /// the full's before it decides to store the file).
     pub fn content_hash(&mut self, file: &File, before: &Meta) -> io::Result<String> {
         let size = before.size;
-        let segments = if before.allocated < size {
-            sparse_segments(file, size)
-        } else {
-            None
-        };
+        let segments = sparse_segments(file, before);
         let mut hasher = blake3::Hasher::new();
         let ranges = match &segments {
             Some(segments) => {

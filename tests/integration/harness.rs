@@ -161,6 +161,13 @@ impl Env {
         a[0].clone()
     }
 
+    /// The file name of the only archive in the backup directory.
+    pub fn archive_name(&self) -> String {
+        let archive = self.archive();
+        let name = archive.file_name().expect("an archive has a name");
+        name.to_str().expect("archive names are UTF-8").to_owned()
+    }
+
     /// The default identity file.
     pub fn identity(&self) -> PathBuf {
         self.home.join(".config/cofre/identity.txt")
@@ -618,4 +625,20 @@ impl Drop for SmallDisk {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg(&self.path).status();
     }
+}
+
+/// The peak resident set size, in KiB, that `/usr/bin/time -v -o REPORT`
+/// wrote to `report`.
+pub fn peak_rss_kib(report: &Path) -> u64 {
+    fs::read_to_string(report)
+        .unwrap()
+        .lines()
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("Maximum resident set size (kbytes): ")
+        })
+        .unwrap_or_else(|| panic!("no peak RSS in {}", report.display()))
+        .trim()
+        .parse()
+        .unwrap()
 }

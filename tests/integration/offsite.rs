@@ -363,17 +363,7 @@ fn a_large_archive_goes_up_in_bounded_memory() {
         .output()
         .unwrap();
     assert!(time.status.success(), "{}", text(&time));
-    let rss_kib: u64 = fs::read_to_string(&report)
-        .unwrap()
-        .lines()
-        .find_map(|l| {
-            l.trim()
-                .strip_prefix("Maximum resident set size (kbytes): ")
-        })
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let rss_kib: u64 = peak_rss_kib(&report);
     assert!(
         rss_kib < 64 * 1024,
         "peak RSS {rss_kib} KiB for a 125 MB archive"
@@ -506,13 +496,7 @@ fn a_locked_archive_written_over_still_restores_from_the_version_cofre_wrote() {
     use_bucket(&mut env, &s3.endpoint, &bucket, "l");
     env.set("BACKUP_REMOTE_LOCK", "governance");
     env.ok(["backup"]);
-    let name = env
-        .archive()
-        .file_name()
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .to_owned();
+    let name = env.archive_name();
     s3.put(
         &s3.endpoint,
         &bucket,

@@ -53,13 +53,7 @@ fn force_replaces_what_the_archive_holds_and_keeps_the_rest() {
 fn default_target_is_named_after_the_archive() {
     let env = Env::with_tree();
     env.ok(["backup"]);
-    let name = env
-        .archive()
-        .file_name()
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .to_owned();
+    let name = env.archive_name();
     let stem = name.split(".tar.").next().unwrap().to_owned();
     let out = env.ok(["restore", "latest"]);
     assert!(stdout(&out).contains(&stem), "{}", text(&out));

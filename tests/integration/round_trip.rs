@@ -60,13 +60,7 @@ fn zstd_with_passphrase() {
     env.set("BACKUP_COMPRESSION", "zstd:5");
     env.set("BACKUP_PASSPHRASE", "correct horse battery staple");
     env.ok(["backup"]);
-    let name = env
-        .archive()
-        .file_name()
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .to_owned();
+    let name = env.archive_name();
     assert!(name.ends_with(".tar.zst.age"), "{name}");
     // A passphrase backup makes no identity file.
     assert!(!env.identity().exists());
@@ -115,13 +109,7 @@ fn encryption_none_warns_and_round_trips() {
     env.set("BACKUP_ENCRYPTION", "none");
     let out = env.ok(["backup"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("not encrypted"));
-    let name = env
-        .archive()
-        .file_name()
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .to_owned();
+    let name = env.archive_name();
     assert!(name.ends_with(".tar.gz"), "{name}");
     round_trip(&env, &[]);
 }

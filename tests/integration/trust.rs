@@ -418,17 +418,7 @@ fn hostile_ignore_files_are_capped_and_named() {
         said.contains("a/.backupignore") && said.contains("b/.backupignore"),
         "{said}"
     );
-    let rss_kib: u64 = fs::read_to_string(&report)
-        .unwrap()
-        .lines()
-        .find_map(|l| {
-            l.trim()
-                .strip_prefix("Maximum resident set size (kbytes): ")
-        })
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let rss_kib: u64 = peak_rss_kib(&report);
     assert!(rss_kib < 64 * 1024, "peak RSS {rss_kib} KiB");
     let listing = sh(&format!(
         "age -d -i '{}' '{}' | tar -tzf -",
