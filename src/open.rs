@@ -63,6 +63,26 @@ pub enum OpenArchiveError {
         /// Why it was not accepted.
         why: String,
     },
+    /// `latest` in the bucket read its bound of signatures, none of them
+    /// trusted, and stopped (an older archive may still be ours).
+    #[error(
+        "the {examined} newest of the {count} archives in {place} are not signed by a trusted key of \
+         this project (the newest, {newest}: {why}), and `latest` reads no further, so that planted \
+         objects cannot make it slow; name the archive to restore (`cofre list --remote` shows the \
+         names), and check BACKUP_IDENTITY_FILE and BACKUP_TRUSTED_KEYS"
+    )]
+    LatestStopped {
+        /// How many signatures were read.
+        examined: usize,
+        /// How many archives there are.
+        count: usize,
+        /// Where.
+        place: String,
+        /// The newest one.
+        newest: String,
+        /// Why it was not accepted.
+        why: String,
+    },
     /// A differential read without a trusted signature: it is the
     /// signature that names its full.
     #[error(
@@ -134,9 +154,9 @@ impl crate::exit::Coded for OpenArchiveError {
             OpenArchiveError::DiffUnsigned(_)
             | OpenArchiveError::BaseMissing { .. }
             | OpenArchiveError::BaseMismatch { .. } => Exit::Failure,
-            OpenArchiveError::NoTrustedLatest { .. } | OpenArchiveError::OnlyForeign { .. } => {
-                Exit::Failure
-            }
+            OpenArchiveError::NoTrustedLatest { .. }
+            | OpenArchiveError::LatestStopped { .. }
+            | OpenArchiveError::OnlyForeign { .. } => Exit::Failure,
         }
     }
 }
@@ -234,6 +254,7 @@ pub fn resolve(req: &Request<'_>) -> Result<Found, OpenArchiveError> {
     // show, not the untrusted signatures it causes.
     if let Err(
         OpenArchiveError::NoTrustedLatest { newest, .. }
+        | OpenArchiveError::LatestStopped { newest, .. }
         | OpenArchiveError::OnlyForeign { newest, .. },
     ) = &found
     {
@@ -307,6 +328,9 @@ struct Latest<'a> {
     /// The other projects seen.
     sources: std::collections::BTreeSet<String>,
     refused: Option<(String, String)>,
+    /// How many signatures were read before the bound stopped the search
+    /// (`None`: it was not stopped).
+    stopped: Option<usize>,
 }
 
 impl<'a> Latest<'a> {
@@ -318,6 +342,7 @@ impl<'a> Latest<'a> {
             foreign: None,
             sources: std::collections::BTreeSet::new(),
             refused: None,
+            stopped: None,
         }
     }
 
@@ -369,6 +394,12 @@ impl<'a> Latest<'a> {
     fn finish(self, place: String) -> Result<Found, OpenArchiveError> {
         match self.foreign {
             Some((found, claim)) if self.sources.len() == 1 => {
+                if let Some(examined) = self.stopped {
+                    tracing::warn!(
+                        "`latest`: read the signatures of the {examined} newest signed archives in \
+                         {place} and stopped; name an archive to read an older one"
+                    );
+                }
                 tracing::warn!(
                     "no archive in {place} is a backup of {}; every archive there signed by a \
                      trusted key is {}, so `latest` is the newest of them: {}",
@@ -388,6 +419,15 @@ impl<'a> Latest<'a> {
             }),
             None => {
                 let (newest, why) = self.refused.unwrap_or_default();
+                if let Some(examined) = self.stopped {
+                    return Err(OpenArchiveError::LatestStopped {
+                        examined,
+                        count: self.count,
+                        place,
+                        newest,
+                        why,
+                    });
+                }
                 Err(OpenArchiveError::NoTrustedLatest {
                     place,
                     count: self.count,
@@ -449,12 +489,8 @@ fn latest_remote(req: &Request<'_>, bucket: &Remote) -> Result<Found, OpenArchiv
             }
         }
     }
-    if signed.len() == MAX_EXAMINED {
-        tracing::warn!(
-            "`latest`: examined the signatures of the {MAX_EXAMINED} newest signed archives in {} \
-             and stopped; name an archive to read an older one",
-            bucket.url()
-        );
+    if signed.len() == MAX_EXAMINED && list.iter().filter(|a| a.signed()).count() > MAX_EXAMINED {
+        latest.stopped = Some(MAX_EXAMINED);
     }
     latest.finish(bucket.url().to_owned())
 }

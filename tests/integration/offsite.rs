@@ -586,4 +586,23 @@ fn planted_objects_cost_a_bounded_number_of_requests() {
         listing <= 25,
         "{listing} signature requests for `list --remote`"
     );
+    // More junk signatures than `latest` reads: it stops at its bound and
+    // says so, and the genuine archive is still restored by its name.
+    s3.admin(&server.endpoint, &["plant", "planted", "p", "300", "300"]);
+    let before = signature_gets();
+    let msg = env.fails(["restore", "--remote", "latest", "--dry-run"], 1);
+    let stopped = signature_gets() - before;
+    assert!(
+        (256..=260).contains(&stopped),
+        "{stopped} signature requests for a stopped `latest`"
+    );
+    assert!(
+        msg.contains("the 256 newest of the 1501 archives")
+            && msg.contains("name the archive to restore"),
+        "{msg}"
+    );
+    let name = env.archive_name();
+    let target = env.path("by-name");
+    env.ok(argv!["restore", "--remote", name, "--to", target]);
+    assert_eq!(fs::read_to_string(target.join("a.txt")).unwrap(), "a\n");
 }
