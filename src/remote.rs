@@ -266,11 +266,6 @@ impl RemoteArchive {
     pub fn signed(&self) -> bool {
         !self.sig_versions.is_empty()
     }
-
-    /// The version of its signature a read takes.
-    pub fn sig_version(&self) -> Option<&str> {
-        self.sig_versions.first().and_then(|v| v.id.as_deref())
-    }
 }
 
 /// Another object cofre writes to the bucket (an oplog slice).
@@ -296,6 +291,22 @@ impl RemoteObject {
 const MAX_PAGE: usize = 16 << 20;
 /// Concurrent requests for signatures.
 const SIG_CONCURRENCY: usize = 16;
+
+/// Signatures already read in this process, by object, version id and
+/// ETag. One version's bytes do not change, so a sync that looks at the
+/// bucket's signatures again (before and after its uploads and deletions,
+/// and the daemon's next sync after each oplog slice) fetches only the new
+/// ones. What is kept is only ever text the caller verifies as it would a
+/// fresh read; an object someone rewrites has another ETag and is read
+/// again.
+static SIGNATURES_READ: std::sync::LazyLock<std::sync::Mutex<SignaturesRead>> =
+    std::sync::LazyLock::new(Default::default);
+
+/// How many signatures [`SIGNATURES_READ`] holds before it starts over.
+const SIGNATURES_READ_MAX: usize = 4096;
+
+/// Signature texts by (object URL, version id, ETag).
+type SignaturesRead = std::collections::HashMap<(String, Option<String>, String), String>;
 
 /// How a deletion went.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -490,8 +501,7 @@ impl Remote {
                 if o.sig_versions.is_empty() {
                     return Ok(None);
                 }
-                let version = o.sig_versions.first().and_then(|v| v.id.clone());
-                self.read_signature(&o.name, version).await
+                self.read_signature(&o.name, o.sig_versions.first()).await
             });
             futures::stream::iter(fetches)
                 .buffered(SIG_CONCURRENCY)
@@ -739,8 +749,7 @@ impl Remote {
                 if !a.signed() {
                     return Ok(None);
                 }
-                self.read_signature(&a.name, a.sig_version().map(str::to_owned))
-                    .await
+                self.read_signature(&a.name, a.sig_versions.first()).await
             });
             futures::stream::iter(fetches)
                 .buffered(SIG_CONCURRENCY)
@@ -759,31 +768,55 @@ impl Remote {
             let Some(first) = versions.first() else {
                 return Ok(None);
             };
-            self.read_signature(name, first.id.clone()).await
+            self.read_signature(name, Some(first)).await
         })
     }
 
+    /// The text of the signature of `name` at the listed `version`
+    /// (cofre's), read once per process ([`SIGNATURES_READ`]).
     async fn read_signature(
         &self,
         name: &str,
-        version: Option<String>,
+        version: Option<&Version>,
     ) -> Result<Option<String>, RemoteError> {
         let key = self.key(&format!("{name}{SIG_SUFFIX}"));
+        let memo = version.filter(|v| !v.e_tag.is_empty()).map(|v| {
+            (
+                format!("{}/{key}", self.settings.url),
+                v.id.clone(),
+                v.e_tag.clone(),
+            )
+        });
+        let read = |m: &(String, Option<String>, String)| {
+            let read = SIGNATURES_READ.lock().unwrap_or_else(|e| e.into_inner());
+            read.get(m).cloned()
+        };
+        if let Some(text) = memo.as_ref().and_then(read) {
+            return Ok(Some(text));
+        }
         let opts = object_store::GetOptions {
-            version,
+            version: version.and_then(|v| v.id.clone()),
             ..Default::default()
         };
-        match self.store.get_opts(&key, opts).await {
+        let text = match self.store.get_opts(&key, opts).await {
             Ok(got) => {
                 if got.meta.size > MAX_SIG as u64 {
                     return Ok(None);
                 }
                 let bytes = got.bytes().await.map_err(|e| self.err("cannot read", &e))?;
-                Ok(Some(String::from_utf8_lossy(&bytes).into_owned()))
+                String::from_utf8_lossy(&bytes).into_owned()
             }
-            Err(object_store::Error::NotFound { .. }) => Ok(None),
-            Err(e) => Err(self.err("cannot read", &e)),
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(self.err("cannot read", &e)),
+        };
+        if let Some(m) = memo {
+            let mut read = SIGNATURES_READ.lock().unwrap_or_else(|e| e.into_inner());
+            if read.len() >= SIGNATURES_READ_MAX {
+                read.clear();
+            }
+            read.insert(m, text.clone());
         }
+        Ok(Some(text))
     }
 
     /// A `Read` of the archive `name` (the version cofre wrote), streamed
@@ -1508,6 +1541,14 @@ fn url_decoded(k: &str) -> String {
         .into_owned()
 }
 
+/// The text of the first element called `name` among `pairs`.
+fn text_of(pairs: &[(String, String)], name: &str) -> Option<String> {
+    pairs
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.clone())
+}
+
 /// One element of a listing (`Contents`, `Version`, `DeleteMarker`) and
 /// the text of its direct children.
 struct Record {
@@ -1517,10 +1558,7 @@ struct Record {
 
 impl Record {
     fn text(&self, child: &str) -> Option<String> {
-        self.children
-            .iter()
-            .find(|(k, _)| k == child)
-            .map(|(_, v)| v.clone())
+        text_of(&self.children, child)
     }
 
     /// The object version a listing's record describes (its ETag and
@@ -1543,10 +1581,7 @@ struct Page {
 
 impl Page {
     fn field(&self, name: &str) -> Option<String> {
-        self.fields
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.clone())
+        text_of(&self.fields, name)
     }
 
     fn truncated(&self) -> bool {

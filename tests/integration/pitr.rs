@@ -19,6 +19,15 @@ use crate::daemon::Daemon;
 use crate::harness::*;
 use crate::mongo::{Mongo, OwnServer, assert_same_db, state};
 
+/// Starts the daemon and waits until it tails the oplog.
+fn capturing(env: &Env) -> Daemon {
+    let mut daemon = Daemon::start(env);
+    assert!(daemon.wait_for(Duration::from_secs(30), |l| {
+        l.iter().any(|x| x.contains("tailing the oplog"))
+    }));
+    daemon
+}
+
 /// A project whose database is on a server of its own.
 struct Pitr {
     env: Env,
@@ -184,10 +193,7 @@ fn a_restore_to_an_exact_operation_is_the_database_as_it_was_then() {
             .unwrap();
     });
     p.env.ok(["backup"]);
-    let mut daemon = Daemon::start(&p.env);
-    assert!(daemon.wait_for(Duration::from_secs(30), |l| {
-        l.iter().any(|x| x.contains("tailing the oplog"))
-    }));
+    let daemon = capturing(&p.env);
     // Writes during and after, DDL and a transaction among them.
     let writer = Writer::start(p.server.uri(""), p.db.clone());
     thread::sleep(Duration::from_millis(800));
@@ -287,10 +293,7 @@ fn kill_9_mid_slice_resumes_with_no_gap_and_no_duplicate() {
     env.set("BACKUP_OPLOG_SLICE", "30s");
     let p = Pitr { env, ..p };
     p.env.ok(["backup"]);
-    let mut daemon = Daemon::start(&p.env);
-    assert!(daemon.wait_for(Duration::from_secs(30), |l| {
-        l.iter().any(|x| x.contains("tailing the oplog"))
-    }));
+    let daemon = capturing(&p.env);
     let writer = Writer::start(p.server.uri(""), p.db.clone());
     thread::sleep(Duration::from_secs(3));
     // kill -9 in the middle of a slice: only the spool holds these.
@@ -386,10 +389,7 @@ fn a_rollover_is_a_hole_said_and_healed_by_a_new_base() {
 fn damaged_or_missing_slices_stop_the_restore_saying_how_far_it_reaches() {
     let Some(p) = setup(&[]) else { return };
     p.env.ok(["backup"]);
-    let mut daemon = Daemon::start(&p.env);
-    assert!(daemon.wait_for(Duration::from_secs(30), |l| {
-        l.iter().any(|x| x.contains("tailing the oplog"))
-    }));
+    let daemon = capturing(&p.env);
     let mut marks = Vec::new();
     for round in 0..3 {
         for i in 0..20 {
@@ -469,10 +469,7 @@ fn damaged_or_missing_slices_stop_the_restore_saying_how_far_it_reaches() {
 fn slices_open_with_age_zstd_and_bsondump() {
     let Some(p) = setup(&[]) else { return };
     p.env.ok(["backup"]);
-    let mut daemon = Daemon::start(&p.env);
-    assert!(daemon.wait_for(Duration::from_secs(30), |l| {
-        l.iter().any(|x| x.contains("tailing the oplog"))
-    }));
+    let daemon = capturing(&p.env);
     for i in 0..25 {
         p.insert("users", doc! { "_id": i, "name": format!("u{i}") });
     }
@@ -519,10 +516,7 @@ fn status_metrics_and_lag_tell_whether_the_capture_keeps_up() {
         "{}",
         text(&out)
     );
-    let mut daemon = Daemon::start(&p.env);
-    assert!(daemon.wait_for(Duration::from_secs(30), |l| {
-        l.iter().any(|x| x.contains("tailing the oplog"))
-    }));
+    let daemon = capturing(&p.env);
     p.insert("users", doc! { "_id": 1 });
     p.wait_sliced(p.newest_op());
     thread::sleep(Duration::from_secs(2));
@@ -656,10 +650,7 @@ fn a_new_machine_restores_to_a_point_from_the_bucket() {
     let p = Pitr { env, ..p };
     p.insert("users", doc! { "_id": 1 });
     p.env.ok(["backup"]);
-    let mut daemon = Daemon::start(&p.env);
-    assert!(daemon.wait_for(Duration::from_secs(30), |l| {
-        l.iter().any(|x| x.contains("tailing the oplog"))
-    }));
+    let daemon = capturing(&p.env);
     for i in 2..30 {
         p.insert("users", doc! { "_id": i });
     }
@@ -710,10 +701,7 @@ fn a_drill_replays_the_oplog_and_compares_with_the_live_database_then() {
     let Some(p) = setup(&[]) else { return };
     p.insert("users", doc! { "_id": 1 });
     p.env.ok(["backup"]);
-    let mut daemon = Daemon::start(&p.env);
-    assert!(daemon.wait_for(Duration::from_secs(30), |l| {
-        l.iter().any(|x| x.contains("tailing the oplog"))
-    }));
+    let daemon = capturing(&p.env);
     for i in 2..40 {
         p.insert("users", doc! { "_id": i, "n": i });
     }
@@ -766,10 +754,7 @@ fn the_server_going_away_mid_capture_is_resumed_when_it_returns() {
     };
     insert(&m, 0);
     env.ok(["backup"]);
-    let mut daemon = Daemon::start(&env);
-    assert!(daemon.wait_for(Duration::from_secs(30), |l| {
-        l.iter().any(|x| x.contains("tailing the oplog"))
-    }));
+    let mut daemon = capturing(&env);
     for i in 1..10 {
         insert(&m, i);
     }
