@@ -645,13 +645,8 @@ impl Job<'_> {
         matcher: ignore::gitignore::Gitignore,
         skip_dir: Option<PathBuf>,
     ) -> Result<index::Writer, BackupError> {
-        let mut stopped = false;
         let mut index = index::Writer::new(self.store.dir()).map_err(|e| self.write_err(e))?;
-        walk::walk(source, matcher, &walk::Options { skip_dir }, |item| {
-            if self.cancelled() {
-                stopped = true;
-                return Ok(WalkState::Quit);
-            }
+        self.walk(source, matcher, skip_dir, |item| {
             match item {
                 Item::Dir {
                     rel,
@@ -668,15 +663,10 @@ impl Job<'_> {
                     name,
                     meta: listed,
                 } => {
-                    let shown = String::from_utf8_lossy(&rel).into_owned();
-                    match walk::open_file(parent, name) {
-                        Ok((file, meta)) => {
-                            let now = chrono::Utc::now().timestamp();
-                            let racy = listed.ctime.max(meta.ctime) + index::RACY_SECONDS >= now;
-                            let hash = aw.add_file(&files_path(&rel), &file, &meta, &shown)?;
-                            index.file(name, &hash, racy);
-                        }
-                        Err(why) => aw.warn(&shown, why),
+                    if let Some((hash, meta)) = add_file(aw, parent, name, &rel)? {
+                        let now = chrono::Utc::now().timestamp();
+                        let racy = listed.ctime.max(meta.ctime) + index::RACY_SECONDS >= now;
+                        index.file(name, &hash, racy);
                     }
                 }
                 Item::Symlink { rel, target, meta } => {
@@ -686,12 +676,32 @@ impl Job<'_> {
                 Item::Skipped { rel, why } => aw.warn(&rel, why),
             }
             Ok(WalkState::Continue)
+        })?;
+        Ok(index)
+    }
+
+    /// Walks the project for `visit`, stopping when the backup is
+    /// cancelled.
+    fn walk(
+        &self,
+        source: &Path,
+        matcher: ignore::gitignore::Gitignore,
+        skip_dir: Option<PathBuf>,
+        mut visit: impl FnMut(Item<'_>) -> io::Result<WalkState>,
+    ) -> Result<(), BackupError> {
+        let mut stopped = false;
+        walk::walk(source, matcher, &walk::Options { skip_dir }, |item| {
+            if self.cancelled() {
+                stopped = true;
+                return Ok(WalkState::Quit);
+            }
+            visit(item)
         })
         .map_err(|e| self.write_err(e))?;
         if stopped {
             return Err(BackupError::Cancelled);
         }
-        Ok(index)
+        Ok(())
     }
 
     /// Adds what changed since the full `base`: each directory with its
@@ -708,18 +718,13 @@ impl Job<'_> {
         skip_dir: Option<PathBuf>,
         mut base: Base,
     ) -> Result<Changes, BackupError> {
-        let mut stopped = false;
         let mut changes = Changes::default();
         // Directories the full held that the walk did not reach.
         let mut gone: Vec<Vec<u8>> = Vec::new();
         // The fates of the current directory's names.
         let mut current: Vec<(Vec<u8>, index::Fate)> = Vec::new();
         let mut too_large: Option<String> = None;
-        walk::walk(source, matcher, &walk::Options { skip_dir }, |item| {
-            if self.cancelled() {
-                stopped = true;
-                return Ok(WalkState::Quit);
-            }
+        self.walk(source, matcher, skip_dir, |item| {
             match item {
                 Item::Dir {
                     rel,
@@ -773,13 +778,7 @@ impl Job<'_> {
                         .ok()
                         .is_none_or(|i| current[i].1 == index::Fate::Store);
                     if store {
-                        let shown = String::from_utf8_lossy(&rel).into_owned();
-                        match walk::open_file(parent, name) {
-                            Ok((file, meta)) => {
-                                aw.add_file(&files_path(&rel), &file, &meta, &shown)?;
-                            }
-                            Err(why) => aw.warn(&shown, why),
-                        }
+                        add_file(aw, parent, name, &rel)?;
                     }
                 }
                 Item::Symlink { rel, target, meta } => {
@@ -789,11 +788,7 @@ impl Job<'_> {
                 Item::Skipped { rel, why } => aw.warn(&rel, why),
             }
             Ok(WalkState::Continue)
-        })
-        .map_err(|e| self.write_err(e))?;
-        if stopped {
-            return Err(BackupError::Cancelled);
-        }
+        })?;
         if let Some(why) = too_large {
             return Err(BackupError::NeedFull(why));
         }
@@ -879,6 +874,28 @@ impl Job<'_> {
             }
             e.into()
         })
+    }
+}
+
+/// Opens the file `name` beneath `parent` (never through a link) and adds
+/// it as `rel`; one that cannot be opened is a warning. Returns its hash
+/// and its `fstat`, when added.
+fn add_file(
+    aw: &mut ArchiveWriter,
+    parent: &crate::beneath::Dir,
+    name: &[u8],
+    rel: &[u8],
+) -> io::Result<Option<(String, walk::Meta)>> {
+    let shown = String::from_utf8_lossy(rel);
+    match walk::open_file(parent, name) {
+        Ok((file, meta)) => {
+            let hash = aw.add_file(&files_path(rel), &file, &meta, &shown)?;
+            Ok(Some((hash, meta)))
+        }
+        Err(why) => {
+            aw.warn(&shown, why);
+            Ok(None)
+        }
     }
 }
 

@@ -22,7 +22,7 @@ use chrono::{DateTime, Utc};
 
 use crate::remote::{Deleted, Remote, RemoteArchive, RemoteError};
 use crate::retention::{self, Candidate};
-use crate::sign::{Origin, SignError, Standing, TrustedKeys};
+use crate::sign::{Claim, Origin, SignError, Standing, TrustedKeys};
 use crate::state::{Failure, OffsiteState};
 use crate::store::{ArchiveEntry, Store, StoreError};
 
@@ -154,7 +154,7 @@ fn sync_with(
     // differential it cannot restore, for longer than an upload).
     let mut all: Vec<Candidate> = in_bucket
         .iter()
-        .map(|(a, base)| candidate(a, base))
+        .map(|(a, claim)| candidate(a, claim))
         .collect();
     for (a, base) in &local {
         if !all.iter().any(|c| c.name == a.name) {
@@ -211,19 +211,21 @@ fn sync_with(
     if remote.lock != crate::remote::LockMode::Off && !report.uploaded.is_empty() {
         extend_locks(&bucket, &all, &report.uploaded)?;
     }
-    apply_retention(
-        &bucket,
-        remote,
-        state,
-        &mut report,
-        now,
-        zone,
-        &trusted,
-        &origin,
-    )?;
+    // The bucket as the uploads left it; what retention deletes from it
+    // is all that changes before the slices' turn.
     let listing = bucket.list()?;
     let ours = ours_in_bucket(&bucket, &listing, &trusted, &origin)?;
-    report.newest = ours.first().map(|(a, _)| a.name.clone());
+    apply_retention(&bucket, remote, state, &mut report, now, zone, &ours)?;
+    let kept: Vec<_> = ours
+        .iter()
+        .filter(|(a, _)| !report.deleted.contains(&a.name))
+        .collect();
+    report.newest = kept.first().map(|(a, _)| a.name.clone());
+    // The oldest base the bucket keeps: slices that end before it go.
+    let oldest_base = kept
+        .iter()
+        .filter_map(|(_, claim)| claim.cluster.as_deref().and_then(crate::oplog::Ts::parse))
+        .min();
     sync_slices(
         &bucket,
         store,
@@ -231,6 +233,7 @@ fn sync_with(
         &mut report,
         &trusted,
         &origin,
+        oldest_base,
         cancel,
     )?;
     Ok(report)
@@ -240,6 +243,7 @@ fn sync_with(
 /// bucket lacks goes up (with its signature, locked like archives); then
 /// the bucket's slices that end before the oldest base it keeps go, once
 /// their signature says they are this project's.
+#[allow(clippy::too_many_arguments)]
 fn sync_slices(
     bucket: &Remote,
     store: &Store,
@@ -247,6 +251,7 @@ fn sync_slices(
     report: &mut SyncReport,
     trusted: &TrustedKeys,
     origin: &Origin,
+    oldest_base: Option<crate::oplog::Ts>,
     cancel: &AtomicBool,
 ) -> Result<(), RemoteError> {
     use crate::oplog::{DIR, parse_slice_name, slice};
@@ -273,18 +278,7 @@ fn sync_slices(
         state.copies.insert(key, up.copies);
     }
     // Remote retention of slices: against the bases the bucket keeps.
-    let listing = bucket.list()?;
-    let signed: Vec<&RemoteArchive> = listing.iter().filter(|a| a.signed()).collect();
-    let mut oldest: Option<crate::oplog::Ts> = None;
-    for (a, text) in signed.iter().zip(bucket.signatures(&signed)?) {
-        if let Standing::Ours(claim) =
-            crate::sign::standing(&a.name, text.as_deref(), trusted, origin)
-            && let Some(c) = claim.cluster.as_deref().and_then(crate::oplog::Ts::parse)
-        {
-            oldest = Some(oldest.map_or(c, |o| o.min(c)));
-        }
-    }
-    let Some(oldest) = oldest else {
+    let Some(oldest) = oldest_base else {
         return Ok(());
     };
     // A slice closed before the oldest base's dump ends before it too.
@@ -308,11 +302,11 @@ fn sync_slices(
 }
 
 /// The retention candidate of an archive in the bucket.
-fn candidate(a: &RemoteArchive, base: &Option<String>) -> Candidate {
+fn candidate(a: &RemoteArchive, claim: &Claim) -> Candidate {
     Candidate {
         name: a.name.clone(),
         time: a.parsed.time,
-        base: base.clone(),
+        base: claim.base.as_ref().map(|b| b.name.clone()),
     }
 }
 
@@ -361,7 +355,7 @@ fn ours_in_bucket<'a>(
     listing: &'a [RemoteArchive],
     trusted: &TrustedKeys,
     origin: &Origin,
-) -> Result<Vec<(&'a RemoteArchive, Option<String>)>, RemoteError> {
+) -> Result<Vec<(&'a RemoteArchive, Claim)>, RemoteError> {
     let signed: Vec<&RemoteArchive> = listing.iter().filter(|a| a.signed()).collect();
     let texts = bucket.signatures(&signed)?;
     Ok(signed
@@ -369,7 +363,7 @@ fn ours_in_bucket<'a>(
         .zip(texts)
         .filter_map(|(a, text)| {
             match crate::sign::standing(&a.name, text.as_deref(), trusted, origin) {
-                Standing::Ours(claim) => Some((a, claim.base.map(|b| b.name))),
+                Standing::Ours(claim) => Some((a, claim)),
                 _ => None,
             }
         })
@@ -411,8 +405,8 @@ fn upload_with_retries(
 }
 
 /// Deletes what remote retention says, over this project's trusted
-/// archives only, skipping (for a day) deletions a lock refused before.
-#[allow(clippy::too_many_arguments)]
+/// archives only (`ours`), skipping (for a day) deletions a lock refused
+/// before.
 fn apply_retention(
     bucket: &Remote,
     remote: &crate::remote::Options,
@@ -420,12 +414,9 @@ fn apply_retention(
     report: &mut SyncReport,
     now: DateTime<Utc>,
     zone: crate::schedule::Zone,
-    trusted: &TrustedKeys,
-    origin: &Origin,
+    ours: &[(&RemoteArchive, Claim)],
 ) -> Result<(), RemoteError> {
-    let listing = bucket.list()?;
-    let ours = ours_in_bucket(bucket, &listing, trusted, origin)?;
-    let candidates: Vec<Candidate> = ours.iter().map(|(a, base)| candidate(a, base)).collect();
+    let candidates: Vec<Candidate> = ours.iter().map(|(a, claim)| candidate(a, claim)).collect();
     state
         .refused_deletions
         .retain(|name, _| candidates.iter().any(|c| &c.name == name));

@@ -181,6 +181,39 @@ pub struct Request<'a> {
     pub allow_unsigned: bool,
 }
 
+/// What reading a project's archives takes: the keys that decrypt, the
+/// keys whose signatures are trusted, and the project.
+pub struct Access {
+    /// Keys to decrypt with.
+    pub keys: ReadKeys,
+    /// Keys whose signatures are trusted.
+    pub trusted: TrustedKeys,
+    /// The project whose archives these are.
+    pub origin: Origin,
+}
+
+impl Access {
+    /// A request to open `arg` (`latest`, a name or a path) from
+    /// `backup_dir`, or from `remote` when given.
+    pub fn request<'a>(
+        &'a self,
+        backup_dir: &'a Path,
+        arg: &'a str,
+        remote: Option<&'a Remote>,
+        allow_unsigned: bool,
+    ) -> Request<'a> {
+        Request {
+            arg,
+            backup_dir,
+            remote,
+            keys: &self.keys,
+            trusted: &self.trusted,
+            origin: &self.origin,
+            allow_unsigned,
+        }
+    }
+}
+
 /// Where an archive is.
 #[derive(Debug, Clone)]
 pub enum Found {
@@ -691,25 +724,6 @@ mod tests {
     use super::*;
     use crate::testutil::Fixture;
 
-    fn request<'a>(
-        f: &'a Fixture,
-        arg: &'a str,
-        keys: &'a ReadKeys,
-        trusted: &'a TrustedKeys,
-        origin: &'a Origin,
-        allow_unsigned: bool,
-    ) -> Request<'a> {
-        Request {
-            arg,
-            backup_dir: &f.backup_dir,
-            remote: None,
-            keys,
-            trusted,
-            origin,
-            allow_unsigned,
-        }
-    }
-
     #[test]
     fn latest_is_the_newest_trusted_archive_of_this_project() {
         let f = Fixture::new();
@@ -723,15 +737,11 @@ mod tests {
             b"planted",
         )
         .unwrap();
-        let (keys, trusted) = f.keys.load().unwrap();
+        let mut access = f.access();
         // (A passphrase is a key: `latest` is chosen, not "no key".)
-        let keys = ReadKeys {
-            passphrase: Some(crate::secret::Secret::unregistered("x".into())),
-            ..keys
-        };
-        let origin = f.origin();
+        access.keys.passphrase = Some(crate::secret::Secret::unregistered("x".into()));
         for allow_unsigned in [false, true] {
-            let req = request(&f, "latest", &keys, &trusted, &origin, allow_unsigned);
+            let req = access.request(&f.backup_dir, "latest", None, allow_unsigned);
             match resolve(&req).unwrap() {
                 Found::Local(p, true) => assert_eq!(p, ours),
                 other => panic!("{other:?}"),
@@ -739,7 +749,7 @@ mod tests {
         }
         // Only the foreign one left: it is `latest` (one other project).
         std::fs::remove_file(&ours).unwrap();
-        let req = request(&f, "latest", &keys, &trusted, &origin, false);
+        let req = access.request(&f.backup_dir, "latest", None, false);
         assert_eq!(
             resolve(&req).unwrap().name(),
             "backup_2026-02-01T00-00-00.tar.gz.age"
@@ -760,12 +770,14 @@ mod tests {
     fn without_any_key_the_missing_key_is_the_error() {
         let f = Fixture::new();
         f.plant_signed("backup_2026-01-01T00-00-00.tar.gz.age", None);
-        let keys = f.keys.read_keys(&[]);
-        let origin = f.origin();
         // No identity file here, and the signing key's public half is not
         // trusted without one either: the first error says "no key".
-        let trusted = TrustedKeys::default();
-        let req = request(&f, "latest", &keys, &trusted, &origin, false);
+        let access = Access {
+            keys: f.keys.read_keys(&[]),
+            trusted: TrustedKeys::default(),
+            origin: f.origin(),
+        };
+        let req = access.request(&f.backup_dir, "latest", None, false);
         let err = resolve(&req).unwrap_err();
         assert!(matches!(err, OpenArchiveError::NoKey(_)), "{err}");
         assert_eq!(crate::exit::Coded::exit(&err), crate::exit::Exit::NoKey);

@@ -34,6 +34,7 @@
 //!   something cofre did not write is replaced where the store allows, or
 //!   reported.
 
+use std::collections::BTreeMap;
 use std::io::{self, Read};
 use std::path::Path;
 use std::sync::Arc;
@@ -448,46 +449,15 @@ impl Remote {
         sub: &str,
         accept: impl Fn(&str) -> bool,
     ) -> Result<Vec<RemoteObject>, RemoteError> {
-        self.rt.block_on(async {
-            let prefix = if self.settings.prefix.is_empty() {
-                format!("{sub}/")
-            } else {
-                format!("{}/{sub}/", self.settings.prefix)
-            };
-            let objects = self.objects(&prefix).await?;
-            let mut found: std::collections::BTreeMap<String, RemoteObject> = Default::default();
-            let mut signatures: std::collections::HashMap<String, Vec<Version>> =
-                Default::default();
-            for (key, versions) in objects {
-                let Some(rest) = key.strip_prefix(&prefix) else {
-                    continue;
-                };
-                if rest.contains('/') || versions.is_empty() {
-                    continue;
-                }
-                if let Some(object) = rest.strip_suffix(SIG_SUFFIX) {
-                    if accept(object) {
-                        signatures.insert(object.to_owned(), versions);
-                    }
-                } else if accept(rest) {
-                    found.insert(
-                        rest.to_owned(),
-                        RemoteObject {
-                            name: format!("{sub}/{rest}"),
-                            versions,
-                            sig_versions: Vec::new(),
-                        },
-                    );
-                }
-            }
-            Ok(found
-                .into_iter()
-                .map(|(bare, mut o)| {
-                    o.sig_versions = signatures.remove(&bare).unwrap_or_default();
-                    o
-                })
-                .collect())
-        })
+        let found = self.rt.block_on(self.named_objects(sub, accept))?;
+        Ok(found
+            .into_iter()
+            .map(|(bare, (versions, sig_versions))| RemoteObject {
+                name: format!("{sub}/{bare}"),
+                versions,
+                sig_versions,
+            })
+            .collect())
     }
 
     /// The signatures of `objects` (the versions cofre wrote), fetched
@@ -496,12 +466,25 @@ impl Remote {
         &self,
         objects: &[&RemoteObject],
     ) -> Result<Vec<Option<String>>, RemoteError> {
+        self.fetch_signatures(
+            objects
+                .iter()
+                .map(|o| (o.name.as_str(), &o.sig_versions[..])),
+        )
+    }
+
+    /// The signatures of `(name, signature versions)` pairs, fetched
+    /// `SIG_CONCURRENCY` at a time, in order; `None` where there is none.
+    fn fetch_signatures<'a>(
+        &self,
+        items: impl Iterator<Item = (&'a str, &'a [Version])>,
+    ) -> Result<Vec<Option<String>>, RemoteError> {
         self.rt.block_on(async {
-            let fetches = objects.iter().map(|o| async move {
-                if o.sig_versions.is_empty() {
-                    return Ok(None);
+            let fetches = items.map(|(name, sig_versions)| async move {
+                match sig_versions.first() {
+                    None => Ok(None),
+                    first => self.read_signature(name, first).await,
                 }
-                self.read_signature(&o.name, o.sig_versions.first()).await
             });
             futures::stream::iter(fetches)
                 .buffered(SIG_CONCURRENCY)
@@ -513,50 +496,63 @@ impl Remote {
     }
 
     async fn list_async(&self) -> Result<Vec<RemoteArchive>, RemoteError> {
-        let prefix = if self.settings.prefix.is_empty() {
-            String::new()
-        } else {
-            format!("{}/", self.settings.prefix)
-        };
-        let objects = self.objects(&prefix).await?;
-        let mut archives: std::collections::BTreeMap<String, RemoteArchive> =
-            std::collections::BTreeMap::new();
-        let mut signatures: std::collections::HashMap<String, Vec<Version>> =
-            std::collections::HashMap::new();
-        for (key, versions) in objects {
+        let found = self
+            .named_objects("", |n| ArchiveName::parse(n).is_some())
+            .await?;
+        let mut archives: Vec<RemoteArchive> = found
+            .into_iter()
+            .filter_map(|(name, (versions, sig_versions))| {
+                Some(RemoteArchive {
+                    parsed: ArchiveName::parse(&name)?,
+                    name,
+                    versions,
+                    sig_versions,
+                })
+            })
+            .collect();
+        archives.sort_by(|a, b| b.parsed.time.cmp(&a.parsed.time).then(b.name.cmp(&a.name)));
+        Ok(archives)
+    }
+
+    /// The objects directly under `dir` (a folder under the prefix; `""`
+    /// for the prefix itself) whose names `accept` takes, by name, each
+    /// with its versions and its signature's versions (empty when there is
+    /// none). Any other key, whatever it holds, is passed over, and a
+    /// signature without its object counts for nothing.
+    async fn named_objects(
+        &self,
+        dir: &str,
+        accept: impl Fn(&str) -> bool,
+    ) -> Result<BTreeMap<String, (Vec<Version>, Vec<Version>)>, RemoteError> {
+        let prefix: String = [self.settings.prefix.as_str(), dir]
+            .iter()
+            .filter(|s| !s.is_empty())
+            .map(|s| format!("{s}/"))
+            .collect();
+        let mut found = BTreeMap::new();
+        let mut signatures = std::collections::HashMap::new();
+        for (key, versions) in self.objects(&prefix).await? {
             let Some(rest) = key.strip_prefix(&prefix) else {
                 continue;
             };
             if rest.contains('/') || versions.is_empty() {
                 continue;
             }
-            if let Some(archive) = rest.strip_suffix(SIG_SUFFIX) {
-                if ArchiveName::parse(archive).is_some() {
-                    signatures.insert(archive.to_owned(), versions);
+            match rest.strip_suffix(SIG_SUFFIX) {
+                Some(object) if accept(object) => {
+                    signatures.insert(object.to_owned(), versions);
                 }
-                continue;
-            }
-            if let Some(parsed) = ArchiveName::parse(rest) {
-                archives.insert(
-                    rest.to_owned(),
-                    RemoteArchive {
-                        name: rest.to_owned(),
-                        parsed,
-                        versions,
-                        sig_versions: Vec::new(),
-                    },
-                );
+                Some(_) => {}
+                None if accept(rest) => {
+                    found.insert(rest.to_owned(), (versions, Vec::new()));
+                }
+                None => {}
             }
         }
-        let mut archives: Vec<RemoteArchive> = archives
-            .into_values()
-            .map(|mut a| {
-                a.sig_versions = signatures.remove(&a.name).unwrap_or_default();
-                a
-            })
-            .collect();
-        archives.sort_by(|a, b| b.parsed.time.cmp(&a.parsed.time).then(b.name.cmp(&a.name)));
-        Ok(archives)
+        for (name, (_, sig_versions)) in &mut found {
+            *sig_versions = signatures.remove(name).unwrap_or_default();
+        }
+        Ok(found)
     }
 
     /// Every object under `prefix` with its versions, oldest first (delete
@@ -744,20 +740,11 @@ impl Remote {
         &self,
         archives: &[&RemoteArchive],
     ) -> Result<Vec<Option<String>>, RemoteError> {
-        self.rt.block_on(async {
-            let fetches = archives.iter().map(|a| async move {
-                if !a.signed() {
-                    return Ok(None);
-                }
-                self.read_signature(&a.name, a.sig_versions.first()).await
-            });
-            futures::stream::iter(fetches)
-                .buffered(SIG_CONCURRENCY)
-                .collect::<Vec<_>>()
-                .await
-                .into_iter()
-                .collect()
-        })
+        self.fetch_signatures(
+            archives
+                .iter()
+                .map(|a| (a.name.as_str(), &a.sig_versions[..])),
+        )
     }
 
     /// The signature of `name` that cofre wrote, when the bucket has one

@@ -80,6 +80,17 @@ impl Fixture {
         Origin::here(&self.source)
     }
 
+    /// The keys to read this project's archives with (the configured
+    /// ones only).
+    pub fn access(&self) -> crate::open::Access {
+        let (keys, trusted) = self.keys.load().unwrap();
+        crate::open::Access {
+            keys,
+            trusted,
+            origin: self.origin(),
+        }
+    }
+
     /// The keys trusted here.
     pub fn trusted(&self) -> TrustedKeys {
         self.keys.load().unwrap().1

@@ -533,23 +533,12 @@ impl Jobs for Live {
 
 /// One drill of the newest local archive, as the daemon runs it.
 fn drill_now(settings: &Settings, cancel: Arc<AtomicBool>) -> Result<String, JobError> {
-    let (keys, trusted) = settings
-        .keys
-        .load()
+    let access = super::access(settings, &crate::cli::KeyArgs::default())
         .map_err(|e| JobError::Failed(e.to_string()))?;
-    let origin = crate::sign::Origin::here(&settings.source);
     let mark = crate::logging::tail_mark();
     let record = crate::drill::run(&crate::drill::Request {
         opts: &settings.drill,
-        open: crate::open::Request {
-            arg: "latest",
-            backup_dir: &settings.backup_dir,
-            remote: None,
-            keys: &keys,
-            trusted: &trusted,
-            origin: &origin,
-            allow_unsigned: false,
-        },
+        open: access.request(&settings.backup_dir, "latest", None, false),
         wait: None,
         verbosity: Verbosity::Quiet,
         cancel,

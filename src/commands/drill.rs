@@ -14,7 +14,7 @@ use crate::format::human;
 use crate::logging::Verbosity;
 use crate::state::DrillRecord;
 
-use super::{Outcome, archive_source, duration_flag, read_keys, trusted_keys};
+use super::{Outcome, access, archive_source, duration_flag};
 
 /// A drill that ran and failed: the error the command ends with.
 #[derive(Debug, thiserror::Error)]
@@ -40,25 +40,20 @@ pub fn run(
     out: &mut dyn Write,
 ) -> Result<Outcome, anyhow::Error> {
     let wait = duration_flag("--wait", args.lock.wait.as_deref())?;
-    let keys = read_keys(settings, &args.keys);
-    let trusted = trusted_keys(settings, &keys)?;
+    let access = access(settings, &args.keys)?;
     let arg = args.archive.as_deref().unwrap_or("latest");
     let (remote, arg) = archive_source(settings, arg, args.remote)?;
     let cancel = Arc::new(AtomicBool::new(false));
     stop_on_signals(Arc::clone(&cancel))?;
-    let origin = crate::sign::Origin::here(&settings.source);
     let mark = crate::logging::tail_mark();
     let record = drill::run(&drill::Request {
         opts: &settings.drill,
-        open: crate::open::Request {
-            arg: &arg,
-            backup_dir: &settings.backup_dir,
-            remote: remote.as_ref(),
-            keys: &keys,
-            trusted: &trusted,
-            origin: &origin,
-            allow_unsigned: args.allow_unsigned,
-        },
+        open: access.request(
+            &settings.backup_dir,
+            &arg,
+            remote.as_ref(),
+            args.allow_unsigned,
+        ),
         wait,
         verbosity,
         cancel,

@@ -50,10 +50,10 @@ pub fn run(
     settings: &Settings,
     out: &mut dyn std::io::Write,
 ) -> Result<Outcome, anyhow::Error> {
-    let keys = super::read_keys(settings, &crate::cli::KeyArgs::default());
-    let trusted = super::trusted_keys(settings, &keys)?;
+    let crate::open::Access {
+        trusted, origin, ..
+    } = super::access(settings, &crate::cli::KeyArgs::default())?;
     let now = Utc::now();
-    let origin = crate::sign::Origin::here(&settings.source);
     let (rows, place) = if args.remote {
         let bucket = super::bucket(settings)?;
         let state = Store::open(&settings.backup_dir)

@@ -21,10 +21,11 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use crate::archive::crypt::ReadKeys;
 use crate::cli::{ArchiveOptions, Cli, Command, KeyArgs, MongoSelect};
 use crate::config::{self, ConfigError, Settings, Sources};
 use crate::logging::{self, Verbosity};
+use crate::open::Access;
+use crate::sign::{Origin, SignError};
 use crate::vars;
 
 pub use crate::Outcome;
@@ -87,19 +88,19 @@ pub fn settings(cli: &Cli) -> Result<Settings, anyhow::Error> {
     Ok(Settings::resolve(&s)?)
 }
 
-/// Keys for reading archives: `--identity` files first, then the configured
-/// identity file; the configured passphrase.
-pub fn read_keys(settings: &Settings, keys: &KeyArgs) -> ReadKeys {
-    settings.keys.read_keys(&keys.identities)
-}
-
-/// The keys whose signatures are trusted: this installation's signing key,
-/// keys named in the identity files used to decrypt, `BACKUP_TRUSTED_KEYS`.
-pub fn trusted_keys(
-    settings: &Settings,
-    keys: &ReadKeys,
-) -> Result<crate::sign::TrustedKeys, crate::sign::SignError> {
-    settings.keys.trusted(keys)
+/// What reading this project's archives takes: the keys that decrypt
+/// (`--identity` files first, then the configured identity file; the
+/// configured passphrase), the keys whose signatures are trusted (this
+/// installation's signing key, keys named in those identity files,
+/// `BACKUP_TRUSTED_KEYS`), and this project.
+pub fn access(settings: &Settings, keys: &KeyArgs) -> Result<Access, SignError> {
+    let keys = settings.keys.read_keys(&keys.identities);
+    let trusted = settings.keys.trusted(&keys)?;
+    Ok(Access {
+        keys,
+        trusted,
+        origin: Origin::here(&settings.source),
+    })
 }
 
 /// The bucket, for `--remote`: `BACKUP_REMOTE` must be set.

@@ -11,7 +11,8 @@ use crate::config::{ConfigError, Settings};
 use crate::oplog::Ts;
 use crate::oplog::history::{self, Place};
 
-use super::{Outcome, read_keys, trusted_keys};
+use super::{Outcome, access};
+use crate::open::Access;
 
 /// Parses an RFC 3339 time (UTC when it has no offset).
 pub fn parse_time(flag: &str, v: &str) -> Result<DateTime<Utc>, ConfigError> {
@@ -54,9 +55,11 @@ pub fn run(
         }
         .into());
     }
-    let keys = read_keys(settings, &args.keys);
-    let trusted = trusted_keys(settings, &keys)?;
-    let origin = crate::sign::Origin::here(&settings.source);
+    let Access {
+        keys,
+        trusted,
+        origin,
+    } = access(settings, &args.keys)?;
     let bucket = if args.remote {
         Some(super::bucket(settings)?)
     } else {

@@ -28,10 +28,7 @@ pub fn run(
         Some(store.lock(wait)?)
     };
     tracing::info!(dry_run = args.dry_run, "prune started");
-    let trusted = super::trusted_keys(
-        settings,
-        &super::read_keys(settings, &crate::cli::KeyArgs::default()),
-    )?;
+    let trusted = super::access(settings, &crate::cli::KeyArgs::default())?.trusted;
     let decisions = prune::plan(&store, &settings.prune(), &trusted, chrono::Utc::now())?;
     for d in &decisions {
         let verb = match (d.keep, args.dry_run) {

@@ -27,7 +27,7 @@ use crate::restore::{self as rs, ExtractOptions, Extractor, RestoreError};
 use crate::secret::Secret;
 use crate::store::{ArchiveName, Store};
 
-use super::{Outcome, duration_flag, read_keys, trusted_keys};
+use super::{Outcome, access, duration_flag};
 
 /// The database target a command line asks for.
 fn mongo_target(args: &RestoreArgs, settings: &Settings) -> mongo::load::Target {
@@ -185,19 +185,14 @@ pub fn run(
         (None, Some(_)) => "latest",
         (None, None) => unreachable!("clap requires ARCHIVE without --mongo-dir or --at"),
     };
-    let keys = read_keys(settings, &args.keys);
-    let trusted = trusted_keys(settings, &keys)?;
+    let access = access(settings, &args.keys)?;
     let (remote, arg) = super::archive_source(settings, arg, args.remote)?;
-    let origin = crate::sign::Origin::here(&settings.source);
-    let req = open::Request {
-        arg: &arg,
-        backup_dir: &settings.backup_dir,
-        remote: remote.as_ref(),
-        keys: &keys,
-        trusted: &trusted,
-        origin: &origin,
-        allow_unsigned: args.allow_unsigned,
-    };
+    let req = access.request(
+        &settings.backup_dir,
+        &arg,
+        remote.as_ref(),
+        args.allow_unsigned,
+    );
     let place = match &remote {
         Some(b) => history::Place::Bucket(b),
         None => history::Place::Local(&settings.backup_dir),
@@ -205,7 +200,7 @@ pub fn run(
     let (found, pitr) = match point {
         None => (open::resolve(&req)?, None),
         Some(point) => {
-            let history = history::load(place, &trusted, &origin)?;
+            let history = history::load(place, &access.trusted, &access.origin)?;
             for (name, why) in &history.refused {
                 tracing::warn!("{name} {why}; it is not part of the history");
             }
@@ -220,7 +215,11 @@ pub fn run(
     // Every slice is read and checked before anything is restored.
     let preview = match &pitr {
         Some(p) if !args.files_only => Some(crate::oplog::preview(
-            place, &p.history, &p.plan, &keys, &trusted,
+            place,
+            &p.history,
+            &p.plan,
+            &access.keys,
+            &access.trusted,
         )?),
         _ => None,
     };
@@ -354,7 +353,14 @@ pub fn run(
                 .map(|c| (c.db.clone(), c.name.clone()))
                 .collect::<Vec<_>>();
             let done = crate::oplog::replay(
-                place, &p.history, &p.plan, &target_db, allowed, owned, &keys, &trusted,
+                place,
+                &p.history,
+                &p.plan,
+                &target_db,
+                allowed,
+                owned,
+                &access.keys,
+                &access.trusted,
             )?;
             for n in &done.notes {
                 writeln!(out, "note: {n}")?;

@@ -7,10 +7,9 @@ use crate::cli::VerifyArgs;
 use crate::config::Settings;
 use crate::format::human;
 use crate::open::{self, Request};
-use crate::sign::TrustedKeys;
 use crate::store::Store;
 
-use super::{Outcome, read_keys, trusted_keys};
+use super::{Outcome, access};
 
 /// Reads one archive completely, checking it against its manifest and its
 /// signature; a differential's full is read and checked first (unless
@@ -78,8 +77,7 @@ pub fn run(
     settings: &Settings,
     out: &mut dyn std::io::Write,
 ) -> Result<Outcome, anyhow::Error> {
-    let keys = read_keys(settings, &args.keys);
-    let trusted: TrustedKeys = trusted_keys(settings, &keys)?;
+    let access = access(settings, &args.keys)?;
     let remote = if args.remote {
         Some(super::bucket(settings)?)
     } else {
@@ -102,19 +100,15 @@ pub fn run(
         return Ok(Outcome::Success);
     }
     let single = targets.len() == 1 && !args.all;
-    let origin = crate::sign::Origin::here(&settings.source);
     let mut failed = 0;
     let mut verified = std::collections::HashMap::new();
     for arg in &targets {
-        let req = Request {
+        let req = access.request(
+            &settings.backup_dir,
             arg,
-            backup_dir: &settings.backup_dir,
-            remote: remote.as_ref(),
-            keys: &keys,
-            trusted: &trusted,
-            origin: &origin,
-            allow_unsigned: args.allow_unsigned,
-        };
+            remote.as_ref(),
+            args.allow_unsigned,
+        );
         let name = std::path::Path::new(arg)
             .file_name()
             .map_or_else(|| arg.clone(), |n| n.to_string_lossy().into_owned());

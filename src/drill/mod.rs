@@ -956,8 +956,7 @@ mod tests {
     fn a_drill_of_a_files_only_archive_restores_checks_and_removes_its_scratch() {
         let f = Fixture::new();
         f.backup();
-        let (keys, trusted) = f.keys.load().unwrap();
-        let origin = f.origin();
+        let access = f.access();
         let opts = Options {
             backup_dir: f.backup_dir.clone(),
             dir: None,
@@ -968,15 +967,7 @@ mod tests {
         };
         let record = run(&Request {
             opts: &opts,
-            open: open::Request {
-                arg: "latest",
-                backup_dir: &f.backup_dir,
-                remote: None,
-                keys: &keys,
-                trusted: &trusted,
-                origin: &origin,
-                allow_unsigned: false,
-            },
+            open: access.request(&f.backup_dir, "latest", None, false),
             wait: None,
             verbosity: Verbosity::Quiet,
             cancel: Arc::new(AtomicBool::new(false)),

@@ -548,17 +548,8 @@ mod tests {
     fn an_archive_is_staged_verified_and_placed_into_a_new_target() {
         let f = Fixture::new();
         f.backup();
-        let (keys, trusted) = f.keys.load().unwrap();
-        let origin = f.origin();
-        let req = crate::open::Request {
-            arg: "latest",
-            backup_dir: &f.backup_dir,
-            remote: None,
-            keys: &keys,
-            trusted: &trusted,
-            origin: &origin,
-            allow_unsigned: false,
-        };
+        let access = f.access();
+        let req = access.request(&f.backup_dir, "latest", None, false);
         let found = crate::open::resolve(&req).unwrap();
         let chain = crate::open::chain(&req, found).unwrap();
         let target = f.dir.path().join("restored");
