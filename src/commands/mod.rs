@@ -25,7 +25,7 @@ use crate::cli::{ArchiveOptions, Cli, Command, KeyArgs, MongoSelect};
 use crate::config::{self, ConfigError, Settings, Sources};
 use crate::logging::{self, Verbosity};
 use crate::open::Access;
-use crate::sign::{Origin, SignError};
+use crate::sign::Origin;
 use crate::vars;
 
 pub use crate::Outcome;
@@ -92,8 +92,18 @@ pub fn settings(cli: &Cli) -> Result<Settings, anyhow::Error> {
 /// (`--identity` files first, then the configured identity file; the
 /// configured passphrase), the keys whose signatures are trusted (this
 /// installation's signing key, keys named in those identity files,
-/// `BACKUP_TRUSTED_KEYS`), and this project.
-pub fn access(settings: &Settings, keys: &KeyArgs) -> Result<Access, SignError> {
+/// `BACKUP_TRUSTED_KEYS`), and this project. A file named with
+/// `--identity` must be there (the configured one may not be yet).
+pub fn access(settings: &Settings, keys: &KeyArgs) -> Result<Access, anyhow::Error> {
+    for path in &keys.identities {
+        if let Err(e) = std::fs::metadata(path) {
+            return Err(crate::archive::crypt::CryptError::IdentityFile {
+                path: path.clone(),
+                why: e.to_string(),
+            }
+            .into());
+        }
+    }
     let keys = settings.keys.read_keys(&keys.identities);
     let trusted = settings.keys.trusted(&keys)?;
     Ok(Access {

@@ -331,16 +331,12 @@ pub fn run(
     if want_mongo && has_mongo {
         // An empty dump (a database with no collection yet) restores
         // nothing; a point in time after it still replays.
-        let empty = restored
-            .info
-            .mongodb
-            .as_ref()
-            .is_some_and(|m| m.collections.is_empty());
-        let report = if empty && pitr.is_some() {
-            mongo::load::Report::default()
-        } else {
-            mongo::load::restore_dir(&restored.dump_dir(), &target_db, false)?
-        };
+        let report = mongo::load::restore_dump(
+            &restored.dump_dir(),
+            &target_db,
+            false,
+            &std::sync::atomic::AtomicBool::new(false),
+        )?;
         render_report(&report, out)?;
         summary.extend(database_summary(&report, &target_db));
         outcome = report.outcome();

@@ -695,7 +695,7 @@ impl Drill<'_> {
         };
         let clock = Instant::now();
         let report =
-            mongo::load::restore_dir_until(&restored.dump_dir(), &target, false, &self.req.cancel)
+            mongo::load::restore_dump(&restored.dump_dir(), &target, false, &self.req.cancel)
                 .map_err(|e| match e {
                     MongoError::Cancelled => {
                         Failure::new("cancelled", "the drill was stopped before it finished")

@@ -836,6 +836,9 @@ async fn restore_all(
     Ok(())
 }
 
+/// Said of an archive's dump of a database that had no collection yet.
+const NO_COLLECTIONS: &str = "the dump holds no collections (the database had none when it was backed up): nothing to restore";
+
 /// What restoring a dump recorded in a manifest would do (for `--dry-run`,
 /// which stages nothing): reads only the target server.
 pub fn plan(
@@ -847,6 +850,10 @@ pub fn plan(
         drop: target.drop,
         ..Default::default()
     };
+    if section.collections.is_empty() {
+        report.notes.push(NO_COLLECTIONS.to_owned());
+        return Ok(report);
+    }
     let uri = target.uri.as_ref().ok_or(MongoError::NoTarget)?;
     let rt = super::runtime()?;
     rt.block_on(async {
@@ -867,14 +874,24 @@ pub fn plan(
     Ok(report)
 }
 
-/// Restores a dump directory into the target server.
+/// Restores a dump directory a person named (`--mongo-dir`) into the
+/// target server. One that holds no collections is refused: it is most
+/// likely not the dump directory that was meant.
 pub fn restore_dir(dir: &Path, target: &Target, dry_run: bool) -> Result<Report, MongoError> {
-    restore_dir_until(dir, target, dry_run, &AtomicBool::new(false))
+    if scan(dir, &mut Vec::new())?.is_empty() {
+        return Err(dump_err(
+            dir,
+            "holds no collections (expected <db>/<collection>.bson and .metadata.json files)",
+        ));
+    }
+    restore_dump(dir, target, dry_run, &AtomicBool::new(false))
 }
 
-/// [`restore_dir`], stopping between batches once `cancel` is set (what
+/// Restores an archive's dump (checked against its signed manifest) into
+/// the target server, stopping between batches once `cancel` is set (what
 /// was made is then dropped and the error is [`MongoError::Cancelled`]).
-pub fn restore_dir_until(
+/// The dump of a database with no collection yet restores nothing.
+pub fn restore_dump(
     dir: &Path,
     target: &Target,
     dry_run: bool,
@@ -887,10 +904,8 @@ pub fn restore_dir_until(
     };
     let mut found = scan(dir, &mut report.notes)?;
     if found.is_empty() {
-        return Err(dump_err(
-            dir,
-            "holds no collections (expected <db>/<collection>.bson and .metadata.json files)",
-        ));
+        report.notes.push(NO_COLLECTIONS.to_owned());
+        return Ok(report);
     }
     // Views last: they may be defined on collections (or views) restored here.
     found.sort_by_key(|f| f.metadata.kind == CollectionKind::View);

@@ -519,6 +519,36 @@ fn files_and_database_restore_together() {
     m.drop_db(&db);
 }
 
+/// A newcomer's first day: the application's database has no collection
+/// yet. Its archive restores (nothing, saying so), drills and verifies.
+#[test]
+fn a_database_with_no_collections_yet_backs_up_restores_and_drills() {
+    let Some(m) = mongo() else { return };
+    let db = unique("empty");
+    m.drop_db(&db);
+    let mut env = Env::new();
+    fs::write(env.project.join("a.txt"), "a\n").unwrap();
+    env.set("MONGODB_URI", m.uri(&db, ""));
+    env.ok(["backup"]);
+    let said = "the dump holds no collections";
+    for args in [
+        &["restore", "latest", "--mongo-only"][..],
+        &["restore", "latest", "--mongo-only", "--dry-run"],
+    ] {
+        let out = env.ok(args);
+        assert!(stdout(&out).contains(said), "{args:?}: {}", text(&out));
+    }
+    assert!(m.collections(&db).is_empty());
+    let drill = env.ok(["drill"]);
+    assert!(text(&drill).contains("drill passed"), "{}", text(&drill));
+    env.ok(["verify"]);
+    // A directory a person names is another matter: empty, it is refused.
+    let empty = env.path("empty-dump");
+    fs::create_dir_all(&empty).unwrap();
+    let msg = env.fails(argv!["restore", "--mongo-dir", empty], 1);
+    assert!(msg.contains("holds no collections"), "{msg}");
+}
+
 /// The mongodump fixtures kept in the repository.
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mongodump")

@@ -99,6 +99,13 @@ fn public_key_only_the_server_cannot_read_its_backups() {
         msg.contains("no key was found") && msg.contains("--identity"),
         "{msg}"
     );
+    // A file named with --identity that is not there is said, by name.
+    let typo = env.path("no-such-key.txt");
+    let msg = env.fails(argv!["verify", "--identity", typo], 1);
+    assert!(
+        msg.contains("no-such-key.txt") && msg.contains("No such file"),
+        "{msg}"
+    );
     env.ok(argv!["verify", "--identity", key]);
     round_trip(&env, &["--identity", key.to_str().unwrap()]);
 }
